@@ -1,0 +1,86 @@
+#!/usr/bin/env bash
+# Prepares this machine to run unsandbox containers: makes sure LXD is
+# installed and its daemon is running, and that a btrfs storage pool exists
+# and backs the root disk of the `default` profile. Safe to run any number of
+# times (also after a reboot, when only the daemon needs starting again).
+# Run as root. Prints the LXD socket path at the end.
+#
+# Environment:
+#   UNSANDBOX_STORAGE_POOL  storage pool name          (default: unsandbox)
+#   UNSANDBOX_POOL_SIZE     size of the pool loop file (default: 30GiB)
+set -euo pipefail
+
+POOL="${UNSANDBOX_STORAGE_POOL:-unsandbox}"
+POOL_SIZE="${UNSANDBOX_POOL_SIZE:-30GiB}"
+LXD_DIR=/var/lib/lxd
+SOCKET="$LXD_DIR/unix.socket"
+LOG_DIR=/var/log/lxd
+PACKAGES=(lxd lxd-client btrfs-progs iptables debootstrap)
+
+say() { printf 'lxd-host: %s\n' "$*"; }
+die() { printf 'lxd-host: error: %s\n' "$*" >&2; exit 1; }
+
+[[ $(id -u) -eq 0 ]] || die "must run as root"
+
+# 1. Packages -----------------------------------------------------------------
+missing=()
+for pkg in "${PACKAGES[@]}"; do
+    status=$(dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null || true)
+    [[ $status == "install ok installed" ]] || missing+=("$pkg")
+done
+if ((${#missing[@]})); then
+    say "installing ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+else
+    say "packages present"
+fi
+
+# 2. Daemon -------------------------------------------------------------------
+daemon_answers() { timeout 10 lxc query /1.0 >/dev/null 2>&1; }
+
+if daemon_answers; then
+    say "daemon already running"
+else
+    say "starting daemon"
+    mkdir -p "$LOG_DIR"
+    # Detached in its own session: it outlives this script and its shell.
+    setsid -f nohup lxd --group root --logfile "$LOG_DIR/lxd.log" \
+        </dev/null >>"$LOG_DIR/lxd.out" 2>&1
+fi
+lxd waitready --timeout 60 || die "daemon did not become ready (see $LOG_DIR/lxd.log)"
+daemon_answers || die "daemon does not answer on $SOCKET"
+
+# 3. Storage pool ---------------------------------------------------------------
+if lxc storage show "$POOL" >/dev/null 2>&1; then
+    driver=$(lxc storage show "$POOL" | awk '$1 == "driver:" { print $2 }')
+    say "storage pool $POOL exists (driver ${driver:-unknown})"
+else
+    say "creating btrfs storage pool $POOL ($POOL_SIZE loop file)"
+    lxc storage create "$POOL" btrfs size="$POOL_SIZE" >/dev/null
+fi
+
+# 4. Root disk of the default profile ------------------------------------------
+root_device=""
+while read -r dev; do
+    [[ -n $dev ]] || continue
+    if [[ $(lxc profile device get default "$dev" type 2>/dev/null) == disk &&
+          $(lxc profile device get default "$dev" path 2>/dev/null) == / ]]; then
+        root_device=$dev
+        break
+    fi
+done < <(lxc profile device list default)
+
+if [[ -z $root_device ]]; then
+    say "adding root disk on pool $POOL to the default profile"
+    lxc profile device add default root disk path=/ pool="$POOL" >/dev/null
+else
+    root_pool=$(lxc profile device get default "$root_device" pool)
+    say "default profile root disk is on pool $root_pool"
+    [[ $root_pool == "$POOL" ]] ||
+        say "note: not on $POOL; the root disk was left as it is"
+fi
+
+say "ready"
+echo "$SOCKET"

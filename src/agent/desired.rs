@@ -1,0 +1,195 @@
+//! What this host should run: the pools that cover it, each resolved against
+//! its LanguageImage, with the reason when a pool cannot be served. Pure.
+
+use std::collections::BTreeMap;
+
+use crate::crd::{ExecutorPool, ExecutorPoolSpec, LanguageImage, LanguageImageSpec, NetworkTier, validate};
+
+/// The resources an agent works from, whatever their source (files or the API server).
+#[derive(Debug, Clone, Default)]
+pub struct Resources {
+    pub pools: Vec<ExecutorPool>,
+    pub images: Vec<LanguageImage>,
+}
+
+/// Why a pool is not served on this host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// CamelCase reason, as used in conditions.
+    pub reason: &'static str,
+    pub message: String,
+}
+
+impl Problem {
+    fn new(reason: &'static str, message: impl Into<String>) -> Self {
+        Self { reason, message: message.into() }
+    }
+}
+
+/// One pool as this host sees it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ResolvedPool {
+    /// `namespace/name`.
+    pub key: String,
+    pub name: String,
+    pub generation: Option<i64>,
+    pub spec: ExecutorPoolSpec,
+    /// Warm containers wanted on this host.
+    pub warm: u32,
+    /// The image spec, when the named LanguageImage exists and is valid.
+    pub image: Option<LanguageImageSpec>,
+    /// Set when the pool cannot be served here.
+    pub problem: Option<Problem>,
+}
+
+impl ResolvedPool {
+    pub fn servable(&self) -> bool {
+        self.problem.is_none() && self.image.is_some()
+    }
+}
+
+/// `namespace/name` of a pool (namespace `default` when none is set).
+pub fn pool_key(pool: &ExecutorPool) -> String {
+    let ns = pool.metadata.namespace.as_deref().unwrap_or("default");
+    format!("{ns}/{}", pool.metadata.name.as_deref().unwrap_or_default())
+}
+
+/// Whether a node with these labels is covered by the pool's node selector.
+/// `None` (standalone) is covered by every pool.
+pub fn covers(spec: &ExecutorPoolSpec, node_labels: Option<&BTreeMap<String, String>>) -> bool {
+    match node_labels {
+        None => true,
+        Some(labels) => spec.node_selector.iter().all(|(k, v)| labels.get(k) == Some(v)),
+    }
+}
+
+/// Resolves every pool that covers `node`, sorted by key.
+pub fn resolve(res: &Resources, node: &str, node_labels: Option<&BTreeMap<String, String>>) -> Vec<ResolvedPool> {
+    let mut out: Vec<ResolvedPool> = res
+        .pools
+        .iter()
+        .filter(|p| covers(&p.spec, node_labels))
+        .map(|p| resolve_one(p, &res.images, node))
+        .collect();
+    out.sort_by(|a, b| a.key.cmp(&b.key));
+    out
+}
+
+fn resolve_one(pool: &ExecutorPool, images: &[LanguageImage], node: &str) -> ResolvedPool {
+    let spec = pool.spec.clone();
+    let mut problem = None;
+    let mut image = None;
+    if let Err(e) = validate::pool(&spec) {
+        problem = Some(Problem::new("InvalidSpec", e.to_string()));
+    }
+    match images.iter().find(|i| i.metadata.name.as_deref() == Some(spec.image.as_str())) {
+        None => {
+            problem.get_or_insert(Problem::new("ImageNotFound", format!("LanguageImage {:?} does not exist", spec.image)));
+        }
+        Some(li) => match validate::image(&li.spec) {
+            Ok(()) => image = Some(li.spec.clone()),
+            Err(e) => {
+                problem.get_or_insert(Problem::new("ImageInvalid", format!("LanguageImage {:?}: {e}", spec.image)));
+            }
+        },
+    }
+    if spec.network == NetworkTier::Semitrusted {
+        problem.get_or_insert(Problem::new(
+            "NetworkTierUnsupported",
+            "network tier semitrusted (egress through a filtering proxy) is not available yet; \
+             no containers are started rather than run with other isolation",
+        ));
+    }
+    ResolvedPool {
+        key: pool_key(pool),
+        name: pool.metadata.name.clone().unwrap_or_default(),
+        generation: pool.metadata.generation,
+        warm: spec.warm_for(node),
+        spec,
+        image,
+        problem,
+    }
+}
+
+/// A stable hash of what shapes a pool's containers: a container whose hash
+/// differs from its pool's current one is replaced.
+pub fn container_hash(spec: &ExecutorPoolSpec, fingerprint: &str) -> String {
+    let shape = serde_json::json!({
+        "fingerprint": fingerprint,
+        "limits": spec.limits,
+        "network": spec.network,
+    });
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in shape.to_string().bytes() {
+        h ^= b as u64;
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("{h:016x}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn docs(yaml: &str) -> Resources {
+        let mut res = Resources::default();
+        for doc in serde_yaml::Deserializer::from_str(yaml) {
+            let v = serde_yaml::Value::deserialize(doc).unwrap();
+            match v["kind"].as_str() {
+                Some("ExecutorPool") => res.pools.push(serde_yaml::from_value(v).unwrap()),
+                Some("LanguageImage") => res.images.push(serde_yaml::from_value(v).unwrap()),
+                _ => panic!("unknown doc"),
+            }
+        }
+        res
+    }
+    use serde::Deserialize;
+
+    const IMAGE: &str = "apiVersion: unsandbox.com/v1alpha1\nkind: LanguageImage\nmetadata: {name: small}\nspec:\n  source: {recipe: small}\n  languages:\n  - {name: python, sourceFile: main.py, run: python3 main.py}\n";
+
+    #[test]
+    fn resolves_pool_against_image() {
+        let res = docs(&format!(
+            "{IMAGE}---\napiVersion: unsandbox.com/v1alpha1\nkind: ExecutorPool\nmetadata: {{name: py, namespace: team}}\nspec:\n  image: small\n  warm: 3\n  nodeOverrides: [{{node: big, warm: 9}}]\n"
+        ));
+        let r = resolve(&res, "n1", None);
+        assert_eq!(r.len(), 1);
+        assert_eq!(r[0].key, "team/py");
+        assert_eq!(r[0].warm, 3);
+        assert!(r[0].servable());
+        assert_eq!(resolve(&res, "big", None)[0].warm, 9);
+    }
+
+    #[test]
+    fn problems_are_reported_not_served() {
+        let res = docs(&format!(
+            "{IMAGE}---\nkind: ExecutorPool\nmetadata: {{name: a}}\nspec: {{image: nope}}\n---\nkind: ExecutorPool\nmetadata: {{name: b}}\nspec: {{image: small, network: semitrusted}}\n---\nkind: ExecutorPool\nmetadata: {{name: c}}\nspec:\n  image: small\n  execution: {{outputBytes: {{default: 10, max: 5}}}}\n"
+        ));
+        let r = resolve(&res, "n1", None);
+        let reasons: Vec<_> = r.iter().map(|p| p.problem.as_ref().unwrap().reason).collect();
+        assert_eq!(reasons, ["ImageNotFound", "NetworkTierUnsupported", "InvalidSpec"]);
+        assert!(r.iter().all(|p| !p.servable()));
+        assert_eq!(r[0].key, "default/a");
+    }
+
+    #[test]
+    fn node_selector_filters() {
+        let res = docs(&format!("{IMAGE}---\nkind: ExecutorPool\nmetadata: {{name: a}}\nspec: {{image: small, nodeSelector: {{lxd: 'yes'}}}}\n"));
+        let yes = BTreeMap::from([("lxd".to_string(), "yes".to_string())]);
+        assert_eq!(resolve(&res, "n", Some(&yes)).len(), 1);
+        assert_eq!(resolve(&res, "n", Some(&BTreeMap::new())).len(), 0);
+        assert_eq!(resolve(&res, "n", None).len(), 1);
+    }
+
+    #[test]
+    fn hash_changes_with_shape_only() {
+        let res = docs(&format!("{IMAGE}---\nkind: ExecutorPool\nmetadata: {{name: a}}\nspec: {{image: small}}\n"));
+        let mut spec = res.pools[0].spec.clone();
+        let h = container_hash(&spec, "abc");
+        spec.warm = 7;
+        assert_eq!(h, container_hash(&spec, "abc"));
+        spec.limits.memory_mib = 512;
+        assert_ne!(h, container_hash(&spec, "abc"));
+        assert_ne!(h, container_hash(&res.pools[0].spec, "abd"));
+    }
+}

@@ -1,0 +1,254 @@
+//! The node agent: keeps each pool's warm containers on this host's LXD,
+//! hands one out per execution and destroys it afterwards. The same code runs
+//! standalone (resources from files) and on Kubernetes (from the API server).
+
+pub mod desired;
+pub mod image;
+pub mod keys;
+pub mod launcher;
+mod lease;
+pub mod plan;
+mod reconcile;
+pub mod state;
+pub mod status;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use tokio::sync::{Notify, Semaphore, watch};
+
+use crate::crd::{LanguageSpec, NetworkTier};
+use crate::lxd::Lxd;
+use crate::metrics::Metrics;
+
+pub use desired::Resources;
+pub use lease::{AcquireError, Lease};
+pub use status::PoolReport;
+
+use state::State;
+
+/// Settings of an agent.
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    /// This host's name; containers are marked with it.
+    pub node: String,
+    /// Labels of this node, matched against pools' node selectors. `None`
+    /// (standalone): every pool covers this host.
+    pub node_labels: Option<BTreeMap<String, String>>,
+    /// LXD storage pool for container root disks.
+    pub storage_pool: String,
+    /// Folder holding `build.sh` and recipes; `None` disables builds.
+    pub images_dir: Option<PathBuf>,
+    /// Containers created at the same time, at most.
+    pub launch_parallelism: usize,
+    /// How often LXD is listed to catch containers changed out of band.
+    pub resync_interval: Duration,
+}
+
+/// Destroys every container of `node` in the client's LXD project, tracked
+/// by a running agent or not. Returns how many there were.
+pub async fn cleanup(lxd: &Lxd, node: &str) -> Result<usize, crate::lxd::LxdError> {
+    let owned = plan::owned_by(lxd.instances().await?, node);
+    let results = futures::future::join_all(owned.iter().map(|i| lxd.destroy(&i.name))).await;
+    results.into_iter().collect::<Result<Vec<()>, _>>()?;
+    Ok(owned.len())
+}
+
+/// A running agent. Cheap to clone.
+#[derive(Clone)]
+pub struct Agent {
+    inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    lxd: Lxd,
+    cfg: AgentConfig,
+    metrics: Arc<Metrics>,
+    state: Mutex<State>,
+    /// Woken whenever a warm container is added.
+    warm_added: Notify,
+    /// Wakes the reconcile loop.
+    wake: Notify,
+    resources: watch::Receiver<Resources>,
+    launch_slots: Semaphore,
+}
+
+impl Inner {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// A language as served on this host.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct CatalogEntry {
+    pub name: String,
+    pub aliases: Vec<String>,
+    pub version: Option<String>,
+    /// `(pool key, network tier, warm containers)` of every pool serving it.
+    pub pools: Vec<(String, NetworkTier, u32)>,
+}
+
+/// The pool chosen for an execution, with what the request needs from it.
+#[derive(Debug, Clone)]
+pub struct Choice {
+    pub pool: String,
+    pub language: LanguageSpec,
+    pub spec: crate::crd::ExecutorPoolSpec,
+}
+
+/// Why no pool can take an execution.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ChoiceError {
+    #[error("unknown language {language:?}")]
+    UnknownLanguage { language: String, available: Vec<String> },
+    #[error("no pool serves {language} with network tier {tier}{}", detail.as_deref().map(|d| format!(": {d}")).unwrap_or_default())]
+    NoPool { language: String, tier: NetworkTier, detail: Option<String> },
+}
+
+impl Agent {
+    pub fn new(lxd: Lxd, cfg: AgentConfig, resources: watch::Receiver<Resources>, metrics: Arc<Metrics>) -> Self {
+        let slots = cfg.launch_parallelism.max(1);
+        Self {
+            inner: Arc::new(Inner {
+                lxd,
+                cfg,
+                metrics,
+                state: Mutex::new(State::default()),
+                warm_added: Notify::new(),
+                wake: Notify::new(),
+                resources,
+                launch_slots: Semaphore::new(slots),
+            }),
+        }
+    }
+
+    pub fn lxd(&self) -> &Lxd {
+        &self.inner.lxd
+    }
+
+    pub fn node(&self) -> &str {
+        &self.inner.cfg.node
+    }
+
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.inner.metrics
+    }
+
+    /// Every language served by a pool whose image provides it, sorted by name.
+    pub fn catalog(&self) -> Vec<CatalogEntry> {
+        let st = self.inner.lock();
+        let mut by_name: BTreeMap<String, CatalogEntry> = BTreeMap::new();
+        for (key, p) in &st.pools {
+            if !p.serving() {
+                continue;
+            }
+            for l in p.resolved.image.iter().flat_map(|i| &i.languages) {
+                let e = by_name.entry(l.name.clone()).or_insert_with(|| CatalogEntry {
+                    name: l.name.clone(),
+                    aliases: l.aliases.clone(),
+                    version: l.version.clone(),
+                    pools: vec![],
+                });
+                e.pools.push((key.clone(), p.resolved.spec.network, p.warm.len() as u32));
+            }
+        }
+        by_name.into_values().collect()
+    }
+
+    /// Picks the pool for `language` (a name or alias) and `tier`: among the
+    /// pools that serve it, the one with the most warm containers.
+    pub fn choose(&self, language: &str, tier: NetworkTier) -> Result<Choice, ChoiceError> {
+        let st = self.inner.lock();
+        let mut known = false;
+        let mut detail = None;
+        let mut best: Option<(u32, Choice)> = None;
+        for (key, p) in &st.pools {
+            let Some(lang) = p.resolved.image.iter().flat_map(|i| &i.languages).find(|l| l.answers_to(language)) else {
+                continue;
+            };
+            known = true;
+            if p.resolved.spec.network != tier {
+                continue;
+            }
+            if !p.serving() {
+                detail = p.problem().map(|pr| format!("pool {key}: {}", pr.message)).or(detail);
+                continue;
+            }
+            let warm = p.warm.len() as u32;
+            if best.as_ref().is_none_or(|(w, _)| warm > *w) {
+                let choice = Choice { pool: key.clone(), language: lang.clone(), spec: p.resolved.spec.clone() };
+                best = Some((warm, choice));
+            }
+        }
+        match best {
+            Some((_, c)) => Ok(c),
+            None if known => Err(ChoiceError::NoPool { language: language.to_string(), tier, detail }),
+            None => {
+                drop(st);
+                let available = self.catalog().into_iter().map(|e| e.name).collect();
+                Err(ChoiceError::UnknownLanguage { language: language.to_string(), available })
+            }
+        }
+    }
+
+    /// Each pool's report for this host.
+    pub fn reports(&self) -> Vec<PoolReport> {
+        let st = self.inner.lock();
+        st.pools
+            .values()
+            .map(|p| {
+                let (namespace, name) = p.resolved.key.split_once('/').unwrap_or(("default", &p.resolved.key));
+                PoolReport {
+                    namespace: namespace.to_string(),
+                    name: name.to_string(),
+                    generation: p.resolved.generation,
+                    spec: p.resolved.spec.clone(),
+                    node: status::node_status(p, &self.inner.cfg.node),
+                    conditions: status::conditions(p),
+                }
+            })
+            .collect()
+    }
+
+    /// Whether every served pool has at least one warm container (or wants none).
+    pub fn ready(&self) -> bool {
+        let st = self.inner.lock();
+        st.pools.values().filter(|p| p.serving()).all(|p| !p.warm.is_empty() || p.target() == 0)
+    }
+
+    /// Containers this agent is responsible for right now, by name.
+    pub fn tracked(&self) -> Vec<String> {
+        let mut v: Vec<String> = self.inner.lock().tracked.keys().cloned().collect();
+        v.sort();
+        v
+    }
+
+    /// Waits until no container is busy or being destroyed (or `timeout`
+    /// passes), so a stopping process leaves nothing half-done behind.
+    pub async fn settle(&self, timeout: Duration) -> bool {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            let pending = self
+                .inner
+                .lock()
+                .tracked
+                .values()
+                .any(|(_, phase)| matches!(phase, plan::Phase::Busy | plan::Phase::Destroying));
+            if !pending {
+                return true;
+            }
+            if std::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Asks the reconcile loop to run now.
+    pub fn wake(&self) {
+        self.inner.wake.notify_one();
+    }
+}

@@ -1,0 +1,161 @@
+//! Pure decisions of a resync: given what LXD reports for the containers this
+//! host's agent owns, what the agent tracks in memory, and what each pool
+//! wants, decide what to forget, destroy and adopt.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use super::keys;
+use crate::lxd::InstanceInfo;
+
+/// What the agent tracks for one container.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    Launching,
+    Warm,
+    Busy,
+    Destroying,
+}
+
+/// What a pool wants on this host: the container hash and the number of warm
+/// containers it can still take (target minus warm minus launching).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Want {
+    pub hash: String,
+    pub room: u32,
+}
+
+/// The decisions of one resync.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Plan {
+    /// Warm containers LXD no longer has running: drop them from the pool.
+    pub forget: Vec<String>,
+    /// Containers to stop and delete.
+    pub destroy: Vec<String>,
+    /// Untracked running containers that fit a pool: adopt each as warm if it
+    /// was never handed to an execution (pool key, container name).
+    pub adopt: Vec<(String, String)>,
+}
+
+/// Decides a resync. `owned` is LXD's list, already limited to this node's
+/// managed containers; `tracked` maps container name to (pool key, phase).
+pub fn resync(
+    owned: &[InstanceInfo],
+    tracked: &HashMap<String, (String, Phase)>,
+    wants: &BTreeMap<String, Want>,
+) -> Plan {
+    let mut plan = Plan::default();
+    let mut room: BTreeMap<&str, u32> = wants.iter().map(|(k, w)| (k.as_str(), w.room)).collect();
+    let listed: BTreeSet<&str> = owned.iter().map(|i| i.name.as_str()).collect();
+    for inst in owned {
+        match tracked.get(&inst.name) {
+            Some((_, Phase::Warm)) if !inst.is_running() => {
+                plan.forget.push(inst.name.clone());
+                plan.destroy.push(inst.name.clone());
+            }
+            Some(_) => {}
+            None => {
+                let pool = inst.config.get(keys::POOL).map(String::as_str).unwrap_or_default();
+                let hash = inst.config.get(keys::SPEC).map(String::as_str).unwrap_or_default();
+                let fits = inst.is_running() && wants.get(pool).is_some_and(|w| w.hash == hash);
+                match room.get_mut(pool) {
+                    Some(r) if fits && *r > 0 => {
+                        *r -= 1;
+                        plan.adopt.push((pool.to_string(), inst.name.clone()));
+                    }
+                    _ => plan.destroy.push(inst.name.clone()),
+                }
+            }
+        }
+    }
+    let mut gone: Vec<String> = tracked
+        .iter()
+        .filter(|(name, (_, phase))| *phase == Phase::Warm && !listed.contains(name.as_str()))
+        .map(|(name, _)| name.clone())
+        .collect();
+    gone.sort();
+    plan.forget.extend(gone);
+    plan
+}
+
+/// Only the containers of `node` that an unsandbox agent created.
+pub fn owned_by(instances: Vec<InstanceInfo>, node: &str) -> Vec<InstanceInfo> {
+    instances
+        .into_iter()
+        .filter(|i| {
+            i.config.get(keys::MANAGED).map(String::as_str) == Some("true")
+                && i.config.get(keys::NODE).map(String::as_str) == Some(node)
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn inst(name: &str, pool: &str, hash: &str, status: &str) -> InstanceInfo {
+        InstanceInfo {
+            name: name.into(),
+            status: status.into(),
+            ephemeral: true,
+            config: BTreeMap::from([
+                (keys::MANAGED.to_string(), "true".to_string()),
+                (keys::NODE.to_string(), "n1".to_string()),
+                (keys::POOL.to_string(), pool.to_string()),
+                (keys::SPEC.to_string(), hash.to_string()),
+            ]),
+        }
+    }
+
+    fn wants(room: u32) -> BTreeMap<String, Want> {
+        BTreeMap::from([("ns/py".to_string(), Want { hash: "h1".into(), room })])
+    }
+
+    #[test]
+    fn warm_container_stopped_or_deleted_out_of_band_is_forgotten() {
+        let tracked = HashMap::from([
+            ("a".to_string(), ("ns/py".to_string(), Phase::Warm)),
+            ("b".to_string(), ("ns/py".to_string(), Phase::Warm)),
+            ("c".to_string(), ("ns/py".to_string(), Phase::Busy)),
+        ]);
+        let owned = vec![inst("a", "ns/py", "h1", "Stopped"), inst("c", "ns/py", "h1", "Running")];
+        let plan = resync(&owned, &tracked, &wants(0));
+        assert_eq!(plan.forget, ["a", "b"]);
+        assert_eq!(plan.destroy, ["a"]);
+        assert!(plan.adopt.is_empty());
+    }
+
+    #[test]
+    fn restart_adopts_fitting_containers_up_to_room_and_destroys_the_rest() {
+        let owned = vec![
+            inst("a", "ns/py", "h1", "Running"),
+            inst("b", "ns/py", "h1", "Running"),
+            inst("c", "ns/py", "old", "Running"),
+            inst("d", "ns/gone", "h1", "Running"),
+            inst("e", "ns/py", "h1", "Stopped"),
+            inst("f", "ns/py", "h1", "Running"),
+        ];
+        let plan = resync(&owned, &HashMap::new(), &wants(2));
+        assert_eq!(plan.adopt, [("ns/py".to_string(), "a".to_string()), ("ns/py".to_string(), "b".to_string())]);
+        assert_eq!(plan.destroy, ["c", "d", "e", "f"]);
+    }
+
+    #[test]
+    fn launching_and_destroying_are_left_alone() {
+        let tracked = HashMap::from([
+            ("a".to_string(), ("ns/py".to_string(), Phase::Launching)),
+            ("b".to_string(), ("ns/py".to_string(), Phase::Destroying)),
+        ]);
+        let owned = vec![inst("a", "ns/py", "h1", "Stopped"), inst("b", "ns/py", "h1", "Stopped")];
+        assert_eq!(resync(&owned, &tracked, &wants(5)), Plan::default());
+    }
+
+    #[test]
+    fn ownership_filter() {
+        let mut other = inst("x", "ns/py", "h1", "Running");
+        other.config.insert(keys::NODE.into(), "n2".into());
+        let mut foreign = inst("y", "ns/py", "h1", "Running");
+        foreign.config.clear();
+        let kept = owned_by(vec![inst("a", "ns/py", "h1", "Running"), other, foreign], "n1");
+        assert_eq!(kept.len(), 1);
+    }
+}

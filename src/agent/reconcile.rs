@@ -1,0 +1,343 @@
+//! The reconcile loop: apply the desired pools, fill each to its warm count,
+//! trim surplus, and periodically compare with what LXD really has.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+use tracing::Instrument;
+
+use crate::crd::ImageSource;
+use crate::metrics::{PoolLabels, ResultLabels};
+
+use super::desired::{self, Problem, container_hash};
+use super::launcher::{self, Placement};
+use super::plan::{self, Phase, Want};
+use super::state::{ImageState, PoolRuntime};
+use super::{Agent, image, keys};
+
+/// How long a failed image lookup or build waits before it is tried again.
+const IMAGE_RETRY: Duration = Duration::from_secs(30);
+
+fn backoff(failures: u32) -> Duration {
+    Duration::from_millis(500u64.saturating_mul(1 << failures.min(6))).min(Duration::from_secs(30))
+}
+
+impl Agent {
+    /// Runs the reconcile loop until `shutdown` resolves.
+    pub async fn run(&self, shutdown: impl Future<Output = ()>) {
+        tokio::pin!(shutdown);
+        let mut resources = self.inner.resources.clone();
+        let mut next_resync = Instant::now();
+        let span = tracing::info_span!("agent", node = %self.inner.cfg.node);
+        loop {
+            let resync = Instant::now() >= next_resync;
+            self.reconcile(resync).instrument(span.clone()).await;
+            if resync {
+                next_resync = Instant::now() + self.inner.cfg.resync_interval;
+            }
+            tokio::select! {
+                _ = &mut shutdown => break,
+                changed = resources.changed() => {
+                    if changed.is_err() {
+                        // The source is gone: keep serving what we have.
+                        resources = self.inner.resources.clone();
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                    }
+                }
+                _ = self.inner.wake.notified() => {}
+                _ = tokio::time::sleep_until(next_resync.min(Instant::now() + Duration::from_secs(1)).into()) => {}
+            }
+        }
+    }
+
+    /// One pass. `resync` also lists LXD to catch out-of-band changes.
+    pub async fn reconcile(&self, resync: bool) {
+        let start = Instant::now();
+        self.apply_desired();
+        if resync {
+            self.resync().await;
+        }
+        self.fill();
+        self.publish_gauges();
+        self.inner.metrics.reconcile_seconds.observe(start.elapsed().as_secs_f64());
+    }
+
+    /// Brings the pool map in line with the desired resources.
+    fn apply_desired(&self) {
+        let res = self.inner.resources.borrow().clone();
+        let cfg = &self.inner.cfg;
+        let resolved = desired::resolve(&res, &cfg.node, cfg.node_labels.as_ref());
+        let now = Instant::now();
+        let mut destroy = Vec::new();
+        let mut image_jobs: BTreeSet<ImageSource> = BTreeSet::new();
+        {
+            let mut st = self.inner.lock();
+            let wanted: BTreeSet<&str> = resolved.iter().map(|r| r.key.as_str()).collect();
+            let removed: Vec<String> = st.pools.keys().filter(|k| !wanted.contains(k.as_str())).cloned().collect();
+            for key in removed {
+                if let Some(p) = st.pools.remove(&key) {
+                    tracing::info!(pool = %key, "pool removed: destroying its warm containers");
+                    destroy.extend(p.warm.into_iter().map(|c| (c, key.clone())));
+                    for state in ["warm", "busy", "launching"] {
+                        self.inner.metrics.set_containers(&key, state, 0);
+                    }
+                }
+            }
+            for r in resolved {
+                let source = r.image.as_ref().filter(|_| r.servable()).map(|i| i.source.clone());
+                let (fingerprint, problem) = match source.as_ref().map(|s| (s, st.images.get(s))) {
+                    None => (None, None),
+                    Some((s, None)) => {
+                        image_jobs.insert(s.clone());
+                        (None, None)
+                    }
+                    Some((_, Some(ImageState::Pending))) => (None, None),
+                    Some((_, Some(ImageState::Ready { fingerprint }))) => (Some(fingerprint.clone()), None),
+                    Some((s, Some(ImageState::Failed { message, retry_at }))) => {
+                        if now >= *retry_at {
+                            image_jobs.insert(s.clone());
+                        }
+                        (None, Some(Problem { reason: "ImageUnavailable", message: message.clone() }))
+                    }
+                };
+                let key = r.key.clone();
+                let p = st.pools.entry(key.clone()).or_insert_with(|| PoolRuntime::new(r.clone()));
+                p.set_max_concurrent(r.spec.max_concurrent);
+                let hash = fingerprint.as_deref().filter(|_| r.servable()).map(|f| container_hash(&r.spec, f));
+                p.resolved = r;
+                p.fingerprint = fingerprint;
+                p.runtime_problem = problem;
+                if hash != p.hash {
+                    if p.hash.is_some() {
+                        tracing::info!(pool = %key, "container shape changed: replacing warm containers");
+                    }
+                    destroy.extend(p.warm.drain(..).map(|c| (c, key.clone())));
+                    p.hash = hash;
+                    p.failures = 0;
+                    p.backoff_until = None;
+                    p.last_error = None;
+                }
+            }
+            for s in &image_jobs {
+                st.images.insert(s.clone(), ImageState::Pending);
+            }
+        }
+        for (c, pool) in destroy {
+            self.destroy_later(c, pool);
+        }
+        for source in image_jobs {
+            self.spawn_image_job(source);
+        }
+    }
+
+    fn spawn_image_job(&self, source: ImageSource) {
+        let agent = self.clone();
+        tokio::spawn(async move {
+            let dir = agent.inner.cfg.images_dir.clone();
+            let state = match image::ensure(&agent.inner.lxd, &source, dir.as_deref()).await {
+                Ok(fingerprint) => {
+                    tracing::info!(?source, fingerprint, "image ready");
+                    ImageState::Ready { fingerprint }
+                }
+                Err(e) => {
+                    tracing::warn!(?source, error = %e, "image unavailable");
+                    ImageState::Failed { message: e.to_string(), retry_at: Instant::now() + IMAGE_RETRY }
+                }
+            };
+            agent.inner.lock().images.insert(source, state);
+            agent.wake();
+        });
+    }
+
+    /// Starts launches for every deficit and destroys every surplus.
+    fn fill(&self) {
+        let now = Instant::now();
+        let mut launches = Vec::new();
+        let mut destroy = Vec::new();
+        {
+            let mut guard = self.inner.lock();
+            let st = &mut *guard;
+            for (key, p) in st.pools.iter_mut() {
+                destroy.extend(p.surplus().into_iter().map(|c| (c, key.clone())));
+                let n = p.deficit(now);
+                let (Some(fp), Some(hash)) = (p.fingerprint.clone(), p.hash.clone()) else { continue };
+                for _ in 0..n {
+                    let name = keys::container_name(&p.resolved.name);
+                    st.tracked.insert(name.clone(), (key.clone(), Phase::Launching));
+                    launches.push((key.clone(), name, p.resolved.spec.clone(), fp.clone(), hash.clone()));
+                }
+                p.launching += n;
+            }
+        }
+        for (c, pool) in destroy {
+            self.destroy_later(c, pool);
+        }
+        for (key, name, spec, fp, hash) in launches {
+            let agent = self.clone();
+            let span = tracing::info_span!("launch", pool = %key, container = %name);
+            tokio::spawn(async move { agent.launch_one(key, name, spec, fp, hash).await }.instrument(span));
+        }
+    }
+
+    async fn launch_one(&self, key: String, name: String, spec: crate::crd::ExecutorPoolSpec, fp: String, hash: String) {
+        let _slot = self.inner.launch_slots.acquire().await;
+        let start = Instant::now();
+        let still_wanted = self.inner.lock().pools.get(&key).is_some_and(|p| p.hash.as_deref() == Some(&hash));
+        let result = if still_wanted {
+            let at = Placement {
+                node: &self.inner.cfg.node,
+                pool_key: &key,
+                storage_pool: &self.inner.cfg.storage_pool,
+                fingerprint: &fp,
+                hash: &hash,
+            };
+            Some(launcher::launch(&self.inner.lxd, &name, &spec, &at).await)
+        } else {
+            None
+        };
+        let label = match &result {
+            Some(Ok(())) => "ok",
+            Some(Err(e)) => e.metric_label(),
+            None => "skipped",
+        };
+        self.inner.metrics.launches.get_or_create(&ResultLabels { pool: key.clone(), result: label.to_string() }).inc();
+        let mut destroy = false;
+        {
+            let mut guard = self.inner.lock();
+            let st = &mut *guard;
+            let pool = st.pools.get_mut(&key);
+            match (pool, result) {
+                (Some(p), Some(Ok(()))) => {
+                    p.launching = p.launching.saturating_sub(1);
+                    p.failures = 0;
+                    p.backoff_until = None;
+                    p.last_error = None;
+                    let fits = p.hash.as_deref() == Some(&hash) && (p.warm.len() as u32) < p.target();
+                    if fits {
+                        p.warm.push_back(name.clone());
+                        st.tracked.insert(name.clone(), (key.clone(), Phase::Warm));
+                        self.inner.warm_added.notify_waiters();
+                        self.inner
+                            .metrics
+                            .launch_seconds
+                            .get_or_create(&PoolLabels { pool: key.clone() })
+                            .observe(start.elapsed().as_secs_f64());
+                    } else {
+                        destroy = true;
+                    }
+                }
+                (Some(p), Some(Err(e))) => {
+                    p.launching = p.launching.saturating_sub(1);
+                    p.failures += 1;
+                    p.backoff_until = Some(Instant::now() + backoff(p.failures));
+                    p.last_error = Some(e.to_string());
+                    st.tracked.remove(&name);
+                }
+                (Some(p), None) => {
+                    p.launching = p.launching.saturating_sub(1);
+                    st.tracked.remove(&name);
+                }
+                (None, Some(Ok(()))) => destroy = true,
+                (None, _) => {
+                    st.tracked.remove(&name);
+                }
+            }
+        }
+        if destroy {
+            self.destroy_later(name, key);
+        }
+        self.wake();
+    }
+
+    /// Lists LXD and reconciles it with memory: forgets warm containers that
+    /// were stopped or deleted out of band, adopts unused containers left by
+    /// an earlier run of this agent, destroys everything else it owns.
+    async fn resync(&self) {
+        let instances = match self.inner.lxd.instances().await {
+            Ok(v) => v,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot list LXD instances");
+                return;
+            }
+        };
+        let owned = plan::owned_by(instances, &self.inner.cfg.node);
+        let pool_of: BTreeMap<String, String> = owned
+            .iter()
+            .map(|i| (i.name.clone(), i.config.get(keys::POOL).cloned().unwrap_or_default()))
+            .collect();
+        let (tracked, wants) = {
+            let st = self.inner.lock();
+            let wants: BTreeMap<String, Want> = st
+                .pools
+                .iter()
+                .filter_map(|(k, p)| p.hash.clone().map(|hash| (k.clone(), Want { hash, room: p.room() })))
+                .collect();
+            (st.tracked.clone(), wants)
+        };
+        let decided = plan::resync(&owned, &tracked, &wants);
+        if !decided.forget.is_empty() {
+            let mut st = self.inner.lock();
+            for name in &decided.forget {
+                if let Some((pool, Phase::Warm)) = st.tracked.get(name).cloned() {
+                    tracing::info!(container = %name, pool = %pool, "warm container lost out of band; replacing it");
+                    if let Some(p) = st.pools.get_mut(&pool) {
+                        p.warm.retain(|c| c != name);
+                    }
+                    st.tracked.remove(name);
+                }
+            }
+        }
+        for name in decided.destroy {
+            let pool = pool_of.get(&name).cloned().unwrap_or_default();
+            tracing::info!(container = %name, pool = %pool, "removing a container this agent owns but does not use");
+            self.destroy_later(name, pool);
+        }
+        for (pool, name) in decided.adopt {
+            self.adopt(pool, name).await;
+        }
+    }
+
+    /// Adopts a container an earlier run left, if it was never used.
+    async fn adopt(&self, pool: String, name: String) {
+        let lxd = &self.inner.lxd;
+        let unused = matches!(lxd.read_file(&name, keys::USED_MARKER).await, Ok(None))
+            && matches!(lxd.read_file(&name, keys::READY_MARKER).await, Ok(Some(_)));
+        let taken = unused && {
+            let mut guard = self.inner.lock();
+            let st = &mut *guard;
+            match st.pools.get_mut(&pool) {
+                Some(p) if p.room() > 0 && !st.tracked.contains_key(&name) => {
+                    p.warm.push_back(name.clone());
+                    st.tracked.insert(name.clone(), (pool.clone(), Phase::Warm));
+                    true
+                }
+                _ => false,
+            }
+        };
+        if taken {
+            tracing::info!(container = %name, pool = %pool, "adopted a warm container from an earlier run");
+            self.inner.warm_added.notify_waiters();
+        } else {
+            self.destroy_later(name, pool);
+        }
+    }
+
+    fn publish_gauges(&self) {
+        let st = self.inner.lock();
+        for (key, p) in &st.pools {
+            let m = &self.inner.metrics;
+            m.set_containers(key, "warm", p.warm.len() as u32);
+            m.set_containers(key, "busy", p.busy);
+            m.set_containers(key, "launching", p.launching);
+        }
+    }
+
+    /// Destroys every container this agent owns on LXD (shutdown with
+    /// cleanup). Returns how many.
+    pub async fn destroy_all(&self) -> Result<usize, crate::lxd::LxdError> {
+        self.inner.lock().pools.clear();
+        let n = super::cleanup(&self.inner.lxd, &self.inner.cfg.node).await?;
+        self.inner.lock().tracked.clear();
+        Ok(n)
+    }
+}

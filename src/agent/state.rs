@@ -1,0 +1,191 @@
+//! The agent's in-memory state: per pool, the warm queue and counts; per
+//! container, its pool and phase. Plain data with small pure methods; locks
+//! and effects live in the agent.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio::sync::Semaphore;
+
+use crate::crd::ImageSource;
+
+use super::desired::{Problem, ResolvedPool};
+use super::plan::Phase;
+
+/// Where a host stands with one image.
+#[derive(Debug, Clone)]
+pub enum ImageState {
+    /// Being looked up or built.
+    Pending,
+    Ready { fingerprint: String },
+    Failed { message: String, retry_at: Instant },
+}
+
+/// One pool on this host.
+#[derive(Debug)]
+pub struct PoolRuntime {
+    pub resolved: ResolvedPool,
+    /// Fingerprint of the pool's image, once it is in the store.
+    pub fingerprint: Option<String>,
+    /// Hash of the current container shape, once the image is known.
+    pub hash: Option<String>,
+    /// Warm containers, oldest first.
+    pub warm: VecDeque<String>,
+    pub launching: u32,
+    pub busy: u32,
+    /// Bounds concurrent executions on this host.
+    pub concurrency: Arc<Semaphore>,
+    pub max_concurrent: u32,
+    /// Consecutive failed launches, and when launching may be tried again.
+    pub failures: u32,
+    pub backoff_until: Option<Instant>,
+    pub last_error: Option<String>,
+    /// A problem found at run time (image missing, build failed).
+    pub runtime_problem: Option<Problem>,
+}
+
+impl PoolRuntime {
+    pub fn new(resolved: ResolvedPool) -> Self {
+        let max = resolved.spec.max_concurrent.max(1);
+        Self {
+            resolved,
+            fingerprint: None,
+            hash: None,
+            warm: VecDeque::new(),
+            launching: 0,
+            busy: 0,
+            concurrency: Arc::new(Semaphore::new(max as usize)),
+            max_concurrent: max,
+            failures: 0,
+            backoff_until: None,
+            last_error: None,
+            runtime_problem: None,
+        }
+    }
+
+    /// The warm target on this host; zero while the pool cannot be served.
+    pub fn target(&self) -> u32 {
+        if self.serving() { self.resolved.warm } else { 0 }
+    }
+
+    /// Whether the pool is served: valid, image present.
+    pub fn serving(&self) -> bool {
+        self.resolved.servable() && self.runtime_problem.is_none() && self.hash.is_some()
+    }
+
+    /// The problem that keeps the pool from being served, if any.
+    pub fn problem(&self) -> Option<&Problem> {
+        self.resolved.problem.as_ref().or(self.runtime_problem.as_ref())
+    }
+
+    /// Launches to start now: the deficit, unless backing off.
+    pub fn deficit(&self, now: Instant) -> u32 {
+        if self.backoff_until.is_some_and(|t| now < t) {
+            return 0;
+        }
+        self.target().saturating_sub(self.warm.len() as u32 + self.launching)
+    }
+
+    /// Takes the warm containers above the target out of the queue, oldest
+    /// first, for the caller to destroy.
+    pub fn surplus(&mut self) -> Vec<String> {
+        let keep = self.target().saturating_sub(self.launching) as usize;
+        let mut out = Vec::new();
+        while self.warm.len() > keep {
+            if let Some(c) = self.warm.pop_front() {
+                out.push(c);
+            }
+        }
+        out
+    }
+
+    /// Room for adopted containers (see `plan::Want`).
+    pub fn room(&self) -> u32 {
+        self.target().saturating_sub(self.warm.len() as u32 + self.launching)
+    }
+
+    /// Resizes the concurrency bound after a spec change.
+    pub fn set_max_concurrent(&mut self, max: u32) {
+        let max = max.max(1);
+        if max > self.max_concurrent {
+            self.concurrency.add_permits((max - self.max_concurrent) as usize);
+        } else if max < self.max_concurrent {
+            self.concurrency.forget_permits((self.max_concurrent - max) as usize);
+        }
+        self.max_concurrent = max;
+    }
+}
+
+/// Everything the agent tracks.
+#[derive(Debug, Default)]
+pub struct State {
+    pub pools: BTreeMap<String, PoolRuntime>,
+    /// Every container the agent is responsible for, by name: (pool key, phase).
+    pub tracked: HashMap<String, (String, Phase)>,
+    pub images: HashMap<ImageSource, ImageState>,
+}
+
+impl State {
+    /// Moves a tracked container to another phase.
+    pub fn set_phase(&mut self, name: &str, phase: Phase) {
+        if let Some(entry) = self.tracked.get_mut(name) {
+            entry.1 = phase;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::agent::desired::ResolvedPool;
+
+    fn pool(warm: u32) -> PoolRuntime {
+        let spec: crate::crd::ExecutorPoolSpec = serde_yaml::from_str("image: small").unwrap();
+        let image = serde_yaml::from_str("source: {recipe: small}\nlanguages: []").unwrap();
+        let mut p = PoolRuntime::new(ResolvedPool {
+            key: "ns/p".into(),
+            name: "p".into(),
+            generation: None,
+            spec,
+            warm,
+            image: Some(image),
+            problem: None,
+        });
+        p.hash = Some("h".into());
+        p
+    }
+
+    #[test]
+    fn deficit_and_surplus() {
+        let now = Instant::now();
+        let mut p = pool(3);
+        assert_eq!(p.deficit(now), 3);
+        p.launching = 1;
+        p.warm.extend(["a".to_string(), "b".to_string(), "c".to_string()]);
+        assert_eq!(p.deficit(now), 0);
+        assert_eq!(p.surplus(), ["a"]);
+        p.backoff_until = Some(now + std::time::Duration::from_secs(5));
+        p.warm.clear();
+        assert_eq!(p.deficit(now), 0);
+    }
+
+    #[test]
+    fn unserved_pool_wants_nothing() {
+        let mut p = pool(3);
+        p.hash = None;
+        assert_eq!(p.target(), 0);
+        p.warm.push_back("a".into());
+        assert_eq!(p.surplus(), ["a"]);
+    }
+
+    #[test]
+    fn concurrency_resizes() {
+        let mut p = pool(1);
+        assert_eq!(p.concurrency.available_permits(), 16);
+        p.set_max_concurrent(4);
+        assert_eq!(p.concurrency.available_permits(), 4);
+        p.set_max_concurrent(10);
+        assert_eq!(p.concurrency.available_permits(), 10);
+    }
+}

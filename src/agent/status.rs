@@ -1,0 +1,71 @@
+//! A pool's state on this host as status and conditions. Pure.
+
+use serde::Serialize;
+
+use crate::crd::condition::{DEGRADED, Desired, READY};
+use crate::crd::{ExecutorPoolSpec, NodePoolStatus};
+
+use super::state::PoolRuntime;
+
+/// One pool as this host reports it.
+#[derive(Debug, Clone, Serialize)]
+pub struct PoolReport {
+    pub namespace: String,
+    pub name: String,
+    pub generation: Option<i64>,
+    pub spec: ExecutorPoolSpec,
+    pub node: NodePoolStatus,
+    #[serde(skip)]
+    pub conditions: Vec<Desired>,
+}
+
+/// The host's entry for the pool's `status.nodes`.
+pub fn node_status(p: &PoolRuntime, node: &str) -> NodePoolStatus {
+    let target = p.target();
+    let message = p.problem().map(|pr| pr.message.clone()).or_else(|| p.last_error.clone());
+    NodePoolStatus {
+        node: node.to_string(),
+        desired: p.resolved.warm,
+        warm: p.warm.len() as u32,
+        busy: p.busy,
+        launching: p.launching,
+        ready: p.serving() && (!p.warm.is_empty() || target == 0),
+        message,
+        languages: p
+            .resolved
+            .image
+            .iter()
+            .flat_map(|i| i.languages.iter().map(|l| l.name.clone()))
+            .filter(|_| p.serving())
+            .collect(),
+        endpoint: None,
+    }
+}
+
+/// Ready and Degraded conditions for the pool on this host.
+pub fn conditions(p: &PoolRuntime) -> Vec<Desired> {
+    if let Some(pr) = p.problem() {
+        return vec![
+            Desired::new(READY, false, pr.reason, pr.message.clone()),
+            Desired::new(DEGRADED, true, pr.reason, pr.message.clone()),
+        ];
+    }
+    if !p.serving() {
+        let msg = "waiting for the image to be in the LXD image store";
+        return vec![Desired::new(READY, false, "ImagePending", msg), Desired::new(DEGRADED, false, "ImagePending", msg)];
+    }
+    let warm = p.warm.len() as u32;
+    let target = p.target();
+    let degraded = match (&p.last_error, p.failures) {
+        (Some(e), n) if n > 0 => Desired::new(DEGRADED, true, "LaunchFailing", format!("{n} launches failed in a row: {e}")),
+        _ => Desired::new(DEGRADED, false, "Healthy", "no failures"),
+    };
+    // Ready means an execution can start now; the counts say how full it is.
+    let counts = format!("{warm}/{target} warm, {} launching, {} busy", p.launching, p.busy);
+    let ready = if warm > 0 || target == 0 {
+        Desired::new(READY, true, "Warm", counts)
+    } else {
+        Desired::new(READY, false, "Filling", counts)
+    };
+    vec![ready, degraded]
+}

@@ -1,0 +1,224 @@
+//! `unsandbox bench`: measures, in one run against the local LXD, the API's
+//! end-to-end latency (1 and N clients), the raw LXD exec floor, their
+//! ratios, the container launch rate and a warm container's idle memory.
+//! It prints numbers; it asserts nothing.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use bytes::Bytes;
+use clap::Args;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+
+use crate::agent::{Agent, AgentConfig, Resources};
+use crate::crd::{ExecutorPool, ExecutorPoolSpec};
+use crate::execution::{RUNNER_GID, RUNNER_UID};
+use crate::lxd::{ExecSpec, Lxd};
+use crate::metrics::Metrics;
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// File or folder with the LanguageImage to measure.
+    #[arg(long, env = "UNSANDBOX_BENCH_CONFIG", default_value = "manifests/samples/languageimage-small.yaml")]
+    pub config: PathBuf,
+    /// LanguageImage name.
+    #[arg(long, default_value = "small")]
+    pub image: String,
+    /// Language to run.
+    #[arg(long, default_value = "python")]
+    pub language: String,
+    /// The program.
+    #[arg(long, default_value = "print(\"hello\")")]
+    pub code: String,
+    /// Warm containers in the benchmark pool (each request uses one).
+    #[arg(long, default_value_t = 48)]
+    pub warm: u32,
+    /// Requests per latency phase.
+    #[arg(long, default_value_t = 40)]
+    pub requests: usize,
+    /// Concurrent clients of the second phase.
+    #[arg(long, default_value_t = 8)]
+    pub concurrency: usize,
+    #[command(flatten)]
+    pub lxd: crate::cli::LxdArgs,
+    /// LXD storage pool.
+    #[arg(long, env = "UNSANDBOX_STORAGE_POOL", default_value = "unsandbox")]
+    pub storage_pool: String,
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let idx = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
+    sorted[idx.min(sorted.len() - 1)]
+}
+
+fn summarize(mut v: Vec<f64>) -> (f64, f64) {
+    v.sort_by(f64::total_cmp);
+    (percentile(&v, 50.0), percentile(&v, 99.0))
+}
+
+async fn wait_warm(agent: &Agent, want: u32, limit: Duration) -> anyhow::Result<Duration> {
+    let start = Instant::now();
+    loop {
+        let warm: u32 = agent.reports().iter().map(|r| r.node.warm).sum();
+        if warm >= want {
+            return Ok(start.elapsed());
+        }
+        anyhow::ensure!(start.elapsed() < limit, "pool reached only {warm}/{want} warm containers in {limit:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+    let project = "unsandbox-bench";
+    let lxd = Lxd::new(args.lxd.socket(), project);
+    lxd.ensure_project().await?;
+    let node = format!("bench-{}", args.lxd.node());
+    crate::agent::cleanup(&lxd, &node).await?;
+    let (mut res, _) = crate::standalone::files::load(std::slice::from_ref(&args.config))?;
+    res.pools.clear();
+    let mut spec: ExecutorPoolSpec = serde_yaml::from_str(&format!("image: {}", args.image))?;
+    spec.warm = args.warm;
+    spec.max_concurrent = args.concurrency.max(1) as u32 * 2;
+    spec.execution.queue_timeout_ms = 120_000;
+    let mut pool = ExecutorPool::new("bench", spec);
+    pool.metadata.namespace = Some("bench".into());
+    res.pools.push(pool);
+    let (_tx, rx) = tokio::sync::watch::channel::<Resources>(res);
+    let cfg = AgentConfig {
+        node: node.clone(),
+        node_labels: None,
+        storage_pool: args.storage_pool.clone(),
+        images_dir: Some(PathBuf::from("images")),
+        launch_parallelism: 4,
+        resync_interval: Duration::from_secs(30),
+    };
+    let agent = Agent::new(lxd.clone(), cfg, rx, Arc::new(Metrics::new()));
+    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
+    let runner = agent.clone();
+    let reconciler = tokio::spawn(async move {
+        runner.run(async move { let _ = stop_rx.wait_for(|s| *s).await; }).await;
+    });
+    let result = measure(&args, &agent, &lxd).await;
+    let _ = stop_tx.send(true);
+    let _ = reconciler.await;
+    agent.settle(Duration::from_secs(60)).await;
+    let n = agent.destroy_all().await?;
+    println!("cleanup: destroyed {n} containers");
+    result
+}
+
+async fn measure(args: &BenchArgs, agent: &Agent, lxd: &Lxd) -> anyhow::Result<()> {
+    // Launch rate: fill the pool from empty.
+    let fill = wait_warm(agent, args.warm, Duration::from_secs(600)).await.context("filling the pool")?;
+    let launch_rate = args.warm as f64 / fill.as_secs_f64();
+
+    // Idle memory of warm containers (their cgroup's usage).
+    let names: Vec<String> = agent.tracked();
+    let mut mem = Vec::new();
+    for n in names.iter().take(8) {
+        if let Ok(s) = lxd.instance_state(n).await
+            && let Some(m) = s.memory
+        {
+            mem.push(m.usage as f64 / (1024.0 * 1024.0));
+        }
+    }
+    let idle_mib = mem.iter().sum::<f64>() / mem.len().max(1) as f64;
+
+    // The floor: a raw LXD exec of the same code in a running container, as the runner user.
+    let lang = agent.choose(&args.language, Default::default())?.language;
+    let floor_container = {
+        let lease = agent.acquire("bench/bench", Instant::now() + Duration::from_secs(60)).await?;
+        let c = lease.container.clone();
+        std::mem::forget(lease);
+        c
+    };
+    let interp = lang.run.split_whitespace().next().unwrap_or("python3").to_string();
+    let mut floor = Vec::new();
+    for _ in 0..args.requests {
+        let spec = ExecSpec {
+            command: vec![interp.clone(), "-c".into(), args.code.clone()],
+            env: Default::default(),
+            user: RUNNER_UID,
+            group: RUNNER_GID,
+            cwd: "/tmp".into(),
+            stdin: vec![],
+            output_cap: 1 << 20,
+            deadline: Duration::from_secs(30),
+        };
+        let t = Instant::now();
+        let out = lxd.exec(&floor_container, spec).await?;
+        anyhow::ensure!(out.exit_code == Some(0), "floor exec failed: {:?}", String::from_utf8_lossy(&out.stderr));
+        floor.push(t.elapsed().as_secs_f64() * 1000.0);
+    }
+    lxd.destroy(&floor_container).await?;
+    let (floor_p50, floor_p99) = summarize(floor);
+
+    // The API, in process, over real TCP on loopback.
+    let app = crate::api::router(crate::api::AppState { agent: agent.clone() }, 1 << 20);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let client: Client<HttpConnector, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+    let body = serde_json::to_vec(&serde_json::json!({"code": args.code}))?;
+
+    wait_warm(agent, args.warm, Duration::from_secs(600)).await?;
+    let one = phase(&client, addr, &args.language, &body, args.requests, 1).await?;
+    wait_warm(agent, args.warm, Duration::from_secs(600)).await?;
+    let many = phase(&client, addr, &args.language, &body, args.requests, args.concurrency).await?;
+    let (one_p50, one_p99) = summarize(one);
+    let (many_p50, many_p99) = summarize(many);
+
+    println!("unsandbox bench: {} `{}`, {} requests per phase", args.language, args.code, args.requests);
+    println!("{:<44} {:>9} {:>9}", "", "p50 ms", "p99 ms");
+    println!("{:<44} {:>9.1} {:>9.1}", "LXD exec floor (running container)", floor_p50, floor_p99);
+    println!("{:<44} {:>9.1} {:>9.1}", "API end to end, 1 client", one_p50, one_p99);
+    println!("{:<44} {:>9.1} {:>9.1}", format!("API end to end, {} clients", args.concurrency), many_p50, many_p99);
+    println!("ratio p50 (1 client) / floor p50:          {:.2}  (target <= 1.5)", one_p50 / floor_p50);
+    println!("ratio p99 ({} clients) / floor p50:         {:.2}  (target <= 3.0)", args.concurrency, many_p99 / floor_p50);
+    println!("container launch rate:                     {launch_rate:.2} /s ({} warm in {:.1} s)", args.warm, fill.as_secs_f64());
+    println!("idle warm container memory (cgroup):       {idle_mib:.2} MiB  (target <= 2)");
+    Ok(())
+}
+
+async fn phase(
+    client: &Client<HttpConnector, Full<Bytes>>,
+    addr: SocketAddr,
+    language: &str,
+    body: &[u8],
+    requests: usize,
+    concurrency: usize,
+) -> anyhow::Result<Vec<f64>> {
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for _ in 0..concurrency {
+        let (client, next, body) = (client.clone(), next.clone(), Bytes::copy_from_slice(body));
+        let url = format!("http://{addr}/execute/{language}");
+        tasks.push(tokio::spawn(async move {
+            let mut times = Vec::new();
+            while next.fetch_add(1, std::sync::atomic::Ordering::SeqCst) < requests {
+                let req = hyper::Request::post(&url).header("content-type", "application/json").body(Full::new(body.clone()))?;
+                let t = Instant::now();
+                let resp = client.request(req).await?;
+                let status = resp.status();
+                let bytes = resp.into_body().collect().await?.to_bytes();
+                anyhow::ensure!(status.is_success(), "{status}: {}", String::from_utf8_lossy(&bytes));
+                times.push(t.elapsed().as_secs_f64() * 1000.0);
+            }
+            anyhow::Ok(times)
+        }));
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await??);
+    }
+    Ok(all)
+}

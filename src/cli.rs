@@ -1,0 +1,117 @@
+//! Command-line settings: every one also readable from an environment variable.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Run untrusted code in warm, single-use, isolated LXD containers.
+#[derive(Debug, Parser)]
+#[command(name = "unsandbox", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+    /// Log format: `text` or `json`. Filter with RUST_LOG (default `info`).
+    #[arg(long, env = "UNSANDBOX_LOG_FORMAT", default_value = "text", global = true)]
+    pub log_format: String,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Agent and API on this host, with pools and images read from YAML files.
+    Standalone(StandaloneArgs),
+    /// Print the CustomResourceDefinitions as YAML.
+    Crds,
+    /// Check resource files without running anything; exits non-zero on problems.
+    Check {
+        /// YAML files or folders.
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+    },
+    /// Destroy every container this host's agent owns in the LXD project.
+    Cleanup(LxdArgs),
+    /// Measure latency, launch rate and idle memory against the local LXD.
+    Bench(crate::bench::BenchArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct StandaloneArgs {
+    /// ExecutorPool and LanguageImage YAML files or folders (watched for changes).
+    #[arg(long = "config", short = 'c', env = "UNSANDBOX_CONFIG", value_delimiter = ',', required = true)]
+    pub config: Vec<PathBuf>,
+    /// How often the files are checked for changes, in milliseconds.
+    #[arg(long, env = "UNSANDBOX_CONFIG_POLL_MS", default_value_t = 1000)]
+    pub config_poll_ms: u64,
+    #[command(flatten)]
+    pub lxd: LxdArgs,
+    #[command(flatten)]
+    pub agent: AgentArgs,
+    #[command(flatten)]
+    pub api: ApiArgs,
+}
+
+/// Where LXD is and which part of it is ours.
+#[derive(Debug, Clone, Args)]
+pub struct LxdArgs {
+    /// LXD unix socket (default: the first of Debian's, the snap's and Incus' that exists).
+    #[arg(long, env = "UNSANDBOX_LXD_SOCKET")]
+    pub lxd_socket: Option<PathBuf>,
+    /// LXD project the containers live in (created when missing).
+    #[arg(long, env = "UNSANDBOX_LXD_PROJECT", default_value = "unsandbox")]
+    pub lxd_project: String,
+    /// This host's name; containers are marked with it (default: the hostname).
+    #[arg(long, env = "UNSANDBOX_NODE_NAME")]
+    pub node_name: Option<String>,
+}
+
+impl LxdArgs {
+    pub fn socket(&self) -> PathBuf {
+        self.lxd_socket.clone().unwrap_or_else(crate::lxd::default_socket)
+    }
+
+    pub fn node(&self) -> String {
+        self.node_name.clone().unwrap_or_else(hostname)
+    }
+}
+
+/// The host's name, from the kernel.
+pub fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "localhost".to_string())
+}
+
+/// How the agent keeps its pools.
+#[derive(Debug, Clone, Args)]
+pub struct AgentArgs {
+    /// LXD storage pool for the containers' root disks.
+    #[arg(long, env = "UNSANDBOX_STORAGE_POOL", default_value = "unsandbox")]
+    pub storage_pool: String,
+    /// Folder with `build.sh` and image recipes, used to build a missing
+    /// image; `none` disables builds.
+    #[arg(long, env = "UNSANDBOX_IMAGES_DIR", default_value = "images")]
+    pub images_dir: String,
+    /// Containers created at the same time, at most.
+    #[arg(long, env = "UNSANDBOX_LAUNCH_PARALLELISM", default_value_t = 4)]
+    pub launch_parallelism: usize,
+    /// How often LXD is listed to catch containers changed out of band, in milliseconds.
+    #[arg(long, env = "UNSANDBOX_RESYNC_MS", default_value_t = 5000)]
+    pub resync_ms: u64,
+    /// On shutdown, also destroy the warm containers (by default they stay,
+    /// and the next start adopts them).
+    #[arg(long, env = "UNSANDBOX_CLEANUP_ON_EXIT", default_value_t = false)]
+    pub cleanup_on_exit: bool,
+}
+
+/// How the execution API listens.
+#[derive(Debug, Clone, Args)]
+pub struct ApiArgs {
+    /// Address of the execution API.
+    #[arg(long, env = "UNSANDBOX_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// Largest request body accepted, in bytes.
+    #[arg(long, env = "UNSANDBOX_MAX_BODY_BYTES", default_value_t = 4 * 1024 * 1024)]
+    pub max_body_bytes: usize,
+}

@@ -1,0 +1,78 @@
+//! Status conditions: the Kubernetes `Condition` type and pure helpers that
+//! keep `lastTransitionTime` stable while a condition does not change.
+
+pub use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+
+/// Condition type: the resource does what it asks for.
+pub const READY: &str = "Ready";
+/// Condition type: the resource works, but less than it asks for.
+pub const DEGRADED: &str = "Degraded";
+
+/// A desired condition, before timestamps are attached.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Desired {
+    pub type_: &'static str,
+    pub status: bool,
+    pub reason: String,
+    pub message: String,
+}
+
+impl Desired {
+    pub fn new(type_: &'static str, status: bool, reason: &str, message: impl Into<String>) -> Self {
+        Self { type_, status, reason: reason.to_string(), message: message.into() }
+    }
+}
+
+fn status_str(status: bool) -> &'static str {
+    if status { "True" } else { "False" }
+}
+
+/// Builds the new condition list from the desired conditions, keeping the
+/// previous transition time of any condition whose status did not change.
+pub fn merge(previous: &[Condition], desired: &[Desired], generation: Option<i64>, now: Timestamp) -> Vec<Condition> {
+    desired
+        .iter()
+        .map(|d| {
+            let status = status_str(d.status).to_string();
+            let last_transition_time = previous
+                .iter()
+                .find(|p| p.type_ == d.type_ && p.status == status)
+                .map(|p| p.last_transition_time.clone())
+                .unwrap_or(Time(now));
+            Condition {
+                type_: d.type_.to_string(),
+                status,
+                reason: d.reason.clone(),
+                message: d.message.clone(),
+                observed_generation: generation,
+                last_transition_time,
+            }
+        })
+        .collect()
+}
+
+/// Whether the condition of this type is present and `True`.
+pub fn is_true(conditions: &[Condition], type_: &str) -> bool {
+    conditions.iter().any(|c| c.type_ == type_ && c.status == "True")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn transition_time_kept_while_status_holds() {
+        let t0 = Timestamp::from_second(1_000).unwrap();
+        let t1 = Timestamp::from_second(2_000).unwrap();
+        let first = merge(&[], &[Desired::new(READY, true, "Warm", "all warm")], Some(1), t0);
+        let second = merge(&first, &[Desired::new(READY, true, "Warm", "still warm")], Some(2), t1);
+        assert_eq!(second[0].last_transition_time, Time(t0));
+        assert_eq!(second[0].observed_generation, Some(2));
+        let third = merge(&second, &[Desired::new(READY, false, "Filling", "x")], Some(2), t1);
+        assert_eq!(third[0].last_transition_time, Time(t1));
+        assert!(!is_true(&third, READY));
+        assert!(is_true(&second, READY));
+    }
+}

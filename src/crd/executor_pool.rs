@@ -1,0 +1,270 @@
+//! `ExecutorPool`: warm containers of one image, per host, with one network
+//! tier and one set of limits.
+
+use std::collections::BTreeMap;
+
+use kube::{CustomResource, KubeSchema};
+use serde::{Deserialize, Serialize};
+
+use super::condition::Condition;
+
+/// Warm, single-use containers of one LanguageImage on every host the pool
+/// covers, with one network isolation tier and one set of limits.
+#[derive(CustomResource, KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "unsandbox.com",
+    version = "v1alpha1",
+    kind = "ExecutorPool",
+    plural = "executorpools",
+    shortname = "xp",
+    namespaced,
+    status = "ExecutorPoolStatus",
+    printcolumn = r#"{"name":"Image","type":"string","jsonPath":".spec.image"}"#,
+    printcolumn = r#"{"name":"Network","type":"string","jsonPath":".spec.network"}"#,
+    printcolumn = r#"{"name":"Warm/Host","type":"integer","jsonPath":".spec.warm"}"#,
+    printcolumn = r#"{"name":"Warm","type":"integer","jsonPath":".status.warm"}"#,
+    printcolumn = r#"{"name":"Busy","type":"integer","jsonPath":".status.busy"}"#,
+    printcolumn = r#"{"name":"Nodes","type":"string","jsonPath":".status.nodesReady"}"#,
+    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[serde(rename_all = "camelCase")]
+pub struct ExecutorPoolSpec {
+    /// Name of the LanguageImage whose containers this pool keeps warm.
+    pub image: String,
+    /// Labels a node must have to host this pool. Empty: every node that runs
+    /// the unsandbox agent. Standalone mode ignores it (it covers its one host).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub node_selector: BTreeMap<String, String>,
+    /// Warm containers kept ready on each host.
+    #[serde(default = "default_warm")]
+    #[schemars(range(max = 1000))]
+    pub warm: u32,
+    /// Per-node warm counts that replace `warm` on the named nodes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub node_overrides: Vec<NodeOverride>,
+    /// Network isolation tier: `zerotrust` (no network interface at all) or
+    /// `semitrusted` (egress only through a filtering proxy).
+    #[serde(default)]
+    pub network: NetworkTier,
+    /// Limits of each container, enforced by the kernel (cgroups).
+    #[serde(default)]
+    pub limits: ContainerLimits,
+    /// Defaults and maxima of each execution.
+    #[serde(default)]
+    pub execution: ExecutionLimits,
+    /// Executions that may run at once on each host.
+    #[serde(default = "default_max_concurrent")]
+    #[schemars(range(min = 1, max = 10000))]
+    pub max_concurrent: u32,
+}
+
+fn default_warm() -> u32 {
+    2
+}
+fn default_max_concurrent() -> u32 {
+    16
+}
+
+/// A warm count for one node that replaces the pool-wide one.
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeOverride {
+    /// Node name.
+    pub node: String,
+    /// Warm containers kept ready on that node.
+    #[schemars(range(max = 1000))]
+    pub warm: u32,
+}
+
+/// Network isolation tier of a pool's containers.
+#[derive(schemars::JsonSchema, Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[serde(rename_all = "lowercase")]
+pub enum NetworkTier {
+    /// No network interface: only loopback exists inside the container.
+    #[default]
+    Zerotrust,
+    /// Egress only through a filtering proxy.
+    Semitrusted,
+}
+
+impl NetworkTier {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NetworkTier::Zerotrust => "zerotrust",
+            NetworkTier::Semitrusted => "semitrusted",
+        }
+    }
+}
+
+impl std::fmt::Display for NetworkTier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Kernel-enforced limits of each container.
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq, Eq, Hash)]
+#[serde(rename_all = "camelCase")]
+pub struct ContainerLimits {
+    /// CPUs the container may use (LXD `limits.cpu`).
+    #[serde(default = "default_cpus")]
+    #[schemars(range(min = 1, max = 256))]
+    pub cpus: u32,
+    /// Memory limit in MiB, including the container's tmpfs files (LXD `limits.memory`).
+    #[serde(default = "default_memory")]
+    #[schemars(range(min = 32, max = 65536))]
+    pub memory_mib: u32,
+    /// Maximum number of processes and threads (LXD `limits.processes`).
+    #[serde(default = "default_processes")]
+    #[schemars(range(min = 8, max = 65536))]
+    pub processes: u32,
+    /// Size in MiB of each writable tmpfs (working directory, `/tmp`); the
+    /// rest of the filesystem is read-only to the code.
+    #[serde(default = "default_tmpfs")]
+    #[schemars(range(min = 1, max = 65536))]
+    pub tmpfs_mib: u32,
+}
+
+fn default_cpus() -> u32 {
+    1
+}
+fn default_memory() -> u32 {
+    256
+}
+fn default_processes() -> u32 {
+    64
+}
+fn default_tmpfs() -> u32 {
+    64
+}
+
+impl Default for ContainerLimits {
+    fn default() -> Self {
+        Self {
+            cpus: default_cpus(),
+            memory_mib: default_memory(),
+            processes: default_processes(),
+            tmpfs_mib: default_tmpfs(),
+        }
+    }
+}
+
+/// Per-execution limits: what applies when a request names none, and the most
+/// a request may ask for.
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq, Eq, Hash)]
+#[serde(rename_all = "camelCase")]
+pub struct ExecutionLimits {
+    /// Wall-clock time of one execution, in milliseconds.
+    #[serde(default = "default_wall")]
+    pub wall_time_ms: Bounded,
+    /// Bytes of stdout and of stderr kept from one execution; the program is
+    /// stopped when it writes more.
+    #[serde(default = "default_output")]
+    pub output_bytes: Bounded,
+    /// How long a request may wait for a warm container, in milliseconds,
+    /// before it is answered 503 with Retry-After.
+    #[serde(default = "default_queue")]
+    #[schemars(range(max = 600000))]
+    pub queue_timeout_ms: u64,
+}
+
+fn default_wall() -> Bounded {
+    Bounded { default: 5_000, max: 30_000 }
+}
+fn default_output() -> Bounded {
+    Bounded { default: 64 * 1024, max: 1024 * 1024 }
+}
+fn default_queue() -> u64 {
+    10_000
+}
+
+impl Default for ExecutionLimits {
+    fn default() -> Self {
+        Self { wall_time_ms: default_wall(), output_bytes: default_output(), queue_timeout_ms: default_queue() }
+    }
+}
+
+/// A limit with the value used when a request names none, and the most a
+/// request may ask for.
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[x_kube(validation = Rule::new("self.default <= self.max").message("default must not exceed max"))]
+pub struct Bounded {
+    /// Value used when a request names none.
+    #[schemars(range(min = 1))]
+    pub default: u64,
+    /// Largest value a request may ask for.
+    #[schemars(range(min = 1))]
+    pub max: u64,
+}
+
+impl Bounded {
+    /// The effective value for a request: its own if given and allowed.
+    pub fn resolve(&self, requested: Option<u64>) -> Result<u64, u64> {
+        match requested {
+            None => Ok(self.default),
+            Some(v) if v <= self.max => Ok(v),
+            Some(_) => Err(self.max),
+        }
+    }
+}
+
+/// Observed state of an ExecutorPool.
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ExecutorPoolStatus {
+    /// The generation of the spec this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// Warm containers across all hosts.
+    #[serde(default)]
+    pub warm: u32,
+    /// Containers running an execution, across all hosts.
+    #[serde(default)]
+    pub busy: u32,
+    /// Hosts whose warm count is reached, out of the hosts the pool covers (`2/3`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nodes_ready: Option<String>,
+    /// `Ready` when every covered host has its warm count; `Degraded` with a
+    /// reason when something keeps the pool from working fully.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+    /// One entry per host, written by that host's agent.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["node"]))]
+    pub nodes: Vec<NodePoolStatus>,
+}
+
+/// The pool's state on one host.
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct NodePoolStatus {
+    /// Host (node) name.
+    pub node: String,
+    /// Warm containers wanted on this host.
+    pub desired: u32,
+    /// Containers started and ready to take an execution.
+    pub warm: u32,
+    /// Containers running an execution.
+    pub busy: u32,
+    /// Containers being created.
+    pub launching: u32,
+    /// Whether the host has its warm count and serves the pool.
+    pub ready: bool,
+    /// Why the host does not serve the pool fully, if it does not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// Languages that this host serves for the pool.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub languages: Vec<String>,
+    /// Base URL of this host's execution API, for routing between hosts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+}
+
+impl ExecutorPoolSpec {
+    /// Warm containers wanted on `node`.
+    pub fn warm_for(&self, node: &str) -> u32 {
+        self.node_overrides.iter().find(|o| o.node == node).map(|o| o.warm).unwrap_or(self.warm)
+    }
+}

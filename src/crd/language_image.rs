@@ -1,0 +1,132 @@
+//! `LanguageImage`: an LXD image and the languages it provides.
+
+use std::collections::BTreeMap;
+
+use kube::{CustomResource, KubeSchema};
+use serde::{Deserialize, Serialize};
+
+use super::condition::Condition;
+
+/// An LXD image and the languages it provides: how a host gets the image, and
+/// how to compile, run and smoke-test each language inside it.
+#[derive(CustomResource, KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "unsandbox.com",
+    version = "v1alpha1",
+    kind = "LanguageImage",
+    plural = "languageimages",
+    shortname = "li",
+    status = "LanguageImageStatus",
+    printcolumn = r#"{"name":"Alias","type":"string","jsonPath":".spec.source.alias"}"#,
+    printcolumn = r#"{"name":"Recipe","type":"string","jsonPath":".spec.source.recipe"}"#,
+    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[serde(rename_all = "camelCase")]
+pub struct LanguageImageSpec {
+    /// Where a host gets the LXD image from.
+    pub source: ImageSource,
+    /// The languages this image provides. Names and aliases must be unique.
+    #[x_kube(validation = Rule::new("size(self) >= 1").message("an image must provide at least one language"))]
+    pub languages: Vec<LanguageSpec>,
+}
+
+/// Where a host gets the LXD image. At least one field is set. A host uses the
+/// image with this fingerprint, else the one with this alias; when neither is
+/// present locally and a recipe is named, the host builds it from `images/`.
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("has(self.alias) || has(self.fingerprint) || has(self.recipe)").message("set alias, fingerprint or recipe"))]
+pub struct ImageSource {
+    /// Alias of an image in the host's LXD image store. Defaults to
+    /// `unsandbox-<recipe>` when a recipe is named.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alias: Option<String>,
+    /// Fingerprint (or a unique prefix of at least 12 hex digits) of an image
+    /// in the host's LXD image store. Takes precedence over the alias.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self.matches('^[0-9a-f]{12,64}$')").message("a fingerprint is 12 to 64 lowercase hex digits"))]
+    pub fingerprint: Option<String>,
+    /// Name of a build recipe folder under `images/` (for example `small`),
+    /// built with `images/build.sh` when the image is missing on a host.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self.matches('^[a-z0-9][a-z0-9-]*$')").message("a recipe name is lowercase letters, digits and dashes"))]
+    pub recipe: Option<String>,
+}
+
+impl ImageSource {
+    /// The alias a host looks the image up by, if any.
+    pub fn effective_alias(&self) -> Option<String> {
+        self.alias
+            .clone()
+            .or_else(|| self.recipe.as_ref().map(|r| format!("unsandbox-{r}")))
+    }
+}
+
+/// One language the image provides.
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct LanguageSpec {
+    /// Canonical name, used in `POST /execute/{language}` (for example `python`).
+    #[x_kube(validation = Rule::new("self.matches('^[a-z0-9][a-z0-9+#._-]*$')").message("a language name is lowercase and has no spaces"))]
+    pub name: String,
+    /// Other names users type for this language (for example `py`, `python3`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub aliases: Vec<String>,
+    /// Toolchain version, as reported by the toolchain in the image.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    /// File name the submitted code is written to, in the working directory
+    /// (for example `main.py`).
+    #[x_kube(validation = Rule::new("self.matches('^[A-Za-z0-9][A-Za-z0-9._-]*$')").message("a plain file name without directories"))]
+    pub source_file: String,
+    /// Shell command that compiles the source, run in the working directory.
+    /// Absent for interpreted languages.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compile: Option<String>,
+    /// Shell command that runs the program, in the working directory. The
+    /// request's arguments are appended to it.
+    pub run: String,
+    /// File name extensions of this language, without the dot, used to detect
+    /// the language of extra files and scripts.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub extensions: Vec<String>,
+    /// Extra environment variables for compile and run.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub env: BTreeMap<String, String>,
+    /// A program that must print the expected output for the language to be served.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub smoke_test: Option<SmokeTest>,
+}
+
+impl LanguageSpec {
+    /// Whether `name` is this language's name or one of its aliases (case-insensitive).
+    pub fn answers_to(&self, name: &str) -> bool {
+        self.name.eq_ignore_ascii_case(name) || self.aliases.iter().any(|a| a.eq_ignore_ascii_case(name))
+    }
+}
+
+/// A smoke test: code, its stdin, and the stdout it must print.
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct SmokeTest {
+    /// Source code of the test program.
+    pub code: String,
+    /// Standard input given to the program.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub stdin: String,
+    /// The exact standard output the program must print.
+    pub expected_stdout: String,
+}
+
+/// Observed state of a LanguageImage.
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct LanguageImageStatus {
+    /// The generation of the spec this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// `Ready` once the spec is valid; `Degraded` with a reason otherwise.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+}

@@ -1,0 +1,34 @@
+//! Custom resource types (`unsandbox.com/v1alpha1`): types only, plus the pure
+//! validation and status helpers that every role shares.
+
+pub mod condition;
+pub mod executor_pool;
+pub mod language_image;
+pub mod validate;
+
+pub use executor_pool::{
+    Bounded, ContainerLimits, ExecutionLimits, ExecutorPool, ExecutorPoolSpec,
+    ExecutorPoolStatus, NetworkTier, NodeOverride, NodePoolStatus,
+};
+pub use language_image::{
+    ImageSource, LanguageImage, LanguageImageSpec, LanguageImageStatus, LanguageSpec, SmokeTest,
+};
+
+/// API group of every unsandbox resource.
+pub const GROUP: &str = "unsandbox.com";
+
+/// Renders both CustomResourceDefinitions as one multi-document YAML stream,
+/// exactly as checked in under `crds/`.
+pub fn crds_yaml() -> String {
+    use kube::CustomResourceExt;
+    let docs = [
+        serde_yaml::to_string(&LanguageImage::crd()).expect("CRD serializes"),
+        serde_yaml::to_string(&ExecutorPool::crd()).expect("CRD serializes"),
+    ];
+    let mut out = String::new();
+    for doc in docs {
+        out.push_str("---\n");
+        out.push_str(&doc);
+    }
+    out
+}

@@ -1,0 +1,10 @@
+//! One execution: the command that runs submitted code inside a container
+//! (pure), the verdict on what happened (pure), and running it (effects).
+
+mod run;
+mod script;
+mod verdict;
+
+pub use run::run;
+pub use script::{Job, RUNNER_GID, RUNNER_UID, WORKDIR, command};
+pub use verdict::{Outcome, Status, verdict};

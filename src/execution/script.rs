@@ -1,0 +1,93 @@
+//! Builds the single LXD exec that runs a job. The exec starts as root only
+//! to mark the container as used, then drops to the unprivileged runner user
+//! with no capabilities and no way to gain privileges; as that user it writes
+//! the files (their bytes come first on stdin, so one exec does everything)
+//! and replaces itself with the language's run command.
+
+use crate::crd::LanguageSpec;
+
+use super::super::agent::keys::USED_MARKER;
+
+/// Unprivileged user and group that submitted code runs as.
+pub const RUNNER_UID: u32 = 1000;
+pub const RUNNER_GID: u32 = 1000;
+/// Working directory (a size-capped tmpfs owned by the runner).
+pub const WORKDIR: &str = "/home/runner";
+
+/// Everything one execution needs, already validated.
+#[derive(Debug, Clone)]
+pub struct Job {
+    pub language: LanguageSpec,
+    /// Source code, written to the language's source file.
+    pub code: String,
+    /// Extra files (plain names, validated), written beside the source.
+    pub files: Vec<(String, Vec<u8>)>,
+    pub stdin: Vec<u8>,
+    pub args: Vec<String>,
+}
+
+/// Quotes a string for POSIX sh.
+pub fn sh_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', r"'\''"))
+}
+
+/// The exec's argv (run as root in `WORKDIR`) and the bytes for its stdin.
+pub fn command(job: &Job) -> (Vec<String>, Vec<u8>) {
+    let mut files: Vec<(&str, &[u8])> = vec![(job.language.source_file.as_str(), job.code.as_bytes())];
+    files.extend(job.files.iter().map(|(n, c)| (n.as_str(), c.as_slice())));
+    let mut inner = String::from("umask 077\n");
+    let mut stdin = Vec::new();
+    for (name, content) in &files {
+        inner.push_str(&format!("head -c {} > {} || exit 125\n", content.len(), sh_quote(name)));
+        stdin.extend_from_slice(content);
+    }
+    if let Some(compile) = &job.language.compile {
+        inner.push_str(&format!("{{ {compile\n} ; }} </dev/null || exit $?\n"));
+    }
+    inner.push_str(&format!("exec {} \"$@\"\n", job.language.run));
+    stdin.extend_from_slice(&job.stdin);
+
+    let outer = format!(
+        ": > {USED_MARKER} || exit 125\n\
+         inner=$1; shift\n\
+         exec setpriv --reuid={RUNNER_UID} --regid={RUNNER_GID} --clear-groups --no-new-privs \
+         --inh-caps=-all --bounding-set=-all -- /bin/sh -c \"$inner\" unsandbox \"$@\""
+    );
+    let mut argv = vec!["/bin/sh".to_string(), "-c".to_string(), outer, "unsandbox-init".to_string(), inner];
+    argv.extend(job.args.iter().cloned());
+    (argv, stdin)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn python() -> LanguageSpec {
+        serde_yaml::from_str("{name: python, sourceFile: main.py, run: python3 main.py}").unwrap()
+    }
+
+    #[test]
+    fn files_come_first_on_stdin_then_user_stdin() {
+        let job = Job {
+            language: python(),
+            code: "print(1)\n".into(),
+            files: vec![("data.txt".into(), b"xyz".to_vec())],
+            stdin: b"input".to_vec(),
+            args: vec!["a b".into(), "$(rm -rf /)".into()],
+        };
+        let (argv, stdin) = command(&job);
+        assert_eq!(stdin, b"print(1)\nxyzinput");
+        assert_eq!(argv[0], "/bin/sh");
+        assert!(argv[2].contains("--no-new-privs"));
+        assert!(argv[4].contains("head -c 9 > 'main.py'"));
+        assert!(argv[4].contains("head -c 3 > 'data.txt'"));
+        assert!(argv[4].ends_with("exec python3 main.py \"$@\"\n"));
+        // Arguments travel as argv entries, never through the shell text.
+        assert_eq!(&argv[5..], ["a b", "$(rm -rf /)"]);
+    }
+
+    #[test]
+    fn quoting() {
+        assert_eq!(sh_quote("it's"), r"'it'\''s'");
+    }
+}

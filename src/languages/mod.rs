@@ -1,0 +1,3 @@
+//! Language detection for `POST /run`.
+
+pub mod detect;

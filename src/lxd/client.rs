@@ -1,0 +1,224 @@
+//! HTTP over the LXD unix socket: the request envelope, operations, projects.
+
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::{Method, Request, StatusCode, Uri};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+use tokio::net::UnixStream;
+
+use super::error::LxdError;
+use super::types::{Envelope, Operation, ServerInfo};
+
+/// Longest time one plain HTTP request to LXD may take.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Connects every HTTP request to the LXD unix socket, whatever the URI says.
+#[derive(Clone)]
+struct UnixConnector(Arc<PathBuf>);
+
+impl tower::Service<Uri> for UnixConnector {
+    type Response = TokioIo<UnixStream>;
+    type Error = std::io::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, _: Uri) -> Self::Future {
+        let path = self.0.clone();
+        Box::pin(async move { Ok(TokioIo::new(UnixStream::connect(&*path).await?)) })
+    }
+}
+
+/// A handle on one LXD daemon and one LXD project. Cheap to clone; keeps a
+/// pool of open connections.
+#[derive(Clone)]
+pub struct Lxd {
+    socket: Arc<PathBuf>,
+    project: Arc<str>,
+    http: Client<UnixConnector, Full<Bytes>>,
+}
+
+impl std::fmt::Debug for Lxd {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Lxd").field("socket", &self.socket).field("project", &self.project).finish()
+    }
+}
+
+impl Lxd {
+    /// A client of the daemon at `socket`, working in LXD project `project`.
+    pub fn new(socket: impl Into<PathBuf>, project: &str) -> Self {
+        let socket = Arc::new(socket.into());
+        let http = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(30))
+            .pool_max_idle_per_host(64)
+            .build(UnixConnector(socket.clone()));
+        Self { socket, project: project.into(), http }
+    }
+
+    /// The same daemon, another project.
+    pub fn with_project(&self, project: &str) -> Self {
+        Self { socket: self.socket.clone(), project: project.into(), http: self.http.clone() }
+    }
+
+    pub fn project(&self) -> &str {
+        &self.project
+    }
+
+    pub fn socket(&self) -> &Path {
+        &self.socket
+    }
+
+    /// `path` with this client's project added to its query.
+    pub(crate) fn url(&self, path: &str) -> String {
+        let sep = if path.contains('?') { '&' } else { '?' };
+        format!("http://lxd{path}{sep}project={}", self.project)
+    }
+
+    /// Sends one request and returns the raw status and body.
+    pub(crate) async fn raw(&self, method: Method, path: &str, body: Bytes, content_type: &str) -> Result<(StatusCode, Bytes), LxdError> {
+        let req = Request::builder()
+            .method(method)
+            .uri(self.url(path))
+            .header("content-type", content_type)
+            .body(Full::new(body))
+            .map_err(|e| LxdError::Transport(e.to_string()))?;
+        let fut = async {
+            let resp = self.http.request(req).await.map_err(|e| self.transport_error(e))?;
+            let status = resp.status();
+            let bytes = resp.into_body().collect().await.map_err(|e| LxdError::Transport(e.to_string()))?.to_bytes();
+            Ok((status, bytes))
+        };
+        tokio::time::timeout(REQUEST_TIMEOUT, fut).await.map_err(|_| LxdError::Timeout(REQUEST_TIMEOUT))?
+    }
+
+    fn transport_error(&self, e: hyper_util::client::legacy::Error) -> LxdError {
+        if e.is_connect() {
+            let io = std::error::Error::source(&e)
+                .and_then(|s| s.downcast_ref::<std::io::Error>())
+                .map(|io| std::io::Error::new(io.kind(), io.to_string()))
+                .unwrap_or_else(|| std::io::Error::other(e.to_string()));
+            LxdError::Connect { path: self.socket.display().to_string(), source: io }
+        } else {
+            LxdError::Transport(e.to_string())
+        }
+    }
+
+    /// Sends one request and decodes LXD's envelope; LXD errors become `LxdError::Api`.
+    pub(crate) async fn call(&self, method: Method, path: &str, body: Option<Value>) -> Result<Envelope, LxdError> {
+        let body = match body {
+            Some(v) => Bytes::from(serde_json::to_vec(&v).map_err(|e| LxdError::Decode(e.to_string()))?),
+            None => Bytes::new(),
+        };
+        let (status, bytes) = self.raw(method, path, body, "application/json").await?;
+        let env: Envelope = serde_json::from_slice(&bytes)
+            .map_err(|e| LxdError::Decode(format!("{status} {e}: {}", String::from_utf8_lossy(&bytes[..bytes.len().min(200)]))))?;
+        if env.kind == "error" || status.is_client_error() || status.is_server_error() {
+            let code = if env.error_code != 0 { env.error_code } else { status.as_u16() };
+            return Err(LxdError::Api { status: code, message: env.error });
+        }
+        Ok(env)
+    }
+
+    /// A synchronous call whose metadata decodes as `T`.
+    pub(crate) async fn sync<T: DeserializeOwned>(&self, method: Method, path: &str, body: Option<Value>) -> Result<T, LxdError> {
+        let env = self.call(method, path, body).await?;
+        serde_json::from_value(env.metadata).map_err(|e| LxdError::Decode(format!("{path}: {e}")))
+    }
+
+    /// A call that starts a background operation; returns the operation.
+    pub(crate) async fn start_operation(&self, method: Method, path: &str, body: Option<Value>) -> Result<Operation, LxdError> {
+        let env = self.call(method, path, body).await?;
+        if env.kind != "async" {
+            return Err(LxdError::Decode(format!("{path}: expected a background operation, got {}", env.kind)));
+        }
+        serde_json::from_value(env.metadata).map_err(|e| LxdError::Decode(format!("{path} operation: {e}")))
+    }
+
+    /// Waits up to `timeout` for an operation to end; a failed operation is an error.
+    pub async fn wait(&self, id: &str, timeout: Duration) -> Result<Operation, LxdError> {
+        let secs = timeout.as_secs().max(1);
+        let path = format!("/1.0/operations/{id}/wait?timeout={secs}");
+        let op: Operation = tokio::time::timeout(timeout + Duration::from_secs(5), self.sync(Method::GET, &path, None))
+            .await
+            .map_err(|_| LxdError::Timeout(timeout))??;
+        if op.failed() {
+            return Err(LxdError::Operation { message: op.err });
+        }
+        if op.running() {
+            return Err(LxdError::Timeout(timeout));
+        }
+        Ok(op)
+    }
+
+    /// Starts an operation and waits for it to succeed.
+    pub(crate) async fn run_operation(&self, method: Method, path: &str, body: Option<Value>, timeout: Duration) -> Result<Operation, LxdError> {
+        let op = self.start_operation(method, path, body).await?;
+        self.wait(&op.id, timeout).await
+    }
+
+    /// `GET /1.0`: version, storage driver and API extensions.
+    pub async fn server(&self) -> Result<ServerInfo, LxdError> {
+        self.sync(Method::GET, "/1.0", None).await
+    }
+
+    /// Creates this client's project if it does not exist. The project shares
+    /// the default project's images and profiles.
+    pub async fn ensure_project(&self) -> Result<(), LxdError> {
+        if self.project.as_ref() == "default" {
+            return Ok(());
+        }
+        let path = format!("/1.0/projects/{}", self.project);
+        match self.call(Method::GET, &path, None).await {
+            Ok(_) => return Ok(()),
+            Err(e) if e.is_not_found() => {}
+            Err(e) => return Err(e),
+        }
+        let body = json!({
+            "name": self.project.as_ref(),
+            "description": "unsandbox execution containers",
+            "config": {
+                "features.images": "false",
+                "features.profiles": "false",
+                "features.storage.volumes": "false",
+            }
+        });
+        match self.call(Method::POST, "/1.0/projects", Some(body)).await {
+            Ok(_) => Ok(()),
+            Err(e) if e.is_conflict() => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Deletes this client's project (it must hold no instances).
+    pub async fn delete_project(&self) -> Result<(), LxdError> {
+        let path = format!("/1.0/projects/{}", self.project);
+        match self.call(Method::DELETE, &path, None).await {
+            Err(e) if e.is_not_found() => Ok(()),
+            other => other.map(|_| ()),
+        }
+    }
+
+    /// Connects a websocket of an operation over the unix socket.
+    pub(crate) async fn websocket(
+        &self,
+        operation: &str,
+        secret: &str,
+    ) -> Result<tokio_tungstenite::WebSocketStream<UnixStream>, LxdError> {
+        let stream = UnixStream::connect(&*self.socket)
+            .await
+            .map_err(|source| LxdError::Connect { path: self.socket.display().to_string(), source })?;
+        let url = format!("ws://lxd/1.0/operations/{operation}/websocket?secret={secret}&project={}", self.project);
+        let (ws, _) = tokio_tungstenite::client_async(url, stream).await.map_err(|e| LxdError::Stream(e.to_string()))?;
+        Ok(ws)
+    }
+}
