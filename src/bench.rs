@@ -25,7 +25,11 @@ use crate::metrics::Metrics;
 #[derive(Debug, Args)]
 pub struct BenchArgs {
     /// File or folder with the LanguageImage to measure.
-    #[arg(long, env = "UNSANDBOX_BENCH_CONFIG", default_value = "manifests/samples/languageimage-small.yaml")]
+    #[arg(
+        long,
+        env = "UNSANDBOX_BENCH_CONFIG",
+        default_value = "manifests/samples/languageimage-small.yaml"
+    )]
     pub config: PathBuf,
     /// LanguageImage name.
     #[arg(long, default_value = "small")]
@@ -72,7 +76,10 @@ async fn wait_warm(agent: &Agent, want: u32, limit: Duration) -> anyhow::Result<
         if warm >= want {
             return Ok(start.elapsed());
         }
-        anyhow::ensure!(start.elapsed() < limit, "pool reached only {warm}/{want} warm containers in {limit:?}");
+        anyhow::ensure!(
+            start.elapsed() < limit,
+            "pool reached only {warm}/{want} warm containers in {limit:?}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -105,7 +112,11 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
     let runner = agent.clone();
     let reconciler = tokio::spawn(async move {
-        runner.run(async move { let _ = stop_rx.wait_for(|s| *s).await; }).await;
+        runner
+            .run(async move {
+                let _ = stop_rx.wait_for(|s| *s).await;
+            })
+            .await;
     });
     let result = measure(&args, &agent, &lxd).await;
     let _ = stop_tx.send(true);
@@ -118,7 +129,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
 
 async fn measure(args: &BenchArgs, agent: &Agent, lxd: &Lxd) -> anyhow::Result<()> {
     // Launch rate: fill the pool from empty.
-    let fill = wait_warm(agent, args.warm, Duration::from_secs(600)).await.context("filling the pool")?;
+    let fill = wait_warm(agent, args.warm, Duration::from_secs(600))
+        .await
+        .context("filling the pool")?;
     let launch_rate = args.warm as f64 / fill.as_secs_f64();
 
     // Idle memory of warm containers (their cgroup's usage).
@@ -136,12 +149,19 @@ async fn measure(args: &BenchArgs, agent: &Agent, lxd: &Lxd) -> anyhow::Result<(
     // The floor: a raw LXD exec of the same code in a running container, as the runner user.
     let lang = agent.choose(&args.language, Default::default())?.language;
     let floor_container = {
-        let lease = agent.acquire("bench/bench", Instant::now() + Duration::from_secs(60)).await?;
+        let lease = agent
+            .acquire("bench/bench", Instant::now() + Duration::from_secs(60))
+            .await?;
         let c = lease.container.clone();
         std::mem::forget(lease);
         c
     };
-    let interp = lang.run.split_whitespace().next().unwrap_or("python3").to_string();
+    let interp = lang
+        .run
+        .split_whitespace()
+        .next()
+        .unwrap_or("python3")
+        .to_string();
     let mut floor = Vec::new();
     for _ in 0..args.requests {
         let spec = ExecSpec {
@@ -156,35 +176,78 @@ async fn measure(args: &BenchArgs, agent: &Agent, lxd: &Lxd) -> anyhow::Result<(
         };
         let t = Instant::now();
         let out = lxd.exec(&floor_container, spec).await?;
-        anyhow::ensure!(out.exit_code == Some(0), "floor exec failed: {:?}", String::from_utf8_lossy(&out.stderr));
+        anyhow::ensure!(
+            out.exit_code == Some(0),
+            "floor exec failed: {:?}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         floor.push(t.elapsed().as_secs_f64() * 1000.0);
     }
     lxd.destroy(&floor_container).await?;
     let (floor_p50, floor_p99) = summarize(floor);
 
     // The API, in process, over real TCP on loopback.
-    let app = crate::api::router(crate::api::AppState { agent: agent.clone() }, 1 << 20);
+    let app = crate::api::router(
+        crate::api::AppState {
+            agent: agent.clone(),
+        },
+        1 << 20,
+    );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     tokio::spawn(async move { axum::serve(listener, app).await });
-    let client: Client<HttpConnector, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+    let client: Client<HttpConnector, Full<Bytes>> =
+        Client::builder(TokioExecutor::new()).build_http();
     let body = serde_json::to_vec(&serde_json::json!({"code": args.code}))?;
 
     wait_warm(agent, args.warm, Duration::from_secs(600)).await?;
     let one = phase(&client, addr, &args.language, &body, args.requests, 1).await?;
     wait_warm(agent, args.warm, Duration::from_secs(600)).await?;
-    let many = phase(&client, addr, &args.language, &body, args.requests, args.concurrency).await?;
+    let many = phase(
+        &client,
+        addr,
+        &args.language,
+        &body,
+        args.requests,
+        args.concurrency,
+    )
+    .await?;
     let (one_p50, one_p99) = summarize(one);
     let (many_p50, many_p99) = summarize(many);
 
-    println!("unsandbox bench: {} `{}`, {} requests per phase", args.language, args.code, args.requests);
+    println!(
+        "unsandbox bench: {} `{}`, {} requests per phase",
+        args.language, args.code, args.requests
+    );
     println!("{:<44} {:>9} {:>9}", "", "p50 ms", "p99 ms");
-    println!("{:<44} {:>9.1} {:>9.1}", "LXD exec floor (running container)", floor_p50, floor_p99);
-    println!("{:<44} {:>9.1} {:>9.1}", "API end to end, 1 client", one_p50, one_p99);
-    println!("{:<44} {:>9.1} {:>9.1}", format!("API end to end, {} clients", args.concurrency), many_p50, many_p99);
-    println!("ratio p50 (1 client) / floor p50:          {:.2}  (target <= 1.5)", one_p50 / floor_p50);
-    println!("ratio p99 ({} clients) / floor p50:         {:.2}  (target <= 3.0)", args.concurrency, many_p99 / floor_p50);
-    println!("container launch rate:                     {launch_rate:.2} /s ({} warm in {:.1} s)", args.warm, fill.as_secs_f64());
+    println!(
+        "{:<44} {:>9.1} {:>9.1}",
+        "LXD exec floor (running container)", floor_p50, floor_p99
+    );
+    println!(
+        "{:<44} {:>9.1} {:>9.1}",
+        "API end to end, 1 client", one_p50, one_p99
+    );
+    println!(
+        "{:<44} {:>9.1} {:>9.1}",
+        format!("API end to end, {} clients", args.concurrency),
+        many_p50,
+        many_p99
+    );
+    println!(
+        "ratio p50 (1 client) / floor p50:          {:.2}  (target <= 1.5)",
+        one_p50 / floor_p50
+    );
+    println!(
+        "ratio p99 ({} clients) / floor p50:         {:.2}  (target <= 3.0)",
+        args.concurrency,
+        many_p99 / floor_p50
+    );
+    println!(
+        "container launch rate:                     {launch_rate:.2} /s ({} warm in {:.1} s)",
+        args.warm,
+        fill.as_secs_f64()
+    );
     println!("idle warm container memory (cgroup):       {idle_mib:.2} MiB  (target <= 2)");
     Ok(())
 }
@@ -205,12 +268,18 @@ async fn phase(
         tasks.push(tokio::spawn(async move {
             let mut times = Vec::new();
             while next.fetch_add(1, std::sync::atomic::Ordering::SeqCst) < requests {
-                let req = hyper::Request::post(&url).header("content-type", "application/json").body(Full::new(body.clone()))?;
+                let req = hyper::Request::post(&url)
+                    .header("content-type", "application/json")
+                    .body(Full::new(body.clone()))?;
                 let t = Instant::now();
                 let resp = client.request(req).await?;
                 let status = resp.status();
                 let bytes = resp.into_body().collect().await?.to_bytes();
-                anyhow::ensure!(status.is_success(), "{status}: {}", String::from_utf8_lossy(&bytes));
+                anyhow::ensure!(
+                    status.is_success(),
+                    "{status}: {}",
+                    String::from_utf8_lossy(&bytes)
+                );
                 times.push(t.elapsed().as_secs_f64() * 1000.0);
             }
             anyhow::Ok(times)

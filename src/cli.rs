@@ -12,7 +12,12 @@ pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
     /// Log format: `text` or `json`. Filter with RUST_LOG (default `info`).
-    #[arg(long, env = "UNSANDBOX_LOG_FORMAT", default_value = "text", global = true)]
+    #[arg(
+        long,
+        env = "UNSANDBOX_LOG_FORMAT",
+        default_value = "text",
+        global = true
+    )]
     pub log_format: String,
 }
 
@@ -37,7 +42,13 @@ pub enum Command {
 #[derive(Debug, Args)]
 pub struct StandaloneArgs {
     /// ExecutorPool and LanguageImage YAML files or folders (watched for changes).
-    #[arg(long = "config", short = 'c', env = "UNSANDBOX_CONFIG", value_delimiter = ',', required = true)]
+    #[arg(
+        long = "config",
+        short = 'c',
+        env = "UNSANDBOX_CONFIG",
+        value_delimiter = ',',
+        required = true
+    )]
     pub config: Vec<PathBuf>,
     /// How often the files are checked for changes, in milliseconds.
     #[arg(long, env = "UNSANDBOX_CONFIG_POLL_MS", default_value_t = 1000)]
@@ -66,7 +77,9 @@ pub struct LxdArgs {
 
 impl LxdArgs {
     pub fn socket(&self) -> PathBuf {
-        self.lxd_socket.clone().unwrap_or_else(crate::lxd::default_socket)
+        self.lxd_socket
+            .clone()
+            .unwrap_or_else(crate::lxd::default_socket)
     }
 
     pub fn node(&self) -> String {

@@ -41,14 +41,20 @@ fn check(paths: &[PathBuf]) -> anyhow::Result<()> {
             None => println!("ok      ExecutorPool {}", r.key),
             Some(p) => {
                 bad += 1;
-                println!("problem ExecutorPool {}: {}: {}", r.key, p.reason, p.message);
+                println!(
+                    "problem ExecutorPool {}: {}: {}",
+                    r.key, p.reason, p.message
+                );
             }
         }
     }
     for i in &res.images {
         let name = i.metadata.name.as_deref().unwrap_or_default();
         match crd::validate::image(&i.spec) {
-            Ok(()) => println!("ok      LanguageImage {name} ({} languages)", i.spec.languages.len()),
+            Ok(()) => println!(
+                "ok      LanguageImage {name} ({} languages)",
+                i.spec.languages.len()
+            ),
             Err(e) => {
                 bad += 1;
                 println!("problem LanguageImage {name}: {e}");
@@ -71,11 +77,21 @@ async fn shutdown_signal() {
 
 async fn run_standalone(args: StandaloneArgs) -> anyhow::Result<()> {
     let lxd = Lxd::new(args.lxd.socket(), &args.lxd.lxd_project);
-    let server = lxd.server().await.with_context(|| format!("cannot reach LXD at {}", lxd.socket().display()))?;
+    let server = lxd
+        .server()
+        .await
+        .with_context(|| format!("cannot reach LXD at {}", lxd.socket().display()))?;
     tracing::info!(version = %server.environment.server_version, project = lxd.project(), "connected to LXD");
-    lxd.ensure_project().await.context("creating the LXD project")?;
-    let resources = standalone::watch_files(args.config.clone(), Duration::from_millis(args.config_poll_ms)).await?;
-    let images_dir = (args.agent.images_dir != "none").then(|| PathBuf::from(&args.agent.images_dir));
+    lxd.ensure_project()
+        .await
+        .context("creating the LXD project")?;
+    let resources = standalone::watch_files(
+        args.config.clone(),
+        Duration::from_millis(args.config_poll_ms),
+    )
+    .await?;
+    let images_dir =
+        (args.agent.images_dir != "none").then(|| PathBuf::from(&args.agent.images_dir));
     let cfg = AgentConfig {
         node: args.lxd.node(),
         node_labels: None,
@@ -89,9 +105,18 @@ async fn run_standalone(args: StandaloneArgs) -> anyhow::Result<()> {
     let loop_agent = agent.clone();
     let mut loop_stop = stop_rx.clone();
     let reconciler = tokio::spawn(async move {
-        loop_agent.run(async move { let _ = loop_stop.wait_for(|s| *s).await; }).await;
+        loop_agent
+            .run(async move {
+                let _ = loop_stop.wait_for(|s| *s).await;
+            })
+            .await;
     });
-    let app = api::router(api::AppState { agent: agent.clone() }, args.api.max_body_bytes);
+    let app = api::router(
+        api::AppState {
+            agent: agent.clone(),
+        },
+        args.api.max_body_bytes,
+    );
     let mut api_stop = stop_rx.clone();
     let mut server = tokio::spawn(api::serve(args.api.listen, app, async move {
         let _ = api_stop.wait_for(|s| *s).await;

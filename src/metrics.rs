@@ -38,7 +38,10 @@ pub struct RouteLabels {
 }
 
 fn latency_buckets() -> impl Iterator<Item = f64> {
-    [0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0].into_iter()
+    [
+        0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0,
+    ]
+    .into_iter()
 }
 
 /// Every metric the process exports.
@@ -65,25 +68,67 @@ impl Metrics {
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("unsandbox");
         let executions = Family::<ExecLabels, Counter>::default();
-        let execution_seconds = Family::<PoolLabels, Histogram>::new_with_constructor(|| Histogram::new(latency_buckets()));
-        let queue_seconds = Family::<PoolLabels, Histogram>::new_with_constructor(|| Histogram::new(latency_buckets()));
+        let execution_seconds = Family::<PoolLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new(latency_buckets())
+        });
+        let queue_seconds = Family::<PoolLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new(latency_buckets())
+        });
         let containers = Family::<PoolStateLabels, Gauge>::default();
         let launches = Family::<ResultLabels, Counter>::default();
-        let launch_seconds = Family::<PoolLabels, Histogram>::new_with_constructor(|| Histogram::new(latency_buckets()));
+        let launch_seconds = Family::<PoolLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new(latency_buckets())
+        });
         let destroys = Family::<ResultLabels, Counter>::default();
         let rejected = Family::<RouteLabels, Counter>::default();
         let reconcile_seconds = Histogram::new(latency_buckets());
         let api = registry.sub_registry_with_prefix("api");
-        api.register("executions", "Executions finished, by language, pool and status", executions.clone());
-        api.register("execution_seconds", "Time from taking a container to the result", execution_seconds.clone());
-        api.register("queue_seconds", "Time a request waited for a warm container", queue_seconds.clone());
-        api.register("rejected_requests", "Requests refused before execution, by route and HTTP code", rejected.clone());
+        api.register(
+            "executions",
+            "Executions finished, by language, pool and status",
+            executions.clone(),
+        );
+        api.register(
+            "execution_seconds",
+            "Time from taking a container to the result",
+            execution_seconds.clone(),
+        );
+        api.register(
+            "queue_seconds",
+            "Time a request waited for a warm container",
+            queue_seconds.clone(),
+        );
+        api.register(
+            "rejected_requests",
+            "Requests refused before execution, by route and HTTP code",
+            rejected.clone(),
+        );
         let agent = registry.sub_registry_with_prefix("agent");
-        agent.register("containers", "Containers by pool and state (warm, busy, launching)", containers.clone());
-        agent.register("launches", "Container launches by pool and result", launches.clone());
-        agent.register("launch_seconds", "Time to create, start and ready a container", launch_seconds.clone());
-        agent.register("destroys", "Container destructions by pool and result", destroys.clone());
-        agent.register("reconcile_seconds", "Duration of one reconcile pass", reconcile_seconds.clone());
+        agent.register(
+            "containers",
+            "Containers by pool and state (warm, busy, launching)",
+            containers.clone(),
+        );
+        agent.register(
+            "launches",
+            "Container launches by pool and result",
+            launches.clone(),
+        );
+        agent.register(
+            "launch_seconds",
+            "Time to create, start and ready a container",
+            launch_seconds.clone(),
+        );
+        agent.register(
+            "destroys",
+            "Container destructions by pool and result",
+            destroys.clone(),
+        );
+        agent.register(
+            "reconcile_seconds",
+            "Duration of one reconcile pass",
+            reconcile_seconds.clone(),
+        );
         Self {
             registry,
             executions,
@@ -101,13 +146,17 @@ impl Metrics {
     /// The registry in Prometheus text format.
     pub fn render(&self) -> String {
         let mut out = String::new();
-        prometheus_client::encoding::text::encode(&mut out, &self.registry).expect("writing to a String cannot fail");
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .expect("writing to a String cannot fail");
         out
     }
 
     pub fn set_containers(&self, pool: &str, state: &str, n: u32) {
         self.containers
-            .get_or_create(&PoolStateLabels { pool: pool.to_string(), state: state.to_string() })
+            .get_or_create(&PoolStateLabels {
+                pool: pool.to_string(),
+                state: state.to_string(),
+            })
             .set(n as i64);
     }
 }

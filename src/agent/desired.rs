@@ -3,7 +3,9 @@
 
 use std::collections::BTreeMap;
 
-use crate::crd::{ExecutorPool, ExecutorPoolSpec, LanguageImage, LanguageImageSpec, NetworkTier, validate};
+use crate::crd::{
+    ExecutorPool, ExecutorPoolSpec, LanguageImage, LanguageImageSpec, NetworkTier, validate,
+};
 
 /// The resources an agent works from, whatever their source (files or the API server).
 #[derive(Debug, Clone, Default)]
@@ -22,7 +24,10 @@ pub struct Problem {
 
 impl Problem {
     fn new(reason: &'static str, message: impl Into<String>) -> Self {
-        Self { reason, message: message.into() }
+        Self {
+            reason,
+            message: message.into(),
+        }
     }
 }
 
@@ -59,12 +64,19 @@ pub fn pool_key(pool: &ExecutorPool) -> String {
 pub fn covers(spec: &ExecutorPoolSpec, node_labels: Option<&BTreeMap<String, String>>) -> bool {
     match node_labels {
         None => true,
-        Some(labels) => spec.node_selector.iter().all(|(k, v)| labels.get(k) == Some(v)),
+        Some(labels) => spec
+            .node_selector
+            .iter()
+            .all(|(k, v)| labels.get(k) == Some(v)),
     }
 }
 
 /// Resolves every pool that covers `node`, sorted by key.
-pub fn resolve(res: &Resources, node: &str, node_labels: Option<&BTreeMap<String, String>>) -> Vec<ResolvedPool> {
+pub fn resolve(
+    res: &Resources,
+    node: &str,
+    node_labels: Option<&BTreeMap<String, String>>,
+) -> Vec<ResolvedPool> {
     let mut out: Vec<ResolvedPool> = res
         .pools
         .iter()
@@ -82,14 +94,23 @@ fn resolve_one(pool: &ExecutorPool, images: &[LanguageImage], node: &str) -> Res
     if let Err(e) = validate::pool(&spec) {
         problem = Some(Problem::new("InvalidSpec", e.to_string()));
     }
-    match images.iter().find(|i| i.metadata.name.as_deref() == Some(spec.image.as_str())) {
+    match images
+        .iter()
+        .find(|i| i.metadata.name.as_deref() == Some(spec.image.as_str()))
+    {
         None => {
-            problem.get_or_insert(Problem::new("ImageNotFound", format!("LanguageImage {:?} does not exist", spec.image)));
+            problem.get_or_insert(Problem::new(
+                "ImageNotFound",
+                format!("LanguageImage {:?} does not exist", spec.image),
+            ));
         }
         Some(li) => match validate::image(&li.spec) {
             Ok(()) => image = Some(li.spec.clone()),
             Err(e) => {
-                problem.get_or_insert(Problem::new("ImageInvalid", format!("LanguageImage {:?}: {e}", spec.image)));
+                problem.get_or_insert(Problem::new(
+                    "ImageInvalid",
+                    format!("LanguageImage {:?}: {e}", spec.image),
+                ));
             }
         },
     }
@@ -166,15 +187,23 @@ mod tests {
             "{IMAGE}---\nkind: ExecutorPool\nmetadata: {{name: a}}\nspec: {{image: nope}}\n---\nkind: ExecutorPool\nmetadata: {{name: b}}\nspec: {{image: small, network: semitrusted}}\n---\nkind: ExecutorPool\nmetadata: {{name: c}}\nspec:\n  image: small\n  execution: {{outputBytes: {{default: 10, max: 5}}}}\n"
         ));
         let r = resolve(&res, "n1", None);
-        let reasons: Vec<_> = r.iter().map(|p| p.problem.as_ref().unwrap().reason).collect();
-        assert_eq!(reasons, ["ImageNotFound", "NetworkTierUnsupported", "InvalidSpec"]);
+        let reasons: Vec<_> = r
+            .iter()
+            .map(|p| p.problem.as_ref().unwrap().reason)
+            .collect();
+        assert_eq!(
+            reasons,
+            ["ImageNotFound", "NetworkTierUnsupported", "InvalidSpec"]
+        );
         assert!(r.iter().all(|p| !p.servable()));
         assert_eq!(r[0].key, "default/a");
     }
 
     #[test]
     fn node_selector_filters() {
-        let res = docs(&format!("{IMAGE}---\nkind: ExecutorPool\nmetadata: {{name: a}}\nspec: {{image: small, nodeSelector: {{lxd: 'yes'}}}}\n"));
+        let res = docs(&format!(
+            "{IMAGE}---\nkind: ExecutorPool\nmetadata: {{name: a}}\nspec: {{image: small, nodeSelector: {{lxd: 'yes'}}}}\n"
+        ));
         let yes = BTreeMap::from([("lxd".to_string(), "yes".to_string())]);
         assert_eq!(resolve(&res, "n", Some(&yes)).len(), 1);
         assert_eq!(resolve(&res, "n", Some(&BTreeMap::new())).len(), 0);
@@ -183,7 +212,9 @@ mod tests {
 
     #[test]
     fn hash_changes_with_shape_only() {
-        let res = docs(&format!("{IMAGE}---\nkind: ExecutorPool\nmetadata: {{name: a}}\nspec: {{image: small}}\n"));
+        let res = docs(&format!(
+            "{IMAGE}---\nkind: ExecutorPool\nmetadata: {{name: a}}\nspec: {{image: small}}\n"
+        ));
         let mut spec = res.pools[0].spec.clone();
         let h = container_hash(&spec, "abc");
         spec.warm = 7;

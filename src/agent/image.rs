@@ -13,7 +13,9 @@ use crate::lxd::{Lxd, LxdError};
 pub enum ImageError {
     #[error("image {0} is not in the LXD image store and no recipe is named to build it")]
     Missing(String),
-    #[error("image {what} is missing and recipe builds are disabled on this host (build it with: images/build.sh {recipe})")]
+    #[error(
+        "image {what} is missing and recipe builds are disabled on this host (build it with: images/build.sh {recipe})"
+    )]
     BuildDisabled { what: String, recipe: String },
     #[error("building recipe {recipe} failed: {message}")]
     Build { recipe: String, message: String },
@@ -42,7 +44,11 @@ pub async fn lookup(lxd: &Lxd, source: &ImageSource) -> Result<Option<String>, L
 
 /// The fingerprint of the image, building it from its recipe first when it
 /// is missing and `images_dir` allows builds.
-pub async fn ensure(lxd: &Lxd, source: &ImageSource, images_dir: Option<&Path>) -> Result<String, ImageError> {
+pub async fn ensure(
+    lxd: &Lxd,
+    source: &ImageSource,
+    images_dir: Option<&Path>,
+) -> Result<String, ImageError> {
     if let Some(fp) = lookup(lxd, source).await? {
         return Ok(fp);
     }
@@ -50,7 +56,10 @@ pub async fn ensure(lxd: &Lxd, source: &ImageSource, images_dir: Option<&Path>) 
         return Err(ImageError::Missing(describe(source)));
     };
     let Some(dir) = images_dir else {
-        return Err(ImageError::BuildDisabled { what: describe(source), recipe: recipe.clone() });
+        return Err(ImageError::BuildDisabled {
+            what: describe(source),
+            recipe: recipe.clone(),
+        });
     };
     tracing::info!(recipe, "image missing: building it from its recipe");
     let mut cmd = Command::new("bash");
@@ -58,15 +67,24 @@ pub async fn ensure(lxd: &Lxd, source: &ImageSource, images_dir: Option<&Path>) 
     if let Some(alias) = &source.alias {
         cmd.env("UNSANDBOX_IMAGE_ALIAS", alias);
     }
-    let out = cmd
-        .output()
-        .await
-        .map_err(|e| ImageError::Build { recipe: recipe.clone(), message: e.to_string() })?;
+    let out = cmd.output().await.map_err(|e| ImageError::Build {
+        recipe: recipe.clone(),
+        message: e.to_string(),
+    })?;
     if !out.status.success() {
         let stderr = String::from_utf8_lossy(&out.stderr);
         let tail: Vec<&str> = stderr.lines().rev().take(5).collect();
-        let message = format!("{}: {}", out.status, tail.into_iter().rev().collect::<Vec<_>>().join(" | "));
-        return Err(ImageError::Build { recipe: recipe.clone(), message });
+        let message = format!(
+            "{}: {}",
+            out.status,
+            tail.into_iter().rev().collect::<Vec<_>>().join(" | ")
+        );
+        return Err(ImageError::Build {
+            recipe: recipe.clone(),
+            message,
+        });
     }
-    lookup(lxd, source).await?.ok_or_else(|| ImageError::Missing(describe(source)))
+    lookup(lxd, source)
+        .await?
+        .ok_or_else(|| ImageError::Missing(describe(source)))
 }

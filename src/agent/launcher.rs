@@ -1,15 +1,18 @@
 //! Creating one warm container: its LXD definition (pure) and the create,
 //! start and readiness wait (effects).
 
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use crate::crd::{ExecutorPoolSpec, NetworkTier};
-use crate::lxd::{InstanceCreate, Lxd, LxdError};
+use crate::lxd::{ExecSpec, InstanceCreate, Lxd, LxdError, Stopped};
 
 use super::keys;
 
 /// How long a started container may take to report ready.
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long the warm-up exec may take.
+const WARMUP_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Where a container goes and whose it is.
 #[derive(Debug, Clone)]
@@ -42,20 +45,95 @@ pub fn instance_spec(name: &str, spec: &ExecutorPoolSpec, at: &Placement<'_>) ->
         (keys::NODE, at.node.to_string()),
         (keys::POOL, at.pool_key.to_string()),
         (keys::SPEC, at.hash.to_string()),
+        // Explicit, so a copy never inherits its template's `true`.
+        (keys::TEMPLATE, "false".to_string()),
     ];
-    create.config.extend(config.into_iter().map(|(k, v)| (k.to_string(), v)));
-    debug_assert_eq!(spec.network, NetworkTier::Zerotrust, "only zerotrust pools are launched");
+    create
+        .config
+        .extend(config.into_iter().map(|(k, v)| (k.to_string(), v)));
+    debug_assert_eq!(
+        spec.network,
+        NetworkTier::Zerotrust,
+        "only zerotrust pools are launched"
+    );
     create
 }
 
-/// Creates and starts a container and waits until its init reports ready.
+/// Makes sure the stopped template for this shape exists on LXD: created
+/// from the image, started once (which id-maps its files) and stopped.
+/// Callers serialize calls for the same shape.
+pub async fn ensure_template(
+    lxd: &Lxd,
+    spec: &ExecutorPoolSpec,
+    at: &Placement<'_>,
+) -> Result<String, LxdError> {
+    let name = keys::template_name(at.hash, at.node);
+    match lxd.instance(&name).await? {
+        Some(i) if i.status == "Stopped" => return Ok(name),
+        Some(_) => {
+            lxd.force_stop(&name).await?;
+            return Ok(name);
+        }
+        None => {}
+    }
+    tracing::info!(template = %name, "creating the template container for this shape");
+    let mut create = instance_spec(&name, spec, at);
+    create.ephemeral = false;
+    create.config.insert(keys::POOL.to_string(), String::new());
+    create
+        .config
+        .insert(keys::TEMPLATE.to_string(), "true".to_string());
+    let result = async {
+        lxd.create_instance(&create).await?;
+        lxd.start_instance(&name).await?;
+        wait_ready(lxd, &name).await?;
+        lxd.force_stop(&name).await
+    }
+    .await;
+    if let Err(e) = &result {
+        tracing::warn!(template = %name, error = %e, "template creation failed; removing it");
+        let _ = lxd.destroy(&name).await;
+    }
+    result.map(|()| name)
+}
+
+/// Creates a container as a copy of `template` and starts it, waits until
+/// its init reports ready, and
+/// runs the warm-up exec (see `execution::warmup_command`) when there is one.
 /// On failure whatever was created is destroyed before the error returns.
-pub async fn launch(lxd: &Lxd, name: &str, spec: &ExecutorPoolSpec, at: &Placement<'_>) -> Result<(), LxdError> {
-    let create = instance_spec(name, spec, at);
+pub async fn launch(
+    lxd: &Lxd,
+    name: &str,
+    template: &str,
+    spec: &ExecutorPoolSpec,
+    at: &Placement<'_>,
+    warmup: Option<Vec<String>>,
+) -> Result<(), LxdError> {
+    let create = instance_spec(name, spec, at).copied_from(template);
     let result = async {
         lxd.create_instance(&create).await?;
         lxd.start_instance(name).await?;
-        wait_ready(lxd, name).await
+        wait_ready(lxd, name).await?;
+        if let Some(command) = warmup {
+            let exec = ExecSpec {
+                command,
+                env: BTreeMap::from([(
+                    "PATH".to_string(),
+                    "/usr/local/bin:/usr/bin:/bin".to_string(),
+                )]),
+                user: 0,
+                group: 0,
+                cwd: "/".to_string(),
+                stdin: Vec::new(),
+                output_cap: 64 * 1024,
+                deadline: WARMUP_TIMEOUT,
+            };
+            let out = lxd.exec(name, exec).await?;
+            if out.stopped != Stopped::Exited {
+                return Err(LxdError::Timeout(WARMUP_TIMEOUT));
+            }
+        }
+        Ok(())
     }
     .await;
     if let Err(e) = &result {
@@ -76,7 +154,10 @@ async fn wait_ready(lxd: &Lxd, name: &str) -> Result<(), LxdError> {
         }
         if let Some(err) = lxd.read_file(name, keys::ERROR_MARKER).await? {
             return Err(LxdError::Operation {
-                message: format!("container init failed: {}", String::from_utf8_lossy(&err).trim()),
+                message: format!(
+                    "container init failed: {}",
+                    String::from_utf8_lossy(&err).trim()
+                ),
             });
         }
         if start.elapsed() > READY_TIMEOUT {
@@ -93,9 +174,17 @@ mod tests {
 
     #[test]
     fn containers_have_no_network_device_and_kernel_limits() {
-        let spec: ExecutorPoolSpec =
-            serde_yaml::from_str("image: small\nlimits: {cpus: 2, memoryMib: 128, processes: 32}\n").unwrap();
-        let at = Placement { node: "n1", pool_key: "ns/py", storage_pool: "fast", fingerprint: "abc", hash: "h" };
+        let spec: ExecutorPoolSpec = serde_yaml::from_str(
+            "image: small\nlimits: {cpus: 2, memoryMib: 128, processes: 32}\n",
+        )
+        .unwrap();
+        let at = Placement {
+            node: "n1",
+            pool_key: "ns/py",
+            storage_pool: "fast",
+            fingerprint: "abc",
+            hash: "h",
+        };
         let c = instance_spec("us-py-1", &spec, &at);
         assert!(c.ephemeral);
         assert!(c.profiles.is_empty());
@@ -108,5 +197,12 @@ mod tests {
         assert_eq!(c.config["security.privileged"], "false");
         assert_eq!(c.config[keys::POOL], "ns/py");
         assert_eq!(c.config[keys::NODE], "n1");
+        let copy = c.copied_from("us-tpl-h");
+        let json = serde_json::to_value(&copy).unwrap();
+        assert_eq!(
+            json["source"],
+            serde_json::json!({"type": "copy", "source": "us-tpl-h", "instance_only": true})
+        );
+        assert!(json["devices"]["eth0"].is_null());
     }
 }

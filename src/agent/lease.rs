@@ -31,7 +31,10 @@ pub struct Lease {
 
 impl std::fmt::Debug for Lease {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Lease").field("pool", &self.pool).field("container", &self.container).finish()
+        f.debug_struct("Lease")
+            .field("pool", &self.pool)
+            .field("container", &self.container)
+            .finish()
     }
 }
 
@@ -43,7 +46,10 @@ impl Drop for Lease {
                 p.busy = p.busy.saturating_sub(1);
             }
         }
-        Agent { inner: self.inner.clone() }.destroy_later(self.container.clone(), self.pool.clone());
+        Agent {
+            inner: self.inner.clone(),
+        }
+        .destroy_later(self.container.clone(), self.pool.clone());
     }
 }
 
@@ -55,7 +61,11 @@ impl Agent {
         let wait = deadline.saturating_duration_since(start);
         let semaphore = {
             let st = self.inner.lock();
-            let p = st.pools.get(pool).filter(|p| p.serving()).ok_or_else(|| AcquireError::PoolGone(pool.to_string()))?;
+            let p = st
+                .pools
+                .get(pool)
+                .filter(|p| p.serving())
+                .ok_or_else(|| AcquireError::PoolGone(pool.to_string()))?;
             p.concurrency.clone()
         };
         let permit = tokio::time::timeout_at(deadline.into(), semaphore.acquire_owned())
@@ -68,7 +78,10 @@ impl Agent {
             notified.as_mut().enable();
             {
                 let mut st = self.inner.lock();
-                let p = st.pools.get_mut(pool).ok_or_else(|| AcquireError::PoolGone(pool.to_string()))?;
+                let p = st
+                    .pools
+                    .get_mut(pool)
+                    .ok_or_else(|| AcquireError::PoolGone(pool.to_string()))?;
                 if let Some(container) = p.warm.pop_front() {
                     p.busy += 1;
                     st.set_phase(&container, Phase::Busy);
@@ -84,7 +97,10 @@ impl Agent {
                 }
             }
             self.wake();
-            if tokio::time::timeout_at(deadline.into(), notified).await.is_err() {
+            if tokio::time::timeout_at(deadline.into(), notified)
+                .await
+                .is_err()
+            {
                 return Err(AcquireError::NoCapacity(wait));
             }
         }
@@ -93,7 +109,10 @@ impl Agent {
     /// Stops and deletes a container in the background; it stays tracked
     /// (as destroying) until LXD confirms, so nothing else touches it.
     pub(crate) fn destroy_later(&self, container: String, pool: String) {
-        self.inner.lock().tracked.insert(container.clone(), (pool.clone(), Phase::Destroying));
+        self.inner
+            .lock()
+            .tracked
+            .insert(container.clone(), (pool.clone(), Phase::Destroying));
         let agent = self.clone();
         let Ok(rt) = tokio::runtime::Handle::try_current() else {
             return;

@@ -73,6 +73,8 @@ pub(crate) struct Inner {
     wake: Notify,
     resources: watch::Receiver<Resources>,
     launch_slots: Semaphore,
+    /// Serializes template creation.
+    template_lock: tokio::sync::Mutex<()>,
 }
 
 impl Inner {
@@ -103,13 +105,25 @@ pub struct Choice {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ChoiceError {
     #[error("unknown language {language:?}")]
-    UnknownLanguage { language: String, available: Vec<String> },
+    UnknownLanguage {
+        language: String,
+        available: Vec<String>,
+    },
     #[error("no pool serves {language} with network tier {tier}{}", detail.as_deref().map(|d| format!(": {d}")).unwrap_or_default())]
-    NoPool { language: String, tier: NetworkTier, detail: Option<String> },
+    NoPool {
+        language: String,
+        tier: NetworkTier,
+        detail: Option<String>,
+    },
 }
 
 impl Agent {
-    pub fn new(lxd: Lxd, cfg: AgentConfig, resources: watch::Receiver<Resources>, metrics: Arc<Metrics>) -> Self {
+    pub fn new(
+        lxd: Lxd,
+        cfg: AgentConfig,
+        resources: watch::Receiver<Resources>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         let slots = cfg.launch_parallelism.max(1);
         Self {
             inner: Arc::new(Inner {
@@ -121,6 +135,7 @@ impl Agent {
                 wake: Notify::new(),
                 resources,
                 launch_slots: Semaphore::new(slots),
+                template_lock: tokio::sync::Mutex::new(()),
             }),
         }
     }
@@ -146,13 +161,16 @@ impl Agent {
                 continue;
             }
             for l in p.resolved.image.iter().flat_map(|i| &i.languages) {
-                let e = by_name.entry(l.name.clone()).or_insert_with(|| CatalogEntry {
-                    name: l.name.clone(),
-                    aliases: l.aliases.clone(),
-                    version: l.version.clone(),
-                    pools: vec![],
-                });
-                e.pools.push((key.clone(), p.resolved.spec.network, p.warm.len() as u32));
+                let e = by_name
+                    .entry(l.name.clone())
+                    .or_insert_with(|| CatalogEntry {
+                        name: l.name.clone(),
+                        aliases: l.aliases.clone(),
+                        version: l.version.clone(),
+                        pools: vec![],
+                    });
+                e.pools
+                    .push((key.clone(), p.resolved.spec.network, p.warm.len() as u32));
             }
         }
         by_name.into_values().collect()
@@ -166,7 +184,13 @@ impl Agent {
         let mut detail = None;
         let mut best: Option<(u32, Choice)> = None;
         for (key, p) in &st.pools {
-            let Some(lang) = p.resolved.image.iter().flat_map(|i| &i.languages).find(|l| l.answers_to(language)) else {
+            let Some(lang) = p
+                .resolved
+                .image
+                .iter()
+                .flat_map(|i| &i.languages)
+                .find(|l| l.answers_to(language))
+            else {
                 continue;
             };
             known = true;
@@ -174,22 +198,36 @@ impl Agent {
                 continue;
             }
             if !p.serving() {
-                detail = p.problem().map(|pr| format!("pool {key}: {}", pr.message)).or(detail);
+                detail = p
+                    .problem()
+                    .map(|pr| format!("pool {key}: {}", pr.message))
+                    .or(detail);
                 continue;
             }
             let warm = p.warm.len() as u32;
             if best.as_ref().is_none_or(|(w, _)| warm > *w) {
-                let choice = Choice { pool: key.clone(), language: lang.clone(), spec: p.resolved.spec.clone() };
+                let choice = Choice {
+                    pool: key.clone(),
+                    language: lang.clone(),
+                    spec: p.resolved.spec.clone(),
+                };
                 best = Some((warm, choice));
             }
         }
         match best {
             Some((_, c)) => Ok(c),
-            None if known => Err(ChoiceError::NoPool { language: language.to_string(), tier, detail }),
+            None if known => Err(ChoiceError::NoPool {
+                language: language.to_string(),
+                tier,
+                detail,
+            }),
             None => {
                 drop(st);
                 let available = self.catalog().into_iter().map(|e| e.name).collect();
-                Err(ChoiceError::UnknownLanguage { language: language.to_string(), available })
+                Err(ChoiceError::UnknownLanguage {
+                    language: language.to_string(),
+                    available,
+                })
             }
         }
     }
@@ -200,7 +238,11 @@ impl Agent {
         st.pools
             .values()
             .map(|p| {
-                let (namespace, name) = p.resolved.key.split_once('/').unwrap_or(("default", &p.resolved.key));
+                let (namespace, name) = p
+                    .resolved
+                    .key
+                    .split_once('/')
+                    .unwrap_or(("default", &p.resolved.key));
                 PoolReport {
                     namespace: namespace.to_string(),
                     name: name.to_string(),
@@ -213,10 +255,10 @@ impl Agent {
             .collect()
     }
 
-    /// Whether every served pool has at least one warm container (or wants none).
+    /// Whether every served pool has been filled to its warm count.
     pub fn ready(&self) -> bool {
         let st = self.inner.lock();
-        st.pools.values().filter(|p| p.serving()).all(|p| !p.warm.is_empty() || p.target() == 0)
+        st.pools.values().filter(|p| p.serving()).all(|p| p.ready())
     }
 
     /// Containers this agent is responsible for right now, by name.

@@ -16,11 +16,12 @@ pub enum Phase {
     Destroying,
 }
 
-/// What a pool wants on this host: the container hash and the number of warm
-/// containers it can still take (target minus warm minus launching).
+/// What a pool wants on this host: the container hash (`None` while its
+/// image is still being looked up) and the number of warm containers it can
+/// still take (target minus warm minus launching).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Want {
-    pub hash: String,
+    pub hash: Option<String>,
     pub room: u32,
 }
 
@@ -47,6 +48,19 @@ pub fn resync(
     let mut room: BTreeMap<&str, u32> = wants.iter().map(|(k, w)| (k.as_str(), w.room)).collect();
     let listed: BTreeSet<&str> = owned.iter().map(|i| i.name.as_str()).collect();
     for inst in owned {
+        if inst.config.get(keys::TEMPLATE).map(String::as_str) == Some("true") {
+            // A template stays while some pool still has its shape.
+            let hash = inst
+                .config
+                .get(keys::SPEC)
+                .map(String::as_str)
+                .unwrap_or_default();
+            let undecided = wants.values().any(|w| w.hash.is_none());
+            if !undecided && !wants.values().any(|w| w.hash.as_deref() == Some(hash)) {
+                plan.destroy.push(inst.name.clone());
+            }
+            continue;
+        }
         match tracked.get(&inst.name) {
             Some((_, Phase::Warm)) if !inst.is_running() => {
                 plan.forget.push(inst.name.clone());
@@ -54,9 +68,24 @@ pub fn resync(
             }
             Some(_) => {}
             None => {
-                let pool = inst.config.get(keys::POOL).map(String::as_str).unwrap_or_default();
-                let hash = inst.config.get(keys::SPEC).map(String::as_str).unwrap_or_default();
-                let fits = inst.is_running() && wants.get(pool).is_some_and(|w| w.hash == hash);
+                let pool = inst
+                    .config
+                    .get(keys::POOL)
+                    .map(String::as_str)
+                    .unwrap_or_default();
+                let hash = inst
+                    .config
+                    .get(keys::SPEC)
+                    .map(String::as_str)
+                    .unwrap_or_default();
+                // Its pool's shape is not known yet: decide on a later resync.
+                if inst.is_running() && wants.get(pool).is_some_and(|w| w.hash.is_none()) {
+                    continue;
+                }
+                let fits = inst.is_running()
+                    && wants
+                        .get(pool)
+                        .is_some_and(|w| w.hash.as_deref() == Some(hash));
                 match room.get_mut(pool) {
                     Some(r) if fits && *r > 0 => {
                         *r -= 1;
@@ -107,7 +136,13 @@ mod tests {
     }
 
     fn wants(room: u32) -> BTreeMap<String, Want> {
-        BTreeMap::from([("ns/py".to_string(), Want { hash: "h1".into(), room })])
+        BTreeMap::from([(
+            "ns/py".to_string(),
+            Want {
+                hash: Some("h1".into()),
+                room,
+            },
+        )])
     }
 
     #[test]
@@ -117,7 +152,10 @@ mod tests {
             ("b".to_string(), ("ns/py".to_string(), Phase::Warm)),
             ("c".to_string(), ("ns/py".to_string(), Phase::Busy)),
         ]);
-        let owned = vec![inst("a", "ns/py", "h1", "Stopped"), inst("c", "ns/py", "h1", "Running")];
+        let owned = vec![
+            inst("a", "ns/py", "h1", "Stopped"),
+            inst("c", "ns/py", "h1", "Running"),
+        ];
         let plan = resync(&owned, &tracked, &wants(0));
         assert_eq!(plan.forget, ["a", "b"]);
         assert_eq!(plan.destroy, ["a"]);
@@ -135,8 +173,29 @@ mod tests {
             inst("f", "ns/py", "h1", "Running"),
         ];
         let plan = resync(&owned, &HashMap::new(), &wants(2));
-        assert_eq!(plan.adopt, [("ns/py".to_string(), "a".to_string()), ("ns/py".to_string(), "b".to_string())]);
+        assert_eq!(
+            plan.adopt,
+            [
+                ("ns/py".to_string(), "a".to_string()),
+                ("ns/py".to_string(), "b".to_string())
+            ]
+        );
         assert_eq!(plan.destroy, ["c", "d", "e", "f"]);
+    }
+
+    #[test]
+    fn nothing_is_decided_while_the_pool_shape_is_unknown() {
+        let mut tpl = inst("us-tpl-h1-000000", "", "h1", "Stopped");
+        tpl.config.insert(keys::TEMPLATE.into(), "true".into());
+        let owned = vec![inst("a", "ns/py", "h1", "Running"), tpl];
+        let wants = BTreeMap::from([(
+            "ns/py".to_string(),
+            Want {
+                hash: None,
+                room: 0,
+            },
+        )]);
+        assert_eq!(resync(&owned, &HashMap::new(), &wants), Plan::default());
     }
 
     #[test]
@@ -145,8 +204,22 @@ mod tests {
             ("a".to_string(), ("ns/py".to_string(), Phase::Launching)),
             ("b".to_string(), ("ns/py".to_string(), Phase::Destroying)),
         ]);
-        let owned = vec![inst("a", "ns/py", "h1", "Stopped"), inst("b", "ns/py", "h1", "Stopped")];
+        let owned = vec![
+            inst("a", "ns/py", "h1", "Stopped"),
+            inst("b", "ns/py", "h1", "Stopped"),
+        ];
         assert_eq!(resync(&owned, &tracked, &wants(5)), Plan::default());
+    }
+
+    #[test]
+    fn templates_stay_while_their_shape_is_wanted() {
+        let mut kept = inst("us-tpl-h1-000000", "", "h1", "Stopped");
+        kept.config.insert(keys::TEMPLATE.into(), "true".into());
+        let mut stale = inst("us-tpl-old-000000", "", "old", "Stopped");
+        stale.config.insert(keys::TEMPLATE.into(), "true".into());
+        let plan = resync(&[kept, stale], &HashMap::new(), &wants(3));
+        assert_eq!(plan.destroy, ["us-tpl-old-000000"]);
+        assert!(plan.adopt.is_empty());
     }
 
     #[test]
@@ -155,7 +228,10 @@ mod tests {
         other.config.insert(keys::NODE.into(), "n2".into());
         let mut foreign = inst("y", "ns/py", "h1", "Running");
         foreign.config.clear();
-        let kept = owned_by(vec![inst("a", "ns/py", "h1", "Running"), other, foreign], "n1");
+        let kept = owned_by(
+            vec![inst("a", "ns/py", "h1", "Running"), other, foreign],
+            "n1",
+        );
         assert_eq!(kept.len(), 1);
     }
 }

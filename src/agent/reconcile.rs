@@ -59,7 +59,10 @@ impl Agent {
         }
         self.fill();
         self.publish_gauges();
-        self.inner.metrics.reconcile_seconds.observe(start.elapsed().as_secs_f64());
+        self.inner
+            .metrics
+            .reconcile_seconds
+            .observe(start.elapsed().as_secs_f64());
     }
 
     /// Brings the pool map in line with the desired resources.
@@ -73,7 +76,12 @@ impl Agent {
         {
             let mut st = self.inner.lock();
             let wanted: BTreeSet<&str> = resolved.iter().map(|r| r.key.as_str()).collect();
-            let removed: Vec<String> = st.pools.keys().filter(|k| !wanted.contains(k.as_str())).cloned().collect();
+            let removed: Vec<String> = st
+                .pools
+                .keys()
+                .filter(|k| !wanted.contains(k.as_str()))
+                .cloned()
+                .collect();
             for key in removed {
                 if let Some(p) = st.pools.remove(&key) {
                     tracing::info!(pool = %key, "pool removed: destroying its warm containers");
@@ -84,7 +92,11 @@ impl Agent {
                 }
             }
             for r in resolved {
-                let source = r.image.as_ref().filter(|_| r.servable()).map(|i| i.source.clone());
+                let source = r
+                    .image
+                    .as_ref()
+                    .filter(|_| r.servable())
+                    .map(|i| i.source.clone());
                 let (fingerprint, problem) = match source.as_ref().map(|s| (s, st.images.get(s))) {
                     None => (None, None),
                     Some((s, None)) => {
@@ -92,18 +104,32 @@ impl Agent {
                         (None, None)
                     }
                     Some((_, Some(ImageState::Pending))) => (None, None),
-                    Some((_, Some(ImageState::Ready { fingerprint }))) => (Some(fingerprint.clone()), None),
+                    Some((_, Some(ImageState::Ready { fingerprint }))) => {
+                        (Some(fingerprint.clone()), None)
+                    }
                     Some((s, Some(ImageState::Failed { message, retry_at }))) => {
                         if now >= *retry_at {
                             image_jobs.insert(s.clone());
                         }
-                        (None, Some(Problem { reason: "ImageUnavailable", message: message.clone() }))
+                        (
+                            None,
+                            Some(Problem {
+                                reason: "ImageUnavailable",
+                                message: message.clone(),
+                            }),
+                        )
                     }
                 };
                 let key = r.key.clone();
-                let p = st.pools.entry(key.clone()).or_insert_with(|| PoolRuntime::new(r.clone()));
+                let p = st
+                    .pools
+                    .entry(key.clone())
+                    .or_insert_with(|| PoolRuntime::new(r.clone()));
                 p.set_max_concurrent(r.spec.max_concurrent);
-                let hash = fingerprint.as_deref().filter(|_| r.servable()).map(|f| container_hash(&r.spec, f));
+                let hash = fingerprint
+                    .as_deref()
+                    .filter(|_| r.servable())
+                    .map(|f| container_hash(&r.spec, f));
                 p.resolved = r;
                 p.fingerprint = fingerprint;
                 p.runtime_problem = problem;
@@ -113,6 +139,7 @@ impl Agent {
                     }
                     destroy.extend(p.warm.drain(..).map(|c| (c, key.clone())));
                     p.hash = hash;
+                    p.filled_once = false;
                     p.failures = 0;
                     p.backoff_until = None;
                     p.last_error = None;
@@ -141,7 +168,10 @@ impl Agent {
                 }
                 Err(e) => {
                     tracing::warn!(?source, error = %e, "image unavailable");
-                    ImageState::Failed { message: e.to_string(), retry_at: Instant::now() + IMAGE_RETRY }
+                    ImageState::Failed {
+                        message: e.to_string(),
+                        retry_at: Instant::now() + IMAGE_RETRY,
+                    }
                 }
             };
             agent.inner.lock().images.insert(source, state);
@@ -160,11 +190,26 @@ impl Agent {
             for (key, p) in st.pools.iter_mut() {
                 destroy.extend(p.surplus().into_iter().map(|c| (c, key.clone())));
                 let n = p.deficit(now);
-                let (Some(fp), Some(hash)) = (p.fingerprint.clone(), p.hash.clone()) else { continue };
+                let (Some(fp), Some(hash)) = (p.fingerprint.clone(), p.hash.clone()) else {
+                    continue;
+                };
                 for _ in 0..n {
                     let name = keys::container_name(&p.resolved.name);
-                    st.tracked.insert(name.clone(), (key.clone(), Phase::Launching));
-                    launches.push((key.clone(), name, p.resolved.spec.clone(), fp.clone(), hash.clone()));
+                    st.tracked
+                        .insert(name.clone(), (key.clone(), Phase::Launching));
+                    let warmup = p
+                        .resolved
+                        .image
+                        .as_ref()
+                        .and_then(|i| crate::execution::warmup_command(&i.languages));
+                    launches.push((
+                        key.clone(),
+                        name,
+                        p.resolved.spec.clone(),
+                        fp.clone(),
+                        hash.clone(),
+                        warmup,
+                    ));
                 }
                 p.launching += n;
             }
@@ -172,17 +217,33 @@ impl Agent {
         for (c, pool) in destroy {
             self.destroy_later(c, pool);
         }
-        for (key, name, spec, fp, hash) in launches {
+        for (key, name, spec, fp, hash, warmup) in launches {
             let agent = self.clone();
             let span = tracing::info_span!("launch", pool = %key, container = %name);
-            tokio::spawn(async move { agent.launch_one(key, name, spec, fp, hash).await }.instrument(span));
+            tokio::spawn(
+                async move { agent.launch_one(key, name, spec, fp, hash, warmup).await }
+                    .instrument(span),
+            );
         }
     }
 
-    async fn launch_one(&self, key: String, name: String, spec: crate::crd::ExecutorPoolSpec, fp: String, hash: String) {
+    async fn launch_one(
+        &self,
+        key: String,
+        name: String,
+        spec: crate::crd::ExecutorPoolSpec,
+        fp: String,
+        hash: String,
+        warmup: Option<Vec<String>>,
+    ) {
         let _slot = self.inner.launch_slots.acquire().await;
         let start = Instant::now();
-        let still_wanted = self.inner.lock().pools.get(&key).is_some_and(|p| p.hash.as_deref() == Some(&hash));
+        let still_wanted = self
+            .inner
+            .lock()
+            .pools
+            .get(&key)
+            .is_some_and(|p| p.hash.as_deref() == Some(&hash));
         let result = if still_wanted {
             let at = Placement {
                 node: &self.inner.cfg.node,
@@ -191,7 +252,16 @@ impl Agent {
                 fingerprint: &fp,
                 hash: &hash,
             };
-            Some(launcher::launch(&self.inner.lxd, &name, &spec, &at).await)
+            let template = {
+                let _one_at_a_time = self.inner.template_lock.lock().await;
+                launcher::ensure_template(&self.inner.lxd, &spec, &at).await
+            };
+            match template {
+                Ok(t) => {
+                    Some(launcher::launch(&self.inner.lxd, &name, &t, &spec, &at, warmup).await)
+                }
+                Err(e) => Some(Err(e)),
+            }
         } else {
             None
         };
@@ -200,7 +270,14 @@ impl Agent {
             Some(Err(e)) => e.metric_label(),
             None => "skipped",
         };
-        self.inner.metrics.launches.get_or_create(&ResultLabels { pool: key.clone(), result: label.to_string() }).inc();
+        self.inner
+            .metrics
+            .launches
+            .get_or_create(&ResultLabels {
+                pool: key.clone(),
+                result: label.to_string(),
+            })
+            .inc();
         let mut destroy = false;
         {
             let mut guard = self.inner.lock();
@@ -212,7 +289,8 @@ impl Agent {
                     p.failures = 0;
                     p.backoff_until = None;
                     p.last_error = None;
-                    let fits = p.hash.as_deref() == Some(&hash) && (p.warm.len() as u32) < p.target();
+                    let fits =
+                        p.hash.as_deref() == Some(&hash) && (p.warm.len() as u32) < p.target();
                     if fits {
                         p.warm.push_back(name.clone());
                         st.tracked.insert(name.clone(), (key.clone(), Phase::Warm));
@@ -263,18 +341,38 @@ impl Agent {
         let owned = plan::owned_by(instances, &self.inner.cfg.node);
         let pool_of: BTreeMap<String, String> = owned
             .iter()
-            .map(|i| (i.name.clone(), i.config.get(keys::POOL).cloned().unwrap_or_default()))
+            .map(|i| {
+                (
+                    i.name.clone(),
+                    i.config.get(keys::POOL).cloned().unwrap_or_default(),
+                )
+            })
             .collect();
         let (tracked, wants) = {
             let st = self.inner.lock();
             let wants: BTreeMap<String, Want> = st
                 .pools
                 .iter()
-                .filter_map(|(k, p)| p.hash.clone().map(|hash| (k.clone(), Want { hash, room: p.room() })))
+                .map(|(k, p)| {
+                    // A pool that cannot be served wants nothing, whatever its image.
+                    let hash = if p.problem().is_some() {
+                        Some(String::new())
+                    } else {
+                        p.hash.clone()
+                    };
+                    (
+                        k.clone(),
+                        Want {
+                            hash,
+                            room: p.room(),
+                        },
+                    )
+                })
                 .collect();
             (st.tracked.clone(), wants)
         };
         let decided = plan::resync(&owned, &tracked, &wants);
+        tracing::debug!(owned = owned.len(), ?decided, "resync");
         if !decided.forget.is_empty() {
             let mut st = self.inner.lock();
             for name in &decided.forget {
@@ -323,8 +421,11 @@ impl Agent {
     }
 
     fn publish_gauges(&self) {
-        let st = self.inner.lock();
-        for (key, p) in &st.pools {
+        let mut st = self.inner.lock();
+        for (key, p) in st.pools.iter_mut() {
+            if p.serving() && p.warm.len() as u32 >= p.target() {
+                p.filled_once = true;
+            }
             let m = &self.inner.metrics;
             m.set_containers(key, "warm", p.warm.len() as u32);
             m.set_containers(key, "busy", p.busy);

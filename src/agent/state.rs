@@ -18,8 +18,13 @@ use super::plan::Phase;
 pub enum ImageState {
     /// Being looked up or built.
     Pending,
-    Ready { fingerprint: String },
-    Failed { message: String, retry_at: Instant },
+    Ready {
+        fingerprint: String,
+    },
+    Failed {
+        message: String,
+        retry_at: Instant,
+    },
 }
 
 /// One pool on this host.
@@ -43,6 +48,10 @@ pub struct PoolRuntime {
     pub last_error: Option<String>,
     /// A problem found at run time (image missing, build failed).
     pub runtime_problem: Option<Problem>,
+    /// Whether the pool has reached its warm count since its shape last
+    /// changed: it is then ready, and a burst that empties it for a moment
+    /// does not make it unready.
+    pub filled_once: bool,
 }
 
 impl PoolRuntime {
@@ -61,12 +70,17 @@ impl PoolRuntime {
             backoff_until: None,
             last_error: None,
             runtime_problem: None,
+            filled_once: false,
         }
     }
 
     /// The warm target on this host; zero while the pool cannot be served.
     pub fn target(&self) -> u32 {
-        if self.serving() { self.resolved.warm } else { 0 }
+        if self.serving() {
+            self.resolved.warm
+        } else {
+            0
+        }
     }
 
     /// Whether the pool is served: valid, image present.
@@ -76,7 +90,10 @@ impl PoolRuntime {
 
     /// The problem that keeps the pool from being served, if any.
     pub fn problem(&self) -> Option<&Problem> {
-        self.resolved.problem.as_ref().or(self.runtime_problem.as_ref())
+        self.resolved
+            .problem
+            .as_ref()
+            .or(self.runtime_problem.as_ref())
     }
 
     /// Launches to start now: the deficit, unless backing off.
@@ -84,7 +101,8 @@ impl PoolRuntime {
         if self.backoff_until.is_some_and(|t| now < t) {
             return 0;
         }
-        self.target().saturating_sub(self.warm.len() as u32 + self.launching)
+        self.target()
+            .saturating_sub(self.warm.len() as u32 + self.launching)
     }
 
     /// Takes the warm containers above the target out of the queue, oldest
@@ -102,16 +120,24 @@ impl PoolRuntime {
 
     /// Room for adopted containers (see `plan::Want`).
     pub fn room(&self) -> u32 {
-        self.target().saturating_sub(self.warm.len() as u32 + self.launching)
+        self.target()
+            .saturating_sub(self.warm.len() as u32 + self.launching)
+    }
+
+    /// Whether the pool serves and has been full at least once.
+    pub fn ready(&self) -> bool {
+        self.serving() && (self.filled_once || self.target() == 0)
     }
 
     /// Resizes the concurrency bound after a spec change.
     pub fn set_max_concurrent(&mut self, max: u32) {
         let max = max.max(1);
         if max > self.max_concurrent {
-            self.concurrency.add_permits((max - self.max_concurrent) as usize);
+            self.concurrency
+                .add_permits((max - self.max_concurrent) as usize);
         } else if max < self.max_concurrent {
-            self.concurrency.forget_permits((self.max_concurrent - max) as usize);
+            self.concurrency
+                .forget_permits((self.max_concurrent - max) as usize);
         }
         self.max_concurrent = max;
     }
@@ -162,7 +188,8 @@ mod tests {
         let mut p = pool(3);
         assert_eq!(p.deficit(now), 3);
         p.launching = 1;
-        p.warm.extend(["a".to_string(), "b".to_string(), "c".to_string()]);
+        p.warm
+            .extend(["a".to_string(), "b".to_string(), "c".to_string()]);
         assert_eq!(p.deficit(now), 0);
         assert_eq!(p.surplus(), ["a"]);
         p.backoff_until = Some(now + std::time::Duration::from_secs(5));

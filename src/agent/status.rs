@@ -21,15 +21,17 @@ pub struct PoolReport {
 
 /// The host's entry for the pool's `status.nodes`.
 pub fn node_status(p: &PoolRuntime, node: &str) -> NodePoolStatus {
-    let target = p.target();
-    let message = p.problem().map(|pr| pr.message.clone()).or_else(|| p.last_error.clone());
+    let message = p
+        .problem()
+        .map(|pr| pr.message.clone())
+        .or_else(|| p.last_error.clone());
     NodePoolStatus {
         node: node.to_string(),
         desired: p.resolved.warm,
         warm: p.warm.len() as u32,
         busy: p.busy,
         launching: p.launching,
-        ready: p.serving() && (!p.warm.is_empty() || target == 0),
+        ready: p.ready(),
         message,
         languages: p
             .resolved
@@ -52,17 +54,28 @@ pub fn conditions(p: &PoolRuntime) -> Vec<Desired> {
     }
     if !p.serving() {
         let msg = "waiting for the image to be in the LXD image store";
-        return vec![Desired::new(READY, false, "ImagePending", msg), Desired::new(DEGRADED, false, "ImagePending", msg)];
+        return vec![
+            Desired::new(READY, false, "ImagePending", msg),
+            Desired::new(DEGRADED, false, "ImagePending", msg),
+        ];
     }
     let warm = p.warm.len() as u32;
     let target = p.target();
     let degraded = match (&p.last_error, p.failures) {
-        (Some(e), n) if n > 0 => Desired::new(DEGRADED, true, "LaunchFailing", format!("{n} launches failed in a row: {e}")),
+        (Some(e), n) if n > 0 => Desired::new(
+            DEGRADED,
+            true,
+            "LaunchFailing",
+            format!("{n} launches failed in a row: {e}"),
+        ),
         _ => Desired::new(DEGRADED, false, "Healthy", "no failures"),
     };
-    // Ready means an execution can start now; the counts say how full it is.
-    let counts = format!("{warm}/{target} warm, {} launching, {} busy", p.launching, p.busy);
-    let ready = if warm > 0 || target == 0 {
+    // Ready once the pool has been full; the counts say how full it is now.
+    let counts = format!(
+        "{warm}/{target} warm, {} launching, {} busy",
+        p.launching, p.busy
+    );
+    let ready = if p.ready() {
         Desired::new(READY, true, "Warm", counts)
     } else {
         Desired::new(READY, false, "Filling", counts)

@@ -32,8 +32,14 @@ pub async fn execute_language(
     let started = Instant::now();
     let result = async {
         let Json(req) = body?;
-        if req.language.as_deref().is_some_and(|l| !l.eq_ignore_ascii_case(&language)) {
-            return Err(ApiError::invalid("`language` in the body differs from the one in the path"));
+        if req
+            .language
+            .as_deref()
+            .is_some_and(|l| !l.eq_ignore_ascii_case(&language))
+        {
+            return Err(ApiError::invalid(
+                "`language` in the body differs from the one in the path",
+            ));
         }
         execute(&app, &language, req, None, started).await
     }
@@ -74,14 +80,22 @@ pub async fn run(
 
 fn count_rejection(app: &AppState, route: &str, result: &Result<ExecuteResponse, ApiError>) {
     if let Err(e) = result {
-        let labels = RouteLabels { route: route.to_string(), code: e.status.as_u16().to_string() };
+        let labels = RouteLabels {
+            route: route.to_string(),
+            code: e.status.as_u16().to_string(),
+        };
         app.agent.metrics().rejected.get_or_create(&labels).inc();
     }
 }
 
-fn decode_files(req: &ExecuteRequest, source_file: &str) -> Result<Vec<(String, Vec<u8>)>, ApiError> {
+fn decode_files(
+    req: &ExecuteRequest,
+    source_file: &str,
+) -> Result<Vec<(String, Vec<u8>)>, ApiError> {
     if req.files.len() > MAX_FILES {
-        return Err(ApiError::invalid(format!("at most {MAX_FILES} files may be sent")));
+        return Err(ApiError::invalid(format!(
+            "at most {MAX_FILES} files may be sent"
+        )));
     }
     let mut out: Vec<(String, Vec<u8>)> = Vec::new();
     for (i, f) in req.files.iter().enumerate() {
@@ -92,14 +106,23 @@ fn decode_files(req: &ExecuteRequest, source_file: &str) -> Result<Vec<(String, 
             )));
         }
         if f.name == source_file || out.iter().any(|(n, _)| n == &f.name) {
-            return Err(ApiError::invalid(format!("files[{i}].name {:?} is used twice", f.name)));
+            return Err(ApiError::invalid(format!(
+                "files[{i}].name {:?} is used twice",
+                f.name
+            )));
         }
         let bytes = match f.encoding.as_deref().unwrap_or("utf8") {
             "utf8" | "utf-8" => f.content.as_bytes().to_vec(),
             "base64" => base64::engine::general_purpose::STANDARD
                 .decode(&f.content)
-                .map_err(|e| ApiError::invalid(format!("files[{i}].content is not valid base64: {e}")))?,
-            other => return Err(ApiError::invalid(format!("files[{i}].encoding {other:?}: use utf8 or base64"))),
+                .map_err(|e| {
+                    ApiError::invalid(format!("files[{i}].content is not valid base64: {e}"))
+                })?,
+            other => {
+                return Err(ApiError::invalid(format!(
+                    "files[{i}].encoding {other:?}: use utf8 or base64"
+                )));
+            }
         };
         out.push((f.name.clone(), bytes));
     }
@@ -132,15 +155,30 @@ pub(crate) async fn execute(
     let choice = app.agent.choose(language, tier).map_err(|e| match e {
         ChoiceError::UnknownLanguage { ref available, .. } => {
             let available = available.clone();
-            ApiError::new(StatusCode::NOT_FOUND, "unknown_language", e.to_string()).with(json!({"available": available}))
+            ApiError::new(StatusCode::NOT_FOUND, "unknown_language", e.to_string())
+                .with(json!({"available": available}))
         }
-        ChoiceError::NoPool { .. } => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "network_unavailable", e.to_string()),
+        ChoiceError::NoPool { .. } => ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "network_unavailable",
+            e.to_string(),
+        ),
     })?;
     let ex = &choice.spec.execution;
-    let wall = limit("timeout_ms", ex.wall_time_ms.resolve(req.timeout_ms), req.timeout_ms)?;
-    let cap = limit("max_output_bytes", ex.output_bytes.resolve(req.max_output_bytes), req.max_output_bytes)?;
+    let wall = limit(
+        "timeout_ms",
+        ex.wall_time_ms.resolve(req.timeout_ms),
+        req.timeout_ms,
+    )?;
+    let cap = limit(
+        "max_output_bytes",
+        ex.output_bytes.resolve(req.max_output_bytes),
+        req.max_output_bytes,
+    )?;
     if req.args.len() > MAX_ARGS {
-        return Err(ApiError::invalid(format!("at most {MAX_ARGS} args may be sent")));
+        return Err(ApiError::invalid(format!(
+            "at most {MAX_ARGS} args may be sent"
+        )));
     }
     if req.args.iter().any(|a| a.contains('\0')) {
         return Err(ApiError::invalid("args must not contain NUL bytes"));
@@ -154,18 +192,36 @@ pub(crate) async fn execute(
         args: req.args,
     };
     let deadline = started + Duration::from_millis(ex.queue_timeout_ms);
-    let lease = app.agent.acquire(&choice.pool, deadline).await.map_err(|e| match e {
-        AcquireError::NoCapacity(_) => {
-            let mut err = ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "no_capacity", format!("{e}; retry shortly"));
-            err.retry_after = Some(1);
-            err
-        }
-        AcquireError::PoolGone(_) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "pool_unavailable", e.to_string()),
-    })?;
+    let lease = app
+        .agent
+        .acquire(&choice.pool, deadline)
+        .await
+        .map_err(|e| match e {
+            AcquireError::NoCapacity(_) => {
+                let mut err = ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "no_capacity",
+                    format!("{e}; retry shortly"),
+                );
+                err.retry_after = Some(1);
+                err
+            }
+            AcquireError::PoolGone(_) => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "pool_unavailable",
+                e.to_string(),
+            ),
+        })?;
     let span = tracing::info_span!("execute", pool = %lease.pool, container = %lease.container, language = %choice.language.name);
-    let outcome = execution::run(app.agent.lxd(), &lease.container, &job, Duration::from_millis(wall), cap as usize)
-        .instrument(span)
-        .await;
+    let outcome = execution::run(
+        app.agent.lxd(),
+        &lease.container,
+        &job,
+        Duration::from_millis(wall),
+        cap as usize,
+    )
+    .instrument(span)
+    .await;
     let container = lease.container.clone();
     let queue_ms = lease.queued.as_millis() as u64;
     drop(lease);
@@ -184,9 +240,15 @@ pub(crate) async fn execute(
         }
     });
     let m = app.agent.metrics();
-    let pool_labels = PoolLabels { pool: choice.pool.clone() };
-    m.queue_seconds.get_or_create(&pool_labels).observe(queue_ms as f64 / 1000.0);
-    m.execution_seconds.get_or_create(&pool_labels).observe(outcome.exec_ms as f64 / 1000.0);
+    let pool_labels = PoolLabels {
+        pool: choice.pool.clone(),
+    };
+    m.queue_seconds
+        .get_or_create(&pool_labels)
+        .observe(queue_ms as f64 / 1000.0);
+    m.execution_seconds
+        .get_or_create(&pool_labels)
+        .observe(outcome.exec_ms as f64 / 1000.0);
     m.executions
         .get_or_create(&ExecLabels {
             language: choice.language.name.clone(),
@@ -207,7 +269,11 @@ pub(crate) async fn execute(
         host: app.agent.node().to_string(),
         container,
         network: tier,
-        timings: Timings { queue_ms, exec_ms: outcome.exec_ms, total_ms: started.elapsed().as_millis() as u64 },
+        timings: Timings {
+            queue_ms,
+            exec_ms: outcome.exec_ms,
+            total_ms: started.elapsed().as_millis() as u64,
+        },
         detected,
         message: outcome.message,
     })

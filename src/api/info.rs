@@ -62,19 +62,25 @@ pub async fn healthz() -> Json<Value> {
     Json(json!({"status": "ok"}))
 }
 
-/// `GET /readyz`: every served pool has a warm container.
+/// `GET /readyz`: every served pool has reached its warm count once.
 pub async fn readyz(State(app): State<AppState>) -> impl IntoResponse {
     if app.agent.ready() {
         (StatusCode::OK, Json(json!({"ready": true})))
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"ready": false, "message": "a pool has no warm container yet"})))
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"ready": false, "message": "a pool has not reached its warm count yet"})),
+        )
     }
 }
 
 /// `GET /metrics`: Prometheus text format.
 pub async fn metrics(State(app): State<AppState>) -> impl IntoResponse {
     (
-        [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
         app.agent.metrics().render(),
     )
 }

@@ -20,8 +20,18 @@ pub struct Desired {
 }
 
 impl Desired {
-    pub fn new(type_: &'static str, status: bool, reason: &str, message: impl Into<String>) -> Self {
-        Self { type_, status, reason: reason.to_string(), message: message.into() }
+    pub fn new(
+        type_: &'static str,
+        status: bool,
+        reason: &str,
+        message: impl Into<String>,
+    ) -> Self {
+        Self {
+            type_,
+            status,
+            reason: reason.to_string(),
+            message: message.into(),
+        }
     }
 }
 
@@ -31,7 +41,12 @@ fn status_str(status: bool) -> &'static str {
 
 /// Builds the new condition list from the desired conditions, keeping the
 /// previous transition time of any condition whose status did not change.
-pub fn merge(previous: &[Condition], desired: &[Desired], generation: Option<i64>, now: Timestamp) -> Vec<Condition> {
+pub fn merge(
+    previous: &[Condition],
+    desired: &[Desired],
+    generation: Option<i64>,
+    now: Timestamp,
+) -> Vec<Condition> {
     desired
         .iter()
         .map(|d| {
@@ -55,7 +70,9 @@ pub fn merge(previous: &[Condition], desired: &[Desired], generation: Option<i64
 
 /// Whether the condition of this type is present and `True`.
 pub fn is_true(conditions: &[Condition], type_: &str) -> bool {
-    conditions.iter().any(|c| c.type_ == type_ && c.status == "True")
+    conditions
+        .iter()
+        .any(|c| c.type_ == type_ && c.status == "True")
 }
 
 #[cfg(test)]
@@ -66,11 +83,26 @@ mod tests {
     fn transition_time_kept_while_status_holds() {
         let t0 = Timestamp::from_second(1_000).unwrap();
         let t1 = Timestamp::from_second(2_000).unwrap();
-        let first = merge(&[], &[Desired::new(READY, true, "Warm", "all warm")], Some(1), t0);
-        let second = merge(&first, &[Desired::new(READY, true, "Warm", "still warm")], Some(2), t1);
+        let first = merge(
+            &[],
+            &[Desired::new(READY, true, "Warm", "all warm")],
+            Some(1),
+            t0,
+        );
+        let second = merge(
+            &first,
+            &[Desired::new(READY, true, "Warm", "still warm")],
+            Some(2),
+            t1,
+        );
         assert_eq!(second[0].last_transition_time, Time(t0));
         assert_eq!(second[0].observed_generation, Some(2));
-        let third = merge(&second, &[Desired::new(READY, false, "Filling", "x")], Some(2), t1);
+        let third = merge(
+            &second,
+            &[Desired::new(READY, false, "Filling", "x")],
+            Some(2),
+            t1,
+        );
         assert_eq!(third[0].last_transition_time, Time(t1));
         assert!(!is_true(&third, READY));
         assert!(is_true(&second, READY));

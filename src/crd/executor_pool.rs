@@ -78,7 +78,20 @@ pub struct NodeOverride {
 }
 
 /// Network isolation tier of a pool's containers.
-#[derive(schemars::JsonSchema, Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    schemars::JsonSchema,
+    Deserialize,
+    Serialize,
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum NetworkTier {
     /// No network interface: only loopback exists inside the container.
@@ -170,10 +183,16 @@ pub struct ExecutionLimits {
 }
 
 fn default_wall() -> Bounded {
-    Bounded { default: 5_000, max: 30_000 }
+    Bounded {
+        default: 5_000,
+        max: 30_000,
+    }
 }
 fn default_output() -> Bounded {
-    Bounded { default: 64 * 1024, max: 1024 * 1024 }
+    Bounded {
+        default: 64 * 1024,
+        max: 1024 * 1024,
+    }
 }
 fn default_queue() -> u64 {
     10_000
@@ -181,7 +200,11 @@ fn default_queue() -> u64 {
 
 impl Default for ExecutionLimits {
     fn default() -> Self {
-        Self { wall_time_ms: default_wall(), output_bytes: default_output(), queue_timeout_ms: default_queue() }
+        Self {
+            wall_time_ms: default_wall(),
+            output_bytes: default_output(),
+            queue_timeout_ms: default_queue(),
+        }
     }
 }
 
@@ -265,6 +288,10 @@ pub struct NodePoolStatus {
 impl ExecutorPoolSpec {
     /// Warm containers wanted on `node`.
     pub fn warm_for(&self, node: &str) -> u32 {
-        self.node_overrides.iter().find(|o| o.node == node).map(|o| o.warm).unwrap_or(self.warm)
+        self.node_overrides
+            .iter()
+            .find(|o| o.node == node)
+            .map(|o| o.warm)
+            .unwrap_or(self.warm)
     }
 }

@@ -34,7 +34,9 @@ pub struct LanguageImageSpec {
 /// Where a host gets the LXD image. At least one field is set. A host uses the
 /// image with this fingerprint, else the one with this alias; when neither is
 /// present locally and a recipe is named, the host builds it from `images/`.
-#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    KubeSchema, Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord,
+)]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("has(self.alias) || has(self.fingerprint) || has(self.recipe)").message("set alias, fingerprint or recipe"))]
 pub struct ImageSource {
@@ -94,6 +96,12 @@ pub struct LanguageSpec {
     /// Extra environment variables for compile and run.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub env: BTreeMap<String, String>,
+    /// Shell command run once in every fresh container, as the runner user,
+    /// before the container counts as warm: it loads the toolchain into
+    /// memory so the first execution starts as fast as later ones would
+    /// (for example `python3 -c pass`). Its output is discarded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warmup: Option<String>,
     /// A program that must print the expected output for the language to be served.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub smoke_test: Option<SmokeTest>,
@@ -102,7 +110,8 @@ pub struct LanguageSpec {
 impl LanguageSpec {
     /// Whether `name` is this language's name or one of its aliases (case-insensitive).
     pub fn answers_to(&self, name: &str) -> bool {
-        self.name.eq_ignore_ascii_case(name) || self.aliases.iter().any(|a| a.eq_ignore_ascii_case(name))
+        self.name.eq_ignore_ascii_case(name)
+            || self.aliases.iter().any(|a| a.eq_ignore_ascii_case(name))
     }
 }
 

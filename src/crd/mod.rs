@@ -7,8 +7,8 @@ pub mod language_image;
 pub mod validate;
 
 pub use executor_pool::{
-    Bounded, ContainerLimits, ExecutionLimits, ExecutorPool, ExecutorPoolSpec,
-    ExecutorPoolStatus, NetworkTier, NodeOverride, NodePoolStatus,
+    Bounded, ContainerLimits, ExecutionLimits, ExecutorPool, ExecutorPoolSpec, ExecutorPoolStatus,
+    NetworkTier, NodeOverride, NodePoolStatus,
 };
 pub use language_image::{
     ImageSource, LanguageImage, LanguageImageSpec, LanguageImageStatus, LanguageSpec, SmokeTest,

@@ -11,7 +11,11 @@ use super::{ExecutorPoolSpec, LanguageImageSpec};
 pub struct Invalid(pub Vec<String>);
 
 fn finish(problems: Vec<String>) -> Result<(), Invalid> {
-    if problems.is_empty() { Ok(()) } else { Err(Invalid(problems)) }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(Invalid(problems))
+    }
 }
 
 /// Checks an ExecutorPool spec.
@@ -21,15 +25,24 @@ pub fn pool(spec: &ExecutorPoolSpec) -> Result<(), Invalid> {
         p.push("spec.image: must name a LanguageImage".to_string());
     }
     if spec.warm > 1000 {
-        p.push(format!("spec.warm: {} is above the maximum of 1000", spec.warm));
+        p.push(format!(
+            "spec.warm: {} is above the maximum of 1000",
+            spec.warm
+        ));
     }
     let mut seen = BTreeSet::new();
     for (i, o) in spec.node_overrides.iter().enumerate() {
         if o.warm > 1000 {
-            p.push(format!("spec.nodeOverrides[{i}].warm: {} is above the maximum of 1000", o.warm));
+            p.push(format!(
+                "spec.nodeOverrides[{i}].warm: {} is above the maximum of 1000",
+                o.warm
+            ));
         }
         if !seen.insert(o.node.as_str()) {
-            p.push(format!("spec.nodeOverrides[{i}].node: {} is listed twice", o.node));
+            p.push(format!(
+                "spec.nodeOverrides[{i}].node: {} is listed twice",
+                o.node
+            ));
         }
     }
     if spec.max_concurrent == 0 {
@@ -40,25 +53,45 @@ pub fn pool(spec: &ExecutorPoolSpec) -> Result<(), Invalid> {
         p.push(format!("spec.limits.cpus: {} is outside 1..=256", l.cpus));
     }
     if !(32..=65536).contains(&l.memory_mib) {
-        p.push(format!("spec.limits.memoryMib: {} is outside 32..=65536", l.memory_mib));
+        p.push(format!(
+            "spec.limits.memoryMib: {} is outside 32..=65536",
+            l.memory_mib
+        ));
     }
     if !(8..=65536).contains(&l.processes) {
-        p.push(format!("spec.limits.processes: {} is outside 8..=65536", l.processes));
+        p.push(format!(
+            "spec.limits.processes: {} is outside 8..=65536",
+            l.processes
+        ));
     }
     if !(1..=65536).contains(&l.tmpfs_mib) {
-        p.push(format!("spec.limits.tmpfsMib: {} is outside 1..=65536", l.tmpfs_mib));
+        p.push(format!(
+            "spec.limits.tmpfsMib: {} is outside 1..=65536",
+            l.tmpfs_mib
+        ));
     }
     let e = &spec.execution;
-    for (name, b) in [("wallTimeMs", e.wall_time_ms), ("outputBytes", e.output_bytes)] {
+    for (name, b) in [
+        ("wallTimeMs", e.wall_time_ms),
+        ("outputBytes", e.output_bytes),
+    ] {
         if b.default == 0 || b.max == 0 {
-            p.push(format!("spec.execution.{name}: default and max must be at least 1"));
+            p.push(format!(
+                "spec.execution.{name}: default and max must be at least 1"
+            ));
         }
         if b.default > b.max {
-            p.push(format!("spec.execution.{name}: default {} is above max {}", b.default, b.max));
+            p.push(format!(
+                "spec.execution.{name}: default {} is above max {}",
+                b.default, b.max
+            ));
         }
     }
     if e.queue_timeout_ms > 600_000 {
-        p.push(format!("spec.execution.queueTimeoutMs: {} is above the maximum of 600000", e.queue_timeout_ms));
+        p.push(format!(
+            "spec.execution.queueTimeoutMs: {} is above the maximum of 600000",
+            e.queue_timeout_ms
+        ));
     }
     finish(p)
 }
@@ -71,14 +104,23 @@ pub fn image(spec: &LanguageImageSpec) -> Result<(), Invalid> {
         p.push("spec.source: set alias, fingerprint or recipe".to_string());
     }
     if let Some(f) = &s.fingerprint
-        && (f.len() < 12 || f.len() > 64 || !f.chars().all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()))
+        && (f.len() < 12
+            || f.len() > 64
+            || !f
+                .chars()
+                .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()))
     {
         p.push("spec.source.fingerprint: must be 12 to 64 lowercase hex digits".to_string());
     }
     if let Some(r) = &s.recipe
-        && (r.is_empty() || !r.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-'))
+        && (r.is_empty()
+            || !r
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-'))
     {
-        p.push(format!("spec.source.recipe: {r:?} must be lowercase letters, digits and dashes"));
+        p.push(format!(
+            "spec.source.recipe: {r:?} must be lowercase letters, digits and dashes"
+        ));
     }
     if spec.languages.is_empty() {
         p.push("spec.languages: an image must provide at least one language".to_string());
@@ -87,14 +129,26 @@ pub fn image(spec: &LanguageImageSpec) -> Result<(), Invalid> {
     for (i, l) in spec.languages.iter().enumerate() {
         for n in std::iter::once(&l.name).chain(&l.aliases) {
             if !names.insert(n.to_ascii_lowercase()) {
-                p.push(format!("spec.languages[{i}]: name or alias {n:?} is used twice"));
+                p.push(format!(
+                    "spec.languages[{i}]: name or alias {n:?} is used twice"
+                ));
             }
         }
-        if l.name.is_empty() || l.name.chars().any(|c| c.is_whitespace() || c == '/' || c.is_ascii_uppercase()) {
-            p.push(format!("spec.languages[{i}].name: {:?} must be lowercase without spaces or slashes", l.name));
+        if l.name.is_empty()
+            || l.name
+                .chars()
+                .any(|c| c.is_whitespace() || c == '/' || c.is_ascii_uppercase())
+        {
+            p.push(format!(
+                "spec.languages[{i}].name: {:?} must be lowercase without spaces or slashes",
+                l.name
+            ));
         }
         if !valid_file_name(&l.source_file) {
-            p.push(format!("spec.languages[{i}].sourceFile: {:?} must be a plain file name", l.source_file));
+            p.push(format!(
+                "spec.languages[{i}].sourceFile: {:?} must be a plain file name",
+                l.source_file
+            ));
         }
         if l.run.trim().is_empty() {
             p.push(format!("spec.languages[{i}].run: must not be empty"));
@@ -108,7 +162,9 @@ pub fn valid_file_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 255
         && !name.starts_with('.')
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
 }
 
 #[cfg(test)]
@@ -131,19 +187,25 @@ mod tests {
     fn default_above_max_is_rejected() {
         let spec = pool_yaml("execution:\n  wallTimeMs: {default: 9000, max: 1000}\n");
         let err = pool(&spec).unwrap_err();
-        assert!(err.to_string().contains("spec.execution.wallTimeMs: default 9000 is above max 1000"), "{err}");
+        assert!(
+            err.to_string()
+                .contains("spec.execution.wallTimeMs: default 9000 is above max 1000"),
+            "{err}"
+        );
     }
 
     #[test]
     fn negative_count_and_unknown_tier_do_not_parse() {
         assert!(serde_yaml::from_str::<ExecutorPoolSpec>("image: a\nwarm: -1\n").is_err());
-        let err = serde_yaml::from_str::<ExecutorPoolSpec>("image: a\nnetwork: open\n").unwrap_err();
+        let err =
+            serde_yaml::from_str::<ExecutorPoolSpec>("image: a\nnetwork: open\n").unwrap_err();
         assert!(err.to_string().contains("unknown variant `open`"), "{err}");
     }
 
     #[test]
     fn out_of_range_limits_are_named() {
-        let spec = pool_yaml("warm: 5000\nmaxConcurrent: 0\nlimits: {memoryMib: 4, processes: 2}\n");
+        let spec =
+            pool_yaml("warm: 5000\nmaxConcurrent: 0\nlimits: {memoryMib: 4, processes: 2}\n");
         let err = pool(&spec).unwrap_err().0;
         assert_eq!(err.len(), 4, "{err:?}");
     }

@@ -12,13 +12,22 @@ use super::verdict::{Outcome, verdict};
 /// `wall` and keeping at most `output_cap` bytes of stdout and of stderr.
 /// The container must be destroyed afterwards whatever the result: the code
 /// may still be running after a timeout or an output flood.
-pub async fn run(lxd: &Lxd, container: &str, job: &Job, wall: Duration, output_cap: usize) -> Result<Outcome, LxdError> {
+pub async fn run(
+    lxd: &Lxd,
+    container: &str,
+    job: &Job,
+    wall: Duration,
+    output_cap: usize,
+) -> Result<Outcome, LxdError> {
     let (argv, stdin) = command(job);
     let mut env = BTreeMap::from([
         ("HOME".to_string(), WORKDIR.to_string()),
         ("USER".to_string(), "runner".to_string()),
         ("LOGNAME".to_string(), "runner".to_string()),
-        ("PATH".to_string(), "/usr/local/bin:/usr/bin:/bin".to_string()),
+        (
+            "PATH".to_string(),
+            "/usr/local/bin:/usr/bin:/bin".to_string(),
+        ),
         ("LANG".to_string(), "C.UTF-8".to_string()),
         ("TMPDIR".to_string(), "/tmp".to_string()),
     ]);

@@ -33,12 +33,17 @@ pub fn sh_quote(s: &str) -> String {
 
 /// The exec's argv (run as root in `WORKDIR`) and the bytes for its stdin.
 pub fn command(job: &Job) -> (Vec<String>, Vec<u8>) {
-    let mut files: Vec<(&str, &[u8])> = vec![(job.language.source_file.as_str(), job.code.as_bytes())];
+    let mut files: Vec<(&str, &[u8])> =
+        vec![(job.language.source_file.as_str(), job.code.as_bytes())];
     files.extend(job.files.iter().map(|(n, c)| (n.as_str(), c.as_slice())));
     let mut inner = String::from("umask 077\n");
     let mut stdin = Vec::new();
     for (name, content) in &files {
-        inner.push_str(&format!("head -c {} > {} || exit 125\n", content.len(), sh_quote(name)));
+        inner.push_str(&format!(
+            "head -c {} > {} || exit 125\n",
+            content.len(),
+            sh_quote(name)
+        ));
         stdin.extend_from_slice(content);
     }
     if let Some(compile) = &job.language.compile {
@@ -47,15 +52,47 @@ pub fn command(job: &Job) -> (Vec<String>, Vec<u8>) {
     inner.push_str(&format!("exec {} \"$@\"\n", job.language.run));
     stdin.extend_from_slice(&job.stdin);
 
+    let mut argv = as_runner(&format!(": > {USED_MARKER} || exit 125"), inner);
+    argv.extend(job.args.iter().cloned());
+    (argv, stdin)
+}
+
+/// An argv that runs `first` as root, then `inner` as the runner user with
+/// no capabilities and no way to gain privileges. Arguments appended to the
+/// argv reach `inner` as `"$@"`.
+fn as_runner(first: &str, inner: String) -> Vec<String> {
     let outer = format!(
-        ": > {USED_MARKER} || exit 125\n\
+        "{first}\n\
          inner=$1; shift\n\
          exec setpriv --reuid={RUNNER_UID} --regid={RUNNER_GID} --clear-groups --no-new-privs \
          --inh-caps=-all --bounding-set=-all -- /bin/sh -c \"$inner\" unsandbox \"$@\""
     );
-    let mut argv = vec!["/bin/sh".to_string(), "-c".to_string(), outer, "unsandbox-init".to_string(), inner];
-    argv.extend(job.args.iter().cloned());
-    (argv, stdin)
+    vec![
+        "/bin/sh".to_string(),
+        "-c".to_string(),
+        outer,
+        "unsandbox-init".to_string(),
+        inner,
+    ]
+}
+
+/// The exec that warms a fresh container: the same programs an execution
+/// starts (shell, setpriv, head) and each language's warm-up command, without
+/// marking the container as used. `None` when no language has a warm-up.
+pub fn warmup_command(languages: &[LanguageSpec]) -> Option<Vec<String>> {
+    let cmds: Vec<&str> = languages
+        .iter()
+        .filter_map(|l| l.warmup.as_deref())
+        .collect();
+    if cmds.is_empty() {
+        return None;
+    }
+    let mut inner = String::from("cd /tmp && head -c 0 </dev/null >/dev/null\n");
+    for c in cmds {
+        inner.push_str(&format!("( {c}\n) </dev/null >/dev/null 2>&1\n"));
+    }
+    inner.push_str("exit 0\n");
+    Some(as_runner(":", inner))
 }
 
 #[cfg(test)]
@@ -84,6 +121,17 @@ mod tests {
         assert!(argv[4].ends_with("exec python3 main.py \"$@\"\n"));
         // Arguments travel as argv entries, never through the shell text.
         assert_eq!(&argv[5..], ["a b", "$(rm -rf /)"]);
+    }
+
+    #[test]
+    fn warmup_does_not_mark_the_container_used() {
+        let mut py = python();
+        assert!(warmup_command(std::slice::from_ref(&py)).is_none());
+        py.warmup = Some("python3 -c pass".into());
+        let argv = warmup_command(&[py]).unwrap();
+        assert!(!argv[2].contains(USED_MARKER));
+        assert!(argv[2].contains("--no-new-privs"));
+        assert!(argv[4].contains("( python3 -c pass\n) </dev/null"));
     }
 
     #[test]

@@ -60,7 +60,11 @@ pub fn verdict(out: &ExecOutcome) -> (Status, Option<i32>, Option<i32>) {
             Some(0) => (Status::Ok, Some(0), None),
             Some(c) if (129..=128 + 64).contains(&c) => {
                 let sig = c - 128;
-                let status = if sig == 9 { Status::Killed } else { Status::RuntimeError };
+                let status = if sig == 9 {
+                    Status::Killed
+                } else {
+                    Status::RuntimeError
+                };
                 (status, Some(c), Some(sig))
             }
             Some(c) => (Status::RuntimeError, Some(c), None),
@@ -88,11 +92,26 @@ mod tests {
 
     #[test]
     fn verdicts() {
-        assert_eq!(verdict(&exited(Some(0), Stopped::Exited)), (Status::Ok, Some(0), None));
-        assert_eq!(verdict(&exited(Some(3), Stopped::Exited)), (Status::RuntimeError, Some(3), None));
-        assert_eq!(verdict(&exited(Some(137), Stopped::Exited)), (Status::Killed, Some(137), Some(9)));
-        assert_eq!(verdict(&exited(Some(139), Stopped::Exited)), (Status::RuntimeError, Some(139), Some(11)));
+        assert_eq!(
+            verdict(&exited(Some(0), Stopped::Exited)),
+            (Status::Ok, Some(0), None)
+        );
+        assert_eq!(
+            verdict(&exited(Some(3), Stopped::Exited)),
+            (Status::RuntimeError, Some(3), None)
+        );
+        assert_eq!(
+            verdict(&exited(Some(137), Stopped::Exited)),
+            (Status::Killed, Some(137), Some(9))
+        );
+        assert_eq!(
+            verdict(&exited(Some(139), Stopped::Exited)),
+            (Status::RuntimeError, Some(139), Some(11))
+        );
         assert_eq!(verdict(&exited(None, Stopped::Timeout)).0, Status::Timeout);
-        assert_eq!(verdict(&exited(None, Stopped::OutputLimit)).0, Status::OutputLimitExceeded);
+        assert_eq!(
+            verdict(&exited(None, Stopped::OutputLimit)).0,
+            Status::OutputLimitExceeded
+        );
     }
 }

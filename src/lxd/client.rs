@@ -29,7 +29,10 @@ impl tower::Service<Uri> for UnixConnector {
     type Error = std::io::Error;
     type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
 
-    fn poll_ready(&mut self, _: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Self::Error>> {
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
         std::task::Poll::Ready(Ok(()))
     }
 
@@ -50,7 +53,10 @@ pub struct Lxd {
 
 impl std::fmt::Debug for Lxd {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Lxd").field("socket", &self.socket).field("project", &self.project).finish()
+        f.debug_struct("Lxd")
+            .field("socket", &self.socket)
+            .field("project", &self.project)
+            .finish()
     }
 }
 
@@ -62,12 +68,20 @@ impl Lxd {
             .pool_idle_timeout(Duration::from_secs(30))
             .pool_max_idle_per_host(64)
             .build(UnixConnector(socket.clone()));
-        Self { socket, project: project.into(), http }
+        Self {
+            socket,
+            project: project.into(),
+            http,
+        }
     }
 
     /// The same daemon, another project.
     pub fn with_project(&self, project: &str) -> Self {
-        Self { socket: self.socket.clone(), project: project.into(), http: self.http.clone() }
+        Self {
+            socket: self.socket.clone(),
+            project: project.into(),
+            http: self.http.clone(),
+        }
     }
 
     pub fn project(&self) -> &str {
@@ -85,7 +99,13 @@ impl Lxd {
     }
 
     /// Sends one request and returns the raw status and body.
-    pub(crate) async fn raw(&self, method: Method, path: &str, body: Bytes, content_type: &str) -> Result<(StatusCode, Bytes), LxdError> {
+    pub(crate) async fn raw(
+        &self,
+        method: Method,
+        path: &str,
+        body: Bytes,
+        content_type: &str,
+    ) -> Result<(StatusCode, Bytes), LxdError> {
         let req = Request::builder()
             .method(method)
             .uri(self.url(path))
@@ -93,12 +113,23 @@ impl Lxd {
             .body(Full::new(body))
             .map_err(|e| LxdError::Transport(e.to_string()))?;
         let fut = async {
-            let resp = self.http.request(req).await.map_err(|e| self.transport_error(e))?;
+            let resp = self
+                .http
+                .request(req)
+                .await
+                .map_err(|e| self.transport_error(e))?;
             let status = resp.status();
-            let bytes = resp.into_body().collect().await.map_err(|e| LxdError::Transport(e.to_string()))?.to_bytes();
+            let bytes = resp
+                .into_body()
+                .collect()
+                .await
+                .map_err(|e| LxdError::Transport(e.to_string()))?
+                .to_bytes();
             Ok((status, bytes))
         };
-        tokio::time::timeout(REQUEST_TIMEOUT, fut).await.map_err(|_| LxdError::Timeout(REQUEST_TIMEOUT))?
+        tokio::time::timeout(REQUEST_TIMEOUT, fut)
+            .await
+            .map_err(|_| LxdError::Timeout(REQUEST_TIMEOUT))?
     }
 
     fn transport_error(&self, e: hyper_util::client::legacy::Error) -> LxdError {
@@ -107,50 +138,88 @@ impl Lxd {
                 .and_then(|s| s.downcast_ref::<std::io::Error>())
                 .map(|io| std::io::Error::new(io.kind(), io.to_string()))
                 .unwrap_or_else(|| std::io::Error::other(e.to_string()));
-            LxdError::Connect { path: self.socket.display().to_string(), source: io }
+            LxdError::Connect {
+                path: self.socket.display().to_string(),
+                source: io,
+            }
         } else {
             LxdError::Transport(e.to_string())
         }
     }
 
     /// Sends one request and decodes LXD's envelope; LXD errors become `LxdError::Api`.
-    pub(crate) async fn call(&self, method: Method, path: &str, body: Option<Value>) -> Result<Envelope, LxdError> {
+    pub(crate) async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<Envelope, LxdError> {
         let body = match body {
-            Some(v) => Bytes::from(serde_json::to_vec(&v).map_err(|e| LxdError::Decode(e.to_string()))?),
+            Some(v) => {
+                Bytes::from(serde_json::to_vec(&v).map_err(|e| LxdError::Decode(e.to_string()))?)
+            }
             None => Bytes::new(),
         };
         let (status, bytes) = self.raw(method, path, body, "application/json").await?;
-        let env: Envelope = serde_json::from_slice(&bytes)
-            .map_err(|e| LxdError::Decode(format!("{status} {e}: {}", String::from_utf8_lossy(&bytes[..bytes.len().min(200)]))))?;
+        let env: Envelope = serde_json::from_slice(&bytes).map_err(|e| {
+            LxdError::Decode(format!(
+                "{status} {e}: {}",
+                String::from_utf8_lossy(&bytes[..bytes.len().min(200)])
+            ))
+        })?;
         if env.kind == "error" || status.is_client_error() || status.is_server_error() {
-            let code = if env.error_code != 0 { env.error_code } else { status.as_u16() };
-            return Err(LxdError::Api { status: code, message: env.error });
+            let code = if env.error_code != 0 {
+                env.error_code
+            } else {
+                status.as_u16()
+            };
+            return Err(LxdError::Api {
+                status: code,
+                message: env.error,
+            });
         }
         Ok(env)
     }
 
     /// A synchronous call whose metadata decodes as `T`.
-    pub(crate) async fn sync<T: DeserializeOwned>(&self, method: Method, path: &str, body: Option<Value>) -> Result<T, LxdError> {
+    pub(crate) async fn sync<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<T, LxdError> {
         let env = self.call(method, path, body).await?;
         serde_json::from_value(env.metadata).map_err(|e| LxdError::Decode(format!("{path}: {e}")))
     }
 
     /// A call that starts a background operation; returns the operation.
-    pub(crate) async fn start_operation(&self, method: Method, path: &str, body: Option<Value>) -> Result<Operation, LxdError> {
+    pub(crate) async fn start_operation(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<Operation, LxdError> {
         let env = self.call(method, path, body).await?;
         if env.kind != "async" {
-            return Err(LxdError::Decode(format!("{path}: expected a background operation, got {}", env.kind)));
+            return Err(LxdError::Decode(format!(
+                "{path}: expected a background operation, got {}",
+                env.kind
+            )));
         }
-        serde_json::from_value(env.metadata).map_err(|e| LxdError::Decode(format!("{path} operation: {e}")))
+        serde_json::from_value(env.metadata)
+            .map_err(|e| LxdError::Decode(format!("{path} operation: {e}")))
     }
 
     /// Waits up to `timeout` for an operation to end; a failed operation is an error.
     pub async fn wait(&self, id: &str, timeout: Duration) -> Result<Operation, LxdError> {
         let secs = timeout.as_secs().max(1);
         let path = format!("/1.0/operations/{id}/wait?timeout={secs}");
-        let op: Operation = tokio::time::timeout(timeout + Duration::from_secs(5), self.sync(Method::GET, &path, None))
-            .await
-            .map_err(|_| LxdError::Timeout(timeout))??;
+        let op: Operation = tokio::time::timeout(
+            timeout + Duration::from_secs(5),
+            self.sync(Method::GET, &path, None),
+        )
+        .await
+        .map_err(|_| LxdError::Timeout(timeout))??;
         if op.failed() {
             return Err(LxdError::Operation { message: op.err });
         }
@@ -161,7 +230,13 @@ impl Lxd {
     }
 
     /// Starts an operation and waits for it to succeed.
-    pub(crate) async fn run_operation(&self, method: Method, path: &str, body: Option<Value>, timeout: Duration) -> Result<Operation, LxdError> {
+    pub(crate) async fn run_operation(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+        timeout: Duration,
+    ) -> Result<Operation, LxdError> {
         let op = self.start_operation(method, path, body).await?;
         self.wait(&op.id, timeout).await
     }
@@ -214,11 +289,20 @@ impl Lxd {
         operation: &str,
         secret: &str,
     ) -> Result<tokio_tungstenite::WebSocketStream<UnixStream>, LxdError> {
-        let stream = UnixStream::connect(&*self.socket)
+        let stream =
+            UnixStream::connect(&*self.socket)
+                .await
+                .map_err(|source| LxdError::Connect {
+                    path: self.socket.display().to_string(),
+                    source,
+                })?;
+        let url = format!(
+            "ws://lxd/1.0/operations/{operation}/websocket?secret={secret}&project={}",
+            self.project
+        );
+        let (ws, _) = tokio_tungstenite::client_async(url, stream)
             .await
-            .map_err(|source| LxdError::Connect { path: self.socket.display().to_string(), source })?;
-        let url = format!("ws://lxd/1.0/operations/{operation}/websocket?secret={secret}&project={}", self.project);
-        let (ws, _) = tokio_tungstenite::client_async(url, stream).await.map_err(|e| LxdError::Stream(e.to_string()))?;
+            .map_err(|e| LxdError::Stream(e.to_string()))?;
         Ok(ws)
     }
 }

@@ -11,7 +11,10 @@ pub enum LxdError {
     Operation { message: String },
     /// The socket could not be reached or the connection broke.
     #[error("LXD socket {path}: {source}")]
-    Connect { path: String, source: std::io::Error },
+    Connect {
+        path: String,
+        source: std::io::Error,
+    },
     /// An HTTP-level failure on an open connection.
     #[error("LXD transport: {0}")]
     Transport(String),
@@ -31,7 +34,9 @@ impl LxdError {
     pub fn is_not_found(&self) -> bool {
         match self {
             LxdError::Api { status, .. } => *status == 404,
-            LxdError::Operation { message } => message.contains("not found") || message.contains("Not Found"),
+            LxdError::Operation { message } => {
+                message.contains("not found") || message.contains("Not Found")
+            }
             _ => false,
         }
     }

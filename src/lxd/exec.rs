@@ -80,7 +80,13 @@ async fn drain(mut ws: Ws, cap: usize, buf: &mut Vec<u8>) -> bool {
 
 /// Drains stdout and stderr together; ends when both close (`None`) or when
 /// one of them exceeds the cap (`Some(fd)`).
-async fn drain_both(out: Ws, err: Ws, cap: usize, out_buf: &mut Vec<u8>, err_buf: &mut Vec<u8>) -> Option<u8> {
+async fn drain_both(
+    out: Ws,
+    err: Ws,
+    cap: usize,
+    out_buf: &mut Vec<u8>,
+    err_buf: &mut Vec<u8>,
+) -> Option<u8> {
     let a = drain(out, cap, out_buf);
     let b = drain(err, cap, err_buf);
     tokio::pin!(a, b);
@@ -96,7 +102,11 @@ async fn drain_both(out: Ws, err: Ws, cap: usize, out_buf: &mut Vec<u8>, err_buf
 
 async fn feed(mut ws: Ws, stdin: Vec<u8>) {
     for chunk in stdin.chunks(64 * 1024) {
-        if ws.send(Message::Binary(chunk.to_vec().into())).await.is_err() {
+        if ws
+            .send(Message::Binary(chunk.to_vec().into()))
+            .await
+            .is_err()
+        {
             return;
         }
     }
@@ -104,9 +114,11 @@ async fn feed(mut ws: Ws, stdin: Vec<u8>) {
 }
 
 fn secret<'a>(fds: &'a serde_json::Value, key: &str) -> Result<&'a str, LxdError> {
-    fds.get(key)
-        .and_then(|v| v.as_str())
-        .ok_or_else(|| LxdError::Decode(format!("exec operation has no websocket secret for fd {key}")))
+    fds.get(key).and_then(|v| v.as_str()).ok_or_else(|| {
+        LxdError::Decode(format!(
+            "exec operation has no websocket secret for fd {key}"
+        ))
+    })
 }
 
 impl Lxd {
@@ -125,7 +137,14 @@ impl Lxd {
             "group": spec.group,
             "cwd": spec.cwd,
         });
-        let op = self.start_operation(Method::POST, &format!("/1.0/instances/{instance}/exec"), Some(body)).await?;
+        let op = self
+            .start_operation(
+                Method::POST,
+                &format!("/1.0/instances/{instance}/exec"),
+                Some(body),
+            )
+            .await?;
+        let posted = start.elapsed();
         let fds = op
             .metadata
             .as_ref()
@@ -137,10 +156,14 @@ impl Lxd {
             self.websocket(&op.id, secret(fds, "1")?),
             self.websocket(&op.id, secret(fds, "2")?),
         )?;
+        let connected = start.elapsed();
         let feeder = tokio::spawn(feed(stdin, spec.stdin));
         let (mut out, mut err) = (Vec::new(), Vec::new());
-        let watched =
-            tokio::time::timeout(spec.deadline, drain_both(stdout, stderr, spec.output_cap, &mut out, &mut err)).await;
+        let watched = tokio::time::timeout(
+            spec.deadline,
+            drain_both(stdout, stderr, spec.output_cap, &mut out, &mut err),
+        )
+        .await;
         feeder.abort();
         let mut outcome = ExecOutcome {
             stopped: Stopped::Exited,
@@ -159,10 +182,17 @@ impl Lxd {
                 outcome.stderr_truncated = fd == 2;
             }
             Ok(None) => {
-                let left = spec.deadline.saturating_sub(start.elapsed()).max(Duration::from_secs(1));
+                let left = spec
+                    .deadline
+                    .saturating_sub(start.elapsed())
+                    .max(Duration::from_secs(1));
                 match self.wait(&op.id, left).await {
                     Ok(done) => {
-                        let code = done.metadata.as_ref().and_then(|m| m.get("return")).and_then(|r| r.as_i64());
+                        let code = done
+                            .metadata
+                            .as_ref()
+                            .and_then(|m| m.get("return"))
+                            .and_then(|r| r.as_i64());
                         outcome.exit_code = code.map(|c| c as i32);
                     }
                     // Output closed but the command lives on past its deadline.
@@ -173,6 +203,7 @@ impl Lxd {
         }
         drop(control);
         outcome.elapsed = start.elapsed();
+        tracing::debug!(instance, ?posted, ?connected, elapsed = ?outcome.elapsed, stopped = ?outcome.stopped, "exec finished");
         Ok(outcome)
     }
 }

@@ -11,16 +11,22 @@ use super::types::{InstanceCreate, InstanceInfo, InstanceState};
 
 const CREATE_TIMEOUT: Duration = Duration::from_secs(300);
 const STATE_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long an ephemeral instance gets to delete itself after a stop.
+const EPHEMERAL_GRACE: Duration = Duration::from_secs(3);
 
 impl Lxd {
     /// Every instance in the project, with its config and status.
     pub async fn instances(&self) -> Result<Vec<InstanceInfo>, LxdError> {
-        self.sync(Method::GET, "/1.0/instances?recursion=1", None).await
+        self.sync(Method::GET, "/1.0/instances?recursion=1", None)
+            .await
     }
 
     /// One instance, if it exists.
     pub async fn instance(&self, name: &str) -> Result<Option<InstanceInfo>, LxdError> {
-        match self.sync(Method::GET, &format!("/1.0/instances/{name}"), None).await {
+        match self
+            .sync(Method::GET, &format!("/1.0/instances/{name}"), None)
+            .await
+        {
             Ok(i) => Ok(Some(i)),
             Err(e) if e.is_not_found() => Ok(None),
             Err(e) => Err(e),
@@ -30,65 +36,124 @@ impl Lxd {
     /// Creates an instance and waits until it exists (stopped).
     pub async fn create_instance(&self, spec: &InstanceCreate) -> Result<(), LxdError> {
         let body = serde_json::to_value(spec).map_err(|e| LxdError::Decode(e.to_string()))?;
-        self.run_operation(Method::POST, "/1.0/instances", Some(body), CREATE_TIMEOUT).await.map(|_| ())
-    }
-
-    /// Starts an instance and waits until it runs.
-    pub async fn start_instance(&self, name: &str) -> Result<(), LxdError> {
-        self.change_state(name, json!({"action": "start", "timeout": 30})).await
-    }
-
-    /// Kills every process of an instance at once (`force`).
-    pub async fn force_stop(&self, name: &str) -> Result<(), LxdError> {
-        self.change_state(name, json!({"action": "stop", "force": true, "timeout": 30})).await
-    }
-
-    async fn change_state(&self, name: &str, body: serde_json::Value) -> Result<(), LxdError> {
-        self.run_operation(Method::PUT, &format!("/1.0/instances/{name}/state"), Some(body), STATE_TIMEOUT)
+        self.run_operation(Method::POST, "/1.0/instances", Some(body), CREATE_TIMEOUT)
             .await
             .map(|_| ())
     }
 
+    /// Starts an instance and waits until it runs.
+    pub async fn start_instance(&self, name: &str) -> Result<(), LxdError> {
+        self.change_state(name, json!({"action": "start", "timeout": 30}))
+            .await
+    }
+
+    /// Kills every process of an instance at once (`force`).
+    pub async fn force_stop(&self, name: &str) -> Result<(), LxdError> {
+        self.change_state(
+            name,
+            json!({"action": "stop", "force": true, "timeout": 30}),
+        )
+        .await
+    }
+
+    async fn change_state(&self, name: &str, body: serde_json::Value) -> Result<(), LxdError> {
+        self.run_operation(
+            Method::PUT,
+            &format!("/1.0/instances/{name}/state"),
+            Some(body),
+            STATE_TIMEOUT,
+        )
+        .await
+        .map(|_| ())
+    }
+
     /// Deletes a stopped instance. Deleting one that is gone is not an error.
     pub async fn delete_instance(&self, name: &str) -> Result<(), LxdError> {
-        match self.run_operation(Method::DELETE, &format!("/1.0/instances/{name}"), None, STATE_TIMEOUT).await {
+        match self
+            .run_operation(
+                Method::DELETE,
+                &format!("/1.0/instances/{name}"),
+                None,
+                STATE_TIMEOUT,
+            )
+            .await
+        {
             Err(e) if e.is_not_found() => Ok(()),
             other => other.map(|_| ()),
         }
     }
 
     /// Stops an instance by force and deletes it, whatever state it is in;
-    /// an instance that is already gone is not an error.
+    /// an instance that is already gone is not an error. An ephemeral
+    /// instance deletes itself once stopped: this waits for that, and deletes
+    /// it explicitly if LXD has not after a while.
     pub async fn destroy(&self, name: &str) -> Result<(), LxdError> {
         match self.force_stop(name).await {
             Ok(()) => {}
             Err(e) if e.is_not_found() => return Ok(()),
-            // Already stopped (or being deleted as an ephemeral instance).
+            // Already stopped, or being stopped or deleted by LXD itself.
             Err(LxdError::Api { status: 400, .. }) | Err(LxdError::Operation { .. }) => {}
             Err(e) => return Err(e),
         }
-        // An ephemeral instance deletes itself once stopped; delete anyway in
-        // case it was not ephemeral or LXD has not got to it yet.
-        self.delete_instance(name).await
+        let start = std::time::Instant::now();
+        loop {
+            match self.instance(name).await? {
+                None => return Ok(()),
+                Some(i) if i.is_running() => {
+                    if let Err(e) = self.force_stop(name).await
+                        && e.is_not_found()
+                    {
+                        return Ok(());
+                    }
+                }
+                Some(i) if !i.ephemeral || start.elapsed() > EPHEMERAL_GRACE => {
+                    match self.delete_instance(name).await {
+                        Ok(()) => return Ok(()),
+                        Err(e) if start.elapsed() > STATE_TIMEOUT => return Err(e),
+                        Err(_) => {}
+                    }
+                }
+                Some(_) => {}
+            }
+            if start.elapsed() > STATE_TIMEOUT {
+                return Err(LxdError::Timeout(STATE_TIMEOUT));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 
     /// Runtime state: status, memory use, process count.
     pub async fn instance_state(&self, name: &str) -> Result<InstanceState, LxdError> {
-        self.sync(Method::GET, &format!("/1.0/instances/{name}/state"), None).await
+        self.sync(Method::GET, &format!("/1.0/instances/{name}/state"), None)
+            .await
     }
 
     /// Reads a file from a running instance; `None` when it does not exist.
     pub async fn read_file(&self, name: &str, path: &str) -> Result<Option<Vec<u8>>, LxdError> {
         let (status, body) = self
-            .raw(Method::GET, &format!("/1.0/instances/{name}/files?path={path}"), Default::default(), "application/json")
+            .raw(
+                Method::GET,
+                &format!("/1.0/instances/{name}/files?path={path}"),
+                Default::default(),
+                "application/json",
+            )
             .await?;
         match status {
             StatusCode::OK => Ok(Some(body.to_vec())),
             StatusCode::NOT_FOUND => Ok(None),
             s => {
-                let msg = serde_json::from_slice::<super::types::Envelope>(&body).map(|e| e.error).unwrap_or_default();
+                let msg = serde_json::from_slice::<super::types::Envelope>(&body)
+                    .map(|e| e.error)
+                    .unwrap_or_default();
                 // LXD answers 404 for a missing instance too; callers treat both alike.
-                if msg.contains("not found") { Ok(None) } else { Err(LxdError::Api { status: s.as_u16(), message: msg }) }
+                if msg.contains("not found") {
+                    Ok(None)
+                } else {
+                    Err(LxdError::Api {
+                        status: s.as_u16(),
+                        message: msg,
+                    })
+                }
             }
         }
     }

@@ -123,14 +123,27 @@ pub struct InstanceCreate {
     pub source: InstanceSource,
 }
 
-#[derive(Debug, Clone, Serialize)]
-pub struct InstanceSource {
-    #[serde(rename = "type")]
-    pub kind: &'static str,
-    pub fingerprint: String,
+/// Where a new instance's root disk comes from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum InstanceSource {
+    /// A local image.
+    Image { fingerprint: String },
+    /// A copy of another (stopped) instance in the same project: a
+    /// copy-on-write snapshot whose files are already id-mapped.
+    Copy { source: String, instance_only: bool },
 }
 
 impl InstanceCreate {
+    /// The same definition, made as a copy of the instance `template`.
+    pub fn copied_from(mut self, template: &str) -> Self {
+        self.source = InstanceSource::Copy {
+            source: template.to_string(),
+            instance_only: true,
+        };
+        self
+    }
+
     /// An ephemeral container with no profiles, only a root disk on `pool`:
     /// no network device unless the caller adds one.
     pub fn ephemeral_container(name: &str, fingerprint: &str, storage_pool: &str) -> Self {
@@ -146,7 +159,9 @@ impl InstanceCreate {
             profiles: vec![],
             config: BTreeMap::new(),
             devices: BTreeMap::from([("root".to_string(), root)]),
-            source: InstanceSource { kind: "image", fingerprint: fingerprint.to_string() },
+            source: InstanceSource::Image {
+                fingerprint: fingerprint.to_string(),
+            },
         }
     }
 }

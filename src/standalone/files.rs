@@ -15,13 +15,25 @@ const API_VERSION: &str = "unsandbox.com/v1alpha1";
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
     #[error("{path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{path} document {index}: {message}")]
-    Parse { path: PathBuf, index: usize, message: String },
+    Parse {
+        path: PathBuf,
+        index: usize,
+        message: String,
+    },
     #[error("{0}: no such file or folder")]
     Missing(PathBuf),
     #[error("{kind} {name} is defined twice (in {first} and {second})")]
-    Duplicate { kind: &'static str, name: String, first: PathBuf, second: PathBuf },
+    Duplicate {
+        kind: &'static str,
+        name: String,
+        first: PathBuf,
+        second: PathBuf,
+    },
 }
 
 /// The YAML files `paths` name: files as given, folders' `*.yaml`/`*.yml`
@@ -41,7 +53,10 @@ pub fn yaml_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>, LoadError> {
 }
 
 fn collect(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), LoadError> {
-    let read = std::fs::read_dir(dir).map_err(|source| LoadError::Read { path: dir.into(), source })?;
+    let read = std::fs::read_dir(dir).map_err(|source| LoadError::Read {
+        path: dir.into(),
+        source,
+    })?;
     let mut entries: Vec<PathBuf> = read.filter_map(|e| e.ok().map(|e| e.path())).collect();
     entries.sort();
     for e in entries {
@@ -55,11 +70,16 @@ fn collect(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), LoadError> {
 }
 
 /// A cheap summary of the files (names, sizes, modification times) to notice changes.
-pub fn stamp(paths: &[PathBuf]) -> Result<Vec<(PathBuf, u64, Option<std::time::SystemTime>)>, LoadError> {
+pub fn stamp(
+    paths: &[PathBuf],
+) -> Result<Vec<(PathBuf, u64, Option<std::time::SystemTime>)>, LoadError> {
     yaml_files(paths)?
         .into_iter()
         .map(|p| {
-            let m = std::fs::metadata(&p).map_err(|source| LoadError::Read { path: p.clone(), source })?;
+            let m = std::fs::metadata(&p).map_err(|source| LoadError::Read {
+                path: p.clone(),
+                source,
+            })?;
             Ok((p, m.len(), m.modified().ok()))
         })
         .collect()
@@ -74,7 +94,10 @@ pub fn load(paths: &[PathBuf]) -> Result<(Resources, Stamp), LoadError> {
     let mut res = Resources::default();
     let mut origin: Vec<(&'static str, String, PathBuf)> = Vec::new();
     for path in yaml_files(paths)? {
-        let text = std::fs::read_to_string(&path).map_err(|source| LoadError::Read { path: path.clone(), source })?;
+        let text = std::fs::read_to_string(&path).map_err(|source| LoadError::Read {
+            path: path.clone(),
+            source,
+        })?;
         parse_into(&text, &path, &mut res, &mut origin)?;
     }
     Ok((res, before))
@@ -87,21 +110,35 @@ pub fn parse_into(
     res: &mut Resources,
     origin: &mut Vec<(&'static str, String, PathBuf)>,
 ) -> Result<(), LoadError> {
-    let err = |index: usize, message: String| LoadError::Parse { path: path.into(), index, message };
+    let err = |index: usize, message: String| LoadError::Parse {
+        path: path.into(),
+        index,
+        message,
+    };
     for (index, doc) in serde_yaml::Deserializer::from_str(text).enumerate() {
         let value = serde_yaml::Value::deserialize(doc).map_err(|e| err(index, e.to_string()))?;
         if value.is_null() {
             continue;
         }
-        let kind = value.get("kind").and_then(|k| k.as_str()).unwrap_or_default().to_string();
-        let api = value.get("apiVersion").and_then(|k| k.as_str()).unwrap_or(API_VERSION);
+        let kind = value
+            .get("kind")
+            .and_then(|k| k.as_str())
+            .unwrap_or_default()
+            .to_string();
+        let api = value
+            .get("apiVersion")
+            .and_then(|k| k.as_str())
+            .unwrap_or(API_VERSION);
         let (kind, name): (&'static str, String) = match kind.as_str() {
             "ExecutorPool" | "LanguageImage" if api != API_VERSION => {
-                return Err(err(index, format!("apiVersion {api:?} is not {API_VERSION}")));
+                return Err(err(
+                    index,
+                    format!("apiVersion {api:?} is not {API_VERSION}"),
+                ));
             }
             "ExecutorPool" => {
-                let pool: ExecutorPool =
-                    serde_yaml::from_value(value).map_err(|e| err(index, format!("ExecutorPool: {e}")))?;
+                let pool: ExecutorPool = serde_yaml::from_value(value)
+                    .map_err(|e| err(index, format!("ExecutorPool: {e}")))?;
                 if pool.metadata.name.as_deref().unwrap_or_default().is_empty() {
                     return Err(err(index, "ExecutorPool: metadata.name is required".into()));
                 }
@@ -110,11 +147,14 @@ pub fn parse_into(
                 ("ExecutorPool", key)
             }
             "LanguageImage" => {
-                let image: LanguageImage =
-                    serde_yaml::from_value(value).map_err(|e| err(index, format!("LanguageImage: {e}")))?;
+                let image: LanguageImage = serde_yaml::from_value(value)
+                    .map_err(|e| err(index, format!("LanguageImage: {e}")))?;
                 let name = image.metadata.name.clone().unwrap_or_default();
                 if name.is_empty() {
-                    return Err(err(index, "LanguageImage: metadata.name is required".into()));
+                    return Err(err(
+                        index,
+                        "LanguageImage: metadata.name is required".into(),
+                    ));
                 }
                 res.images.push(image);
                 ("LanguageImage", name)
@@ -125,7 +165,12 @@ pub fn parse_into(
             }
         };
         if let Some((_, _, first)) = origin.iter().find(|(k, n, _)| *k == kind && *n == name) {
-            return Err(LoadError::Duplicate { kind, name, first: first.clone(), second: path.into() });
+            return Err(LoadError::Duplicate {
+                kind,
+                name,
+                first: first.clone(),
+                second: path.into(),
+            });
         }
         origin.push((kind, name, path.into()));
     }
@@ -135,7 +180,11 @@ pub fn parse_into(
 /// Names of the resources loaded, for messages.
 pub fn summary(res: &Resources) -> String {
     let pools: BTreeSet<String> = res.pools.iter().map(pool_key).collect();
-    let images: BTreeSet<String> = res.images.iter().filter_map(|i| i.metadata.name.clone()).collect();
+    let images: BTreeSet<String> = res
+        .images
+        .iter()
+        .filter_map(|i| i.metadata.name.clone())
+        .collect();
     format!("pools {pools:?}, images {images:?}")
 }
 
@@ -171,6 +220,9 @@ mod tests {
             .unwrap_err();
         assert!(matches!(e, LoadError::Duplicate { .. }), "{e}");
         let e = parse("apiVersion: unsandbox.com/v2\nkind: ExecutorPool\nmetadata: {name: a}\nspec: {image: s}\n").unwrap_err();
-        assert!(e.to_string().contains("is not unsandbox.com/v1alpha1"), "{e}");
+        assert!(
+            e.to_string().contains("is not unsandbox.com/v1alpha1"),
+            "{e}"
+        );
     }
 }

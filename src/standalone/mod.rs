@@ -13,9 +13,16 @@ use crate::agent::Resources;
 
 /// Loads `paths` now, then polls them every `interval` and publishes every
 /// change. A change that does not parse is logged and the last good set kept.
-pub async fn watch_files(paths: Vec<PathBuf>, interval: Duration) -> Result<watch::Receiver<Resources>, files::LoadError> {
+pub async fn watch_files(
+    paths: Vec<PathBuf>,
+    interval: Duration,
+) -> Result<watch::Receiver<Resources>, files::LoadError> {
     let (initial, mut stamp) = files::load(&paths)?;
-    tracing::info!(pools = initial.pools.len(), images = initial.images.len(), "loaded resources");
+    tracing::info!(
+        pools = initial.pools.len(),
+        images = initial.images.len(),
+        "loaded resources"
+    );
     let (tx, rx) = watch::channel(initial);
     tokio::spawn(async move {
         loop {
@@ -34,7 +41,11 @@ pub async fn watch_files(paths: Vec<PathBuf>, interval: Duration) -> Result<watc
             match files::load(&paths) {
                 Ok((res, s)) => {
                     stamp = s;
-                    tracing::info!(pools = res.pools.len(), images = res.images.len(), "resource files changed: applying");
+                    tracing::info!(
+                        pools = res.pools.len(),
+                        images = res.images.len(),
+                        "resource files changed: applying"
+                    );
                     let _ = tx.send(res);
                 }
                 Err(e) => {

@@ -1,0 +1,291 @@
+//! End to end on the real LXD daemon: warm pools, execution, replacement,
+//! shrink, delete, restart and out-of-band changes.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{Harness, resources, wait_for};
+use serde_json::json;
+
+const POOL: &str = "apiVersion: unsandbox.com/v1alpha1\nkind: ExecutorPool\nmetadata: {name: small, namespace: t}\nspec:\n  image: small\n  warm: 2\n";
+
+fn pool_with(warm: u32) -> String {
+    POOL.replace("warm: 2", &format!("warm: {warm}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pool_fills_runs_python_and_bash_and_replaces_taken_containers() {
+    let h = Harness::start("fill", resources(POOL)).await;
+    h.wait_warm("t/small", 2).await;
+    let before = h.running().await;
+    assert_eq!(
+        before.len(),
+        2,
+        "LXD runs exactly the warm count: {before:?}"
+    );
+
+    let (status, body) = h
+        .execute(
+            "python",
+            json!({"code": "import sys\nprint('out', sys.argv[1:])\nprint(input(), file=sys.stderr)\nsys.exit(3)\n", "stdin": "from stdin\n", "args": ["a b", "c"]}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["status"], "runtime_error");
+    assert_eq!(body["stdout"], "out ['a b', 'c']\n");
+    assert_eq!(body["stderr"], "from stdin\n");
+    assert_eq!(body["exit_code"], 3);
+    assert_eq!(body["language"], "python");
+    assert_eq!(body["pool"], "t/small");
+    assert_eq!(body["host"], "node-fill");
+    let used = body["container"].as_str().unwrap().to_string();
+    assert!(before.contains(&used), "{used} came from the warm pool");
+    for key in ["queue_ms", "exec_ms", "total_ms"] {
+        assert!(body["timings"][key].is_u64(), "{body}");
+    }
+
+    let (status, body) = h
+        .execute("bash", json!({"code": "id -u; echo \"$HOME\"; pwd; echo err >&2; cat data.txt; exit 0", "files": [{"name": "data.txt", "content": "file content"}]}))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["status"], "ok");
+    assert_eq!(
+        body["stdout"],
+        "1000\n/home/runner\n/home/runner\nfile content"
+    );
+    assert_eq!(body["stderr"], "err\n");
+    assert_eq!(body["exit_code"], 0);
+
+    // Each container served one execution and is gone; replacements refill the pool.
+    let lxd = h.lxd.clone();
+    wait_for(
+        "the used container to be destroyed",
+        Duration::from_secs(60),
+        || {
+            let (lxd, used) = (lxd.clone(), used.clone());
+            async move { lxd.instance(&used).await.unwrap().is_none() }
+        },
+    )
+    .await;
+    h.wait_warm("t/small", 2).await;
+    let after = h.running().await;
+    assert_eq!(after.len(), 2);
+    assert!(after.iter().all(|c| !before.contains(c) || c != &used));
+    assert!(!after.contains(&used));
+    h.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replacement_launches_the_moment_a_container_is_taken() {
+    let h = Harness::start("replace", resources(&pool_with(1))).await;
+    h.wait_warm("t/small", 1).await;
+    let lease = h
+        .agent
+        .acquire("t/small", Instant::now() + Duration::from_secs(5))
+        .await
+        .expect("a warm container");
+    // Without any execution finishing, a new warm container appears.
+    h.wait_warm("t/small", 1).await;
+    let running = h.running().await;
+    assert_eq!(
+        running.len(),
+        2,
+        "the taken one and its replacement: {running:?}"
+    );
+    let taken = lease.container.clone();
+    drop(lease);
+    let lxd = h.lxd.clone();
+    wait_for(
+        "the released container to be destroyed",
+        Duration::from_secs(60),
+        || {
+            let (lxd, taken) = (lxd.clone(), taken.clone());
+            async move { lxd.instance(&taken).await.unwrap().is_none() }
+        },
+    )
+    .await;
+    h.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn timeout_ends_the_run_and_destroys_the_container() {
+    let h = Harness::start("timeout", resources(&pool_with(1))).await;
+    h.wait_warm("t/small", 1).await;
+    let started = Instant::now();
+    let (status, body) = h
+        .execute(
+            "python",
+            json!({"code": "while True: pass", "timeout_ms": 1500}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["status"], "timeout");
+    assert!(started.elapsed() < Duration::from_secs(10));
+    let c = body["container"].as_str().unwrap().to_string();
+    let lxd = h.lxd.clone();
+    wait_for(
+        "the timed-out container to be gone",
+        Duration::from_secs(60),
+        || {
+            let (lxd, c) = (lxd.clone(), c.clone());
+            async move { lxd.instance(&c).await.unwrap().is_none() }
+        },
+    )
+    .await;
+    h.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn output_flood_is_cut_at_the_cap() {
+    let h = Harness::start("flood", resources(&pool_with(1))).await;
+    h.wait_warm("t/small", 1).await;
+    let (status, body) =
+        h.execute("python", json!({"code": "import sys\nwhile True: sys.stdout.write('x' * 65536)", "max_output_bytes": 10000})).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["status"], "output_limit_exceeded");
+    assert_eq!(body["stdout"].as_str().unwrap().len(), 10000);
+    assert_eq!(body["stdout_truncated"], true);
+    h.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shrinking_and_deleting_a_pool_removes_its_containers() {
+    let h = Harness::start("shrink", resources(&pool_with(3))).await;
+    h.wait_warm("t/small", 3).await;
+    h.set_pools(&[&pool_with(1)]);
+    h.wait_warm("t/small", 1).await;
+    let lxd = h.lxd.clone();
+    wait_for(
+        "LXD to run one pool container",
+        Duration::from_secs(60),
+        || {
+            let lxd = lxd.clone();
+            async move {
+                lxd.instances()
+                    .await
+                    .unwrap()
+                    .iter()
+                    .filter(|i| !i.name.starts_with("us-tpl-"))
+                    .count()
+                    == 1
+            }
+        },
+    )
+    .await;
+    h.set_pools(&[]);
+    wait_for(
+        "every container and the template to be gone",
+        Duration::from_secs(60),
+        || {
+            let lxd = lxd.clone();
+            async move { lxd.instances().await.unwrap().is_empty() }
+        },
+    )
+    .await;
+    assert!(h.agent.reports().is_empty());
+    h.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_agent_adopts_unused_containers_and_removes_used_ones() {
+    let mut first = Harness::start("restart", resources(POOL)).await;
+    first.wait_warm("t/small", 2).await;
+    // Take a container and run code in it, then "crash" before it is destroyed.
+    let lease = first
+        .agent
+        .acquire("t/small", Instant::now() + Duration::from_secs(5))
+        .await
+        .unwrap();
+    let used = lease.container.clone();
+    let language = first
+        .agent
+        .choose("python", Default::default())
+        .unwrap()
+        .language;
+    let job = unsandbox::execution::Job {
+        language,
+        code: "print(1)".into(),
+        files: vec![],
+        stdin: vec![],
+        args: vec![],
+    };
+    let out = unsandbox::execution::run(&first.lxd, &used, &job, Duration::from_secs(10), 1024)
+        .await
+        .unwrap();
+    assert_eq!(out.stdout, b"1\n");
+    std::mem::forget(lease);
+    first.halt().await;
+    // The replacement launched at acquire finishes: two unused containers and the used one.
+    let lxd = first.lxd.clone();
+    wait_for("three running containers", Duration::from_secs(60), || {
+        let lxd = lxd.clone();
+        async move {
+            lxd.instances()
+                .await
+                .unwrap()
+                .iter()
+                .filter(|i| i.is_running())
+                .count()
+                == 3
+        }
+    })
+    .await;
+    let unused: Vec<String> = first
+        .running()
+        .await
+        .into_iter()
+        .filter(|c| c != &used)
+        .collect();
+
+    let second = Harness::start_on(first.lxd.clone(), first.node.clone(), resources(POOL)).await;
+    second.wait_warm("t/small", 2).await;
+    let lxd = second.lxd.clone();
+    let u = used.clone();
+    wait_for(
+        "the used container to be removed",
+        Duration::from_secs(60),
+        || {
+            let (lxd, u) = (lxd.clone(), u.clone());
+            async move { lxd.instance(&u).await.unwrap().is_none() }
+        },
+    )
+    .await;
+    let tracked = second.agent.tracked();
+    for c in &unused {
+        assert!(
+            tracked.contains(c),
+            "unused container {c} adopted: {tracked:?}"
+        );
+    }
+    assert!(!tracked.contains(&used));
+    second.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn containers_lost_out_of_band_are_replaced() {
+    let h = Harness::start("oob", resources(POOL)).await;
+    h.wait_warm("t/small", 2).await;
+    let before = h.running().await;
+    h.lxd.destroy(&before[0]).await.unwrap();
+    h.lxd.force_stop(&before[1]).await.unwrap();
+    let lxd = h.lxd.clone();
+    let old = before.clone();
+    wait_for("two new warm containers", Duration::from_secs(90), || {
+        let (lxd, old) = (lxd.clone(), old.clone());
+        async move {
+            let now: Vec<String> = lxd
+                .instances()
+                .await
+                .unwrap()
+                .into_iter()
+                .filter(|i| i.is_running() && !i.name.starts_with("us-tpl-"))
+                .map(|i| i.name)
+                .collect();
+            now.len() == 2 && now.iter().all(|c| !old.contains(c))
+        }
+    })
+    .await;
+    h.wait_warm("t/small", 2).await;
+    h.finish().await;
+}

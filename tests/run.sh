@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# The whole unsandbox test suite, on a Debian host as root:
+#   1. installs and starts LXD with its storage (images/lxd-host.sh),
+#   2. builds the small test image (skipped when it is up to date),
+#   3. checks formatting and lints,
+#   4. runs the unit tests and the end-to-end tests against the real LXD,
+#   5. fails if any test left a container or an LXD project behind.
+# Usage: tests/run.sh   (extra arguments go to `cargo test`)
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+step() { printf '\n== %s\n' "$*"; }
+
+step "LXD host"
+images/lxd-host.sh
+step "small test image"
+images/build.sh small
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+step "cargo clippy"
+cargo clippy --all-targets --locked -- -D warnings
+
+step "cargo test (unit and end-to-end)"
+status=0
+cargo test --all-targets --locked "$@" -- --test-threads=2 || status=$?
+
+step "leftovers"
+left=0
+for project in $(lxc project list -f csv | cut -d, -f1 | sed 's/ (current)$//' | grep -E '^ut-' || true); do
+    left=1
+    echo "test project $project was left behind with: $(lxc list --project "$project" -c n -f csv | tr '\n' ' ')"
+    for c in $(lxc list --project "$project" -c n -f csv); do lxc delete --force --project "$project" "$c"; done
+    lxc project delete "$project"
+done
+if [[ $left -eq 0 ]]; then
+    echo "no test container or project left behind"
+elif [[ $status -eq 0 ]]; then
+    echo "tests passed but left containers behind (removed now)"
+    status=1
+fi
+exit "$status"
