@@ -102,7 +102,6 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let (_tx, rx) = tokio::sync::watch::channel::<Resources>(res);
     let cfg = AgentConfig {
         node: node.clone(),
-        node_labels: None,
         storage_pool: args.storage_pool.clone(),
         images_dir: Some(PathBuf::from("images")),
         launch_parallelism: 4,
@@ -187,12 +186,7 @@ async fn measure(args: &BenchArgs, agent: &Agent, lxd: &Lxd) -> anyhow::Result<(
     let (floor_p50, floor_p99) = summarize(floor);
 
     // The API, in process, over real TCP on loopback.
-    let app = crate::api::router(
-        crate::api::AppState {
-            agent: agent.clone(),
-        },
-        1 << 20,
-    );
+    let app = crate::api::router(crate::api::AppState::local(agent.clone()), 1 << 20);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     tokio::spawn(async move { axum::serve(listener, app).await });

@@ -25,6 +25,11 @@ pub struct Cli {
 pub enum Command {
     /// Agent and API on this host, with pools and images read from YAML files.
     Standalone(StandaloneArgs),
+    /// Node agent on Kubernetes: pools from the API server, containers on
+    /// this node's LXD, execution API with forwarding to peer agents.
+    Agent(AgentModeArgs),
+    /// Cluster controller on Kubernetes: validation, status, finalizers.
+    Controller(ControllerArgs),
     /// Print the CustomResourceDefinitions as YAML.
     Crds,
     /// Check resource files without running anything; exits non-zero on problems.
@@ -59,6 +64,69 @@ pub struct StandaloneArgs {
     pub agent: AgentArgs,
     #[command(flatten)]
     pub api: ApiArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct AgentModeArgs {
+    #[command(flatten)]
+    pub lxd: LxdArgs,
+    #[command(flatten)]
+    pub agent: AgentArgs,
+    #[command(flatten)]
+    pub api: ApiArgs,
+    /// URL peers use to reach this agent's API (for example `http://$(POD_IP):8080`).
+    #[arg(long, env = "UNSANDBOX_ADVERTISE_URL")]
+    pub advertise_url: Option<String>,
+    /// How often this node's status entries are compared and applied, in milliseconds.
+    #[arg(long, env = "UNSANDBOX_REPORT_MS", default_value_t = 2000)]
+    pub report_ms: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct ControllerArgs {
+    /// Address of `/metrics`, `/healthz` and `/readyz`.
+    #[arg(long, env = "UNSANDBOX_METRICS_LISTEN", default_value = "0.0.0.0:9090")]
+    pub metrics_listen: SocketAddr,
+    /// Labels of the nodes that run the agent DaemonSet (`k=v,k2=v2`).
+    #[arg(
+        long,
+        env = "UNSANDBOX_AGENT_NODE_SELECTOR",
+        default_value = "unsandbox.com/lxd=true"
+    )]
+    pub agent_node_selector: String,
+    /// Seconds after which a deleted pool's finalizer goes even if a node
+    /// never reported its containers removed (its agent is gone).
+    #[arg(long, env = "UNSANDBOX_CLEANUP_GRACE_SECONDS", default_value_t = 300)]
+    pub cleanup_grace_seconds: u64,
+    /// Name of the leader-election Lease.
+    #[arg(
+        long,
+        env = "UNSANDBOX_LEASE_NAME",
+        default_value = "unsandbox-controller"
+    )]
+    pub lease_name: String,
+    /// Namespace of the Lease (the controller's own).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "unsandbox-system")]
+    pub lease_namespace: String,
+    /// This replica's identity in the Lease (default: the hostname).
+    #[arg(long, env = "POD_NAME")]
+    pub identity: Option<String>,
+    /// Seconds a lease lasts without renewal.
+    #[arg(long, env = "UNSANDBOX_LEASE_SECONDS", default_value_t = 15)]
+    pub lease_seconds: u64,
+}
+
+/// Parses `k=v,k2=v2` into a map.
+pub fn parse_selector(s: &str) -> Result<std::collections::BTreeMap<String, String>, String> {
+    s.split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            p.split_once('=')
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .ok_or_else(|| format!("{p:?} is not key=value"))
+        })
+        .collect()
 }
 
 /// Where LXD is and which part of it is ours.

@@ -4,6 +4,8 @@ pub mod agent;
 pub mod api;
 pub mod bench;
 pub mod cli;
+pub mod cluster;
+pub mod controller;
 pub mod crd;
 pub mod execution;
 pub mod languages;

@@ -5,11 +5,11 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Parser;
 
-use unsandbox::agent::{Agent, AgentConfig};
-use unsandbox::cli::{Cli, Command, StandaloneArgs};
+use unsandbox::agent::{Agent, AgentConfig, Resources};
+use unsandbox::cli::{AgentArgs, ApiArgs, Cli, Command, ControllerArgs, LxdArgs};
 use unsandbox::lxd::Lxd;
 use unsandbox::metrics::Metrics;
-use unsandbox::{api, crd, standalone};
+use unsandbox::{api, cluster, controller, crd, standalone};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -27,14 +27,49 @@ async fn main() -> anyhow::Result<()> {
             println!("destroyed {n} containers");
             Ok(())
         }
-        Command::Standalone(args) => run_standalone(args).await,
+        Command::Standalone(args) => {
+            let resources = standalone::watch_files(
+                args.config.clone(),
+                Duration::from_millis(args.config_poll_ms),
+            )
+            .await?;
+            let agent = start_agent(&args.lxd, &args.agent, resources).await?;
+            serve(agent, &args.api, None, args.agent.cleanup_on_exit).await
+        }
+        Command::Agent(args) => {
+            let client = kube::Client::try_default()
+                .await
+                .context("connecting to Kubernetes")?;
+            let node = args.lxd.node();
+            let (stores, resources) =
+                cluster::source::watch_resources(client.clone(), node.clone());
+            let agent = start_agent(&args.lxd, &args.agent, resources).await?;
+            let interval = Duration::from_millis(args.report_ms);
+            tokio::spawn(cluster::report::run(
+                client,
+                agent.clone(),
+                stores.clone(),
+                args.advertise_url.clone(),
+                interval,
+            ));
+            let peers = Arc::new(cluster::peers::StorePeers { stores, node });
+            let forwarder = api::forward::Forwarder::new(peers);
+            serve(
+                agent,
+                &args.api,
+                Some(forwarder),
+                args.agent.cleanup_on_exit,
+            )
+            .await
+        }
+        Command::Controller(args) => run_controller(args).await,
         Command::Bench(args) => unsandbox::bench::run(args).await,
     }
 }
 
 fn check(paths: &[PathBuf]) -> anyhow::Result<()> {
     let (res, _) = standalone::files::load(paths)?;
-    let resolved = unsandbox::agent::desired::resolve(&res, "check", None);
+    let resolved = unsandbox::agent::desired::resolve(&res, "check");
     let mut bad = 0;
     for r in &resolved {
         match &r.problem {
@@ -75,32 +110,42 @@ async fn shutdown_signal() {
     tracing::info!("shutting down");
 }
 
-async fn run_standalone(args: StandaloneArgs) -> anyhow::Result<()> {
-    let lxd = Lxd::new(args.lxd.socket(), &args.lxd.lxd_project);
-    let server = lxd
+/// Connects to LXD, makes sure the project exists, and builds the agent.
+async fn start_agent(
+    lxd: &LxdArgs,
+    agent: &AgentArgs,
+    resources: tokio::sync::watch::Receiver<Resources>,
+) -> anyhow::Result<Agent> {
+    let client = Lxd::new(lxd.socket(), &lxd.lxd_project);
+    let server = client
         .server()
         .await
-        .with_context(|| format!("cannot reach LXD at {}", lxd.socket().display()))?;
-    tracing::info!(version = %server.environment.server_version, project = lxd.project(), "connected to LXD");
-    lxd.ensure_project()
+        .with_context(|| format!("cannot reach LXD at {}", client.socket().display()))?;
+    tracing::info!(version = %server.environment.server_version, project = client.project(), "connected to LXD");
+    client
+        .ensure_project()
         .await
         .context("creating the LXD project")?;
-    let resources = standalone::watch_files(
-        args.config.clone(),
-        Duration::from_millis(args.config_poll_ms),
-    )
-    .await?;
-    let images_dir =
-        (args.agent.images_dir != "none").then(|| PathBuf::from(&args.agent.images_dir));
+    let images_dir = (agent.images_dir != "none").then(|| PathBuf::from(&agent.images_dir));
     let cfg = AgentConfig {
-        node: args.lxd.node(),
-        node_labels: None,
-        storage_pool: args.agent.storage_pool.clone(),
+        node: lxd.node(),
+        storage_pool: agent.storage_pool.clone(),
         images_dir,
-        launch_parallelism: args.agent.launch_parallelism,
-        resync_interval: Duration::from_millis(args.agent.resync_ms),
+        launch_parallelism: agent.launch_parallelism,
+        resync_interval: Duration::from_millis(agent.resync_ms),
     };
-    let agent = Agent::new(lxd, cfg, resources, Arc::new(Metrics::new()));
+    Ok(Agent::new(client, cfg, resources, Arc::new(Metrics::new())))
+}
+
+/// Runs the reconcile loop and the API until a signal, then drains: in-flight
+/// executions finish, used containers are destroyed, and with cleanup the
+/// warm ones too.
+async fn serve(
+    agent: Agent,
+    api_args: &ApiArgs,
+    forwarder: Option<api::forward::Forwarder>,
+    cleanup: bool,
+) -> anyhow::Result<()> {
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let loop_agent = agent.clone();
     let mut loop_stop = stop_rx.clone();
@@ -111,14 +156,13 @@ async fn run_standalone(args: StandaloneArgs) -> anyhow::Result<()> {
             })
             .await;
     });
-    let app = api::router(
-        api::AppState {
-            agent: agent.clone(),
-        },
-        args.api.max_body_bytes,
-    );
+    let state = api::AppState {
+        agent: agent.clone(),
+        forwarder,
+    };
+    let app = api::router(state, api_args.max_body_bytes);
     let mut api_stop = stop_rx.clone();
-    let mut server = tokio::spawn(api::serve(args.api.listen, app, async move {
+    let mut server = tokio::spawn(api::serve(api_args.listen, app, async move {
         let _ = api_stop.wait_for(|s| *s).await;
     }));
     tokio::select! {
@@ -134,9 +178,55 @@ async fn run_standalone(args: StandaloneArgs) -> anyhow::Result<()> {
     if !agent.settle(Duration::from_secs(30)).await {
         tracing::warn!("some containers were still being destroyed; the next start removes them");
     }
-    if args.agent.cleanup_on_exit {
+    if cleanup {
         let n = agent.destroy_all().await?;
         tracing::info!(containers = n, "destroyed every container on exit");
+    }
+    Ok(())
+}
+
+async fn run_controller(args: ControllerArgs) -> anyhow::Result<()> {
+    let client = kube::Client::try_default()
+        .await
+        .context("connecting to Kubernetes")?;
+    let agent_selector =
+        unsandbox::cli::parse_selector(&args.agent_node_selector).map_err(anyhow::Error::msg)?;
+    let cfg = controller::ControllerConfig {
+        agent_selector,
+        cleanup_grace: Duration::from_secs(args.cleanup_grace_seconds),
+    };
+    let identity = args
+        .identity
+        .clone()
+        .unwrap_or_else(unsandbox::cli::hostname);
+    let mut registry = prometheus_client::registry::Registry::with_prefix("unsandbox");
+    let ctx = controller::Context::new(client, cfg, &identity, &mut registry);
+    let registry = Arc::new(registry);
+    let http = axum::Router::new()
+        .route("/healthz", axum::routing::get(|| async { "ok" }))
+        .route("/readyz", axum::routing::get(|| async { "ok" }))
+        .route(
+            "/metrics",
+            axum::routing::get(move || {
+                let registry = registry.clone();
+                async move {
+                    let mut out = String::new();
+                    let _ = prometheus_client::encoding::text::encode(&mut out, &registry);
+                    out
+                }
+            }),
+        );
+    let listener = tokio::net::TcpListener::bind(args.metrics_listen).await?;
+    tokio::spawn(async move { axum::serve(listener, http).await });
+    let lease = controller::LeaseSettings {
+        namespace: args.lease_namespace,
+        name: args.lease_name,
+        identity,
+        duration: Duration::from_secs(args.lease_seconds),
+    };
+    tokio::select! {
+        r = controller::lead(ctx, lease) => r?,
+        _ = shutdown_signal() => {}
     }
     Ok(())
 }

@@ -12,6 +12,9 @@ use crate::crd::{
 pub struct Resources {
     pub pools: Vec<ExecutorPool>,
     pub images: Vec<LanguageImage>,
+    /// Labels of this node, matched against pools' node selectors. `None`
+    /// (standalone): every pool covers this host.
+    pub node_labels: Option<BTreeMap<String, String>>,
 }
 
 /// Why a pool is not served on this host.
@@ -72,15 +75,11 @@ pub fn covers(spec: &ExecutorPoolSpec, node_labels: Option<&BTreeMap<String, Str
 }
 
 /// Resolves every pool that covers `node`, sorted by key.
-pub fn resolve(
-    res: &Resources,
-    node: &str,
-    node_labels: Option<&BTreeMap<String, String>>,
-) -> Vec<ResolvedPool> {
+pub fn resolve(res: &Resources, node: &str) -> Vec<ResolvedPool> {
     let mut out: Vec<ResolvedPool> = res
         .pools
         .iter()
-        .filter(|p| covers(&p.spec, node_labels))
+        .filter(|p| covers(&p.spec, res.node_labels.as_ref()))
         .map(|p| resolve_one(p, &res.images, node))
         .collect();
     out.sort_by(|a, b| a.key.cmp(&b.key));
@@ -173,12 +172,12 @@ mod tests {
         let res = docs(&format!(
             "{IMAGE}---\napiVersion: unsandbox.com/v1alpha1\nkind: ExecutorPool\nmetadata: {{name: py, namespace: team}}\nspec:\n  image: small\n  warm: 3\n  nodeOverrides: [{{node: big, warm: 9}}]\n"
         ));
-        let r = resolve(&res, "n1", None);
+        let r = resolve(&res, "n1");
         assert_eq!(r.len(), 1);
         assert_eq!(r[0].key, "team/py");
         assert_eq!(r[0].warm, 3);
         assert!(r[0].servable());
-        assert_eq!(resolve(&res, "big", None)[0].warm, 9);
+        assert_eq!(resolve(&res, "big")[0].warm, 9);
     }
 
     #[test]
@@ -186,7 +185,7 @@ mod tests {
         let res = docs(&format!(
             "{IMAGE}---\nkind: ExecutorPool\nmetadata: {{name: a}}\nspec: {{image: nope}}\n---\nkind: ExecutorPool\nmetadata: {{name: b}}\nspec: {{image: small, network: semitrusted}}\n---\nkind: ExecutorPool\nmetadata: {{name: c}}\nspec:\n  image: small\n  execution: {{outputBytes: {{default: 10, max: 5}}}}\n"
         ));
-        let r = resolve(&res, "n1", None);
+        let r = resolve(&res, "n1");
         let reasons: Vec<_> = r
             .iter()
             .map(|p| p.problem.as_ref().unwrap().reason)
@@ -204,10 +203,13 @@ mod tests {
         let res = docs(&format!(
             "{IMAGE}---\nkind: ExecutorPool\nmetadata: {{name: a}}\nspec: {{image: small, nodeSelector: {{lxd: 'yes'}}}}\n"
         ));
-        let yes = BTreeMap::from([("lxd".to_string(), "yes".to_string())]);
-        assert_eq!(resolve(&res, "n", Some(&yes)).len(), 1);
-        assert_eq!(resolve(&res, "n", Some(&BTreeMap::new())).len(), 0);
-        assert_eq!(resolve(&res, "n", None).len(), 1);
+        let mut res = res;
+        res.node_labels = Some(BTreeMap::from([("lxd".to_string(), "yes".to_string())]));
+        assert_eq!(resolve(&res, "n").len(), 1);
+        res.node_labels = Some(BTreeMap::new());
+        assert_eq!(resolve(&res, "n").len(), 0);
+        res.node_labels = None;
+        assert_eq!(resolve(&res, "n").len(), 1);
     }
 
     #[test]

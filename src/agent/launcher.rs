@@ -2,17 +2,15 @@
 //! start and readiness wait (effects).
 
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::crd::{ExecutorPoolSpec, NetworkTier};
 use crate::lxd::{ExecSpec, InstanceCreate, Lxd, LxdError, Stopped};
 
 use super::keys;
 
-/// How long a started container may take to report ready.
-const READY_TIMEOUT: Duration = Duration::from_secs(30);
-/// How long the warm-up exec may take.
-const WARMUP_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a started container may take to get ready and warm up.
+const READY_TIMEOUT: Duration = Duration::from_secs(90);
 
 /// Where a container goes and whose it is.
 #[derive(Debug, Clone)]
@@ -86,7 +84,7 @@ pub async fn ensure_template(
     let result = async {
         lxd.create_instance(&create).await?;
         lxd.start_instance(&name).await?;
-        wait_ready(lxd, &name).await?;
+        ready(lxd, &name, crate::execution::ready_command(&[])).await?;
         lxd.force_stop(&name).await
     }
     .await;
@@ -98,8 +96,8 @@ pub async fn ensure_template(
 }
 
 /// Creates a container as a copy of `template` and starts it, waits until
-/// its init reports ready, and
-/// runs the warm-up exec (see `execution::warmup_command`) when there is one.
+/// its init reports ready,
+/// and runs the readiness exec (see `execution::ready_command`).
 /// On failure whatever was created is destroyed before the error returns.
 pub async fn launch(
     lxd: &Lxd,
@@ -107,33 +105,13 @@ pub async fn launch(
     template: &str,
     spec: &ExecutorPoolSpec,
     at: &Placement<'_>,
-    warmup: Option<Vec<String>>,
+    ready_command: Vec<String>,
 ) -> Result<(), LxdError> {
     let create = instance_spec(name, spec, at).copied_from(template);
     let result = async {
         lxd.create_instance(&create).await?;
         lxd.start_instance(name).await?;
-        wait_ready(lxd, name).await?;
-        if let Some(command) = warmup {
-            let exec = ExecSpec {
-                command,
-                env: BTreeMap::from([(
-                    "PATH".to_string(),
-                    "/usr/local/bin:/usr/bin:/bin".to_string(),
-                )]),
-                user: 0,
-                group: 0,
-                cwd: "/".to_string(),
-                stdin: Vec::new(),
-                output_cap: 64 * 1024,
-                deadline: WARMUP_TIMEOUT,
-            };
-            let out = lxd.exec(name, exec).await?;
-            if out.stopped != Stopped::Exited {
-                return Err(LxdError::Timeout(WARMUP_TIMEOUT));
-            }
-        }
-        Ok(())
+        ready(lxd, name, ready_command).await
     }
     .await;
     if let Err(e) = &result {
@@ -145,26 +123,31 @@ pub async fn launch(
     result
 }
 
-async fn wait_ready(lxd: &Lxd, name: &str) -> Result<(), LxdError> {
-    let start = Instant::now();
-    let mut delay = Duration::from_millis(10);
-    loop {
-        if lxd.read_file(name, keys::READY_MARKER).await?.is_some() {
-            return Ok(());
-        }
-        if let Some(err) = lxd.read_file(name, keys::ERROR_MARKER).await? {
-            return Err(LxdError::Operation {
-                message: format!(
-                    "container init failed: {}",
-                    String::from_utf8_lossy(&err).trim()
-                ),
-            });
-        }
-        if start.elapsed() > READY_TIMEOUT {
-            return Err(LxdError::Timeout(READY_TIMEOUT));
-        }
-        tokio::time::sleep(delay).await;
-        delay = (delay * 2).min(Duration::from_millis(200));
+/// Runs the readiness exec (see `execution::ready_command`).
+async fn ready(lxd: &Lxd, name: &str, command: Vec<String>) -> Result<(), LxdError> {
+    let exec = ExecSpec {
+        command,
+        env: BTreeMap::from([(
+            "PATH".to_string(),
+            "/usr/local/bin:/usr/bin:/bin".to_string(),
+        )]),
+        user: 0,
+        group: 0,
+        cwd: "/".to_string(),
+        stdin: Vec::new(),
+        output_cap: 64 * 1024,
+        deadline: READY_TIMEOUT,
+    };
+    let out = lxd.exec(name, exec).await?;
+    match (out.stopped, out.exit_code) {
+        (Stopped::Exited, Some(0)) => Ok(()),
+        (Stopped::Exited, code) => Err(LxdError::Operation {
+            message: format!(
+                "container did not get ready (exit {code:?}): {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            ),
+        }),
+        _ => Err(LxdError::Timeout(READY_TIMEOUT)),
     }
 }
 

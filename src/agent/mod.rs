@@ -34,9 +34,6 @@ use state::State;
 pub struct AgentConfig {
     /// This host's name; containers are marked with it.
     pub node: String,
-    /// Labels of this node, matched against pools' node selectors. `None`
-    /// (standalone): every pool covers this host.
-    pub node_labels: Option<BTreeMap<String, String>>,
     /// LXD storage pool for container root disks.
     pub storage_pool: String,
     /// Folder holding `build.sh` and recipes; `None` disables builds.
@@ -259,6 +256,26 @@ impl Agent {
     pub fn ready(&self) -> bool {
         let st = self.inner.lock();
         st.pools.values().filter(|p| p.serving()).all(|p| p.ready())
+    }
+
+    /// Warm containers of one pool right now.
+    pub fn warm_of(&self, pool: &str) -> u32 {
+        self.inner
+            .lock()
+            .pools
+            .get(pool)
+            .map(|p| p.warm.len() as u32)
+            .unwrap_or(0)
+    }
+
+    /// Containers of one pool the agent still tracks, in any phase.
+    pub fn containers_of(&self, pool: &str) -> u32 {
+        self.inner
+            .lock()
+            .tracked
+            .values()
+            .filter(|(p, _)| p == pool)
+            .count() as u32
     }
 
     /// Containers this agent is responsible for right now, by name.

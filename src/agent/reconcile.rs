@@ -69,7 +69,7 @@ impl Agent {
     fn apply_desired(&self) {
         let res = self.inner.resources.borrow().clone();
         let cfg = &self.inner.cfg;
-        let resolved = desired::resolve(&res, &cfg.node, cfg.node_labels.as_ref());
+        let resolved = desired::resolve(&res, &cfg.node);
         let now = Instant::now();
         let mut destroy = Vec::new();
         let mut image_jobs: BTreeSet<ImageSource> = BTreeSet::new();
@@ -197,11 +197,13 @@ impl Agent {
                     let name = keys::container_name(&p.resolved.name);
                     st.tracked
                         .insert(name.clone(), (key.clone(), Phase::Launching));
-                    let warmup = p
+                    let languages = p
                         .resolved
                         .image
                         .as_ref()
-                        .and_then(|i| crate::execution::warmup_command(&i.languages));
+                        .map(|i| i.languages.as_slice())
+                        .unwrap_or_default();
+                    let warmup = crate::execution::ready_command(languages);
                     launches.push((
                         key.clone(),
                         name,
@@ -234,7 +236,7 @@ impl Agent {
         spec: crate::crd::ExecutorPoolSpec,
         fp: String,
         hash: String,
-        warmup: Option<Vec<String>>,
+        warmup: Vec<String>,
     ) {
         let _slot = self.inner.launch_slots.acquire().await;
         let start = Instant::now();

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use axum::Json;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use base64::Engine;
 use serde_json::json;
 use tracing::Instrument;
@@ -19,6 +19,7 @@ use crate::metrics::{ExecLabels, PoolLabels, RouteLabels};
 
 use super::AppState;
 use super::error::ApiError;
+use super::forward::FORWARDED_BY;
 use super::types::{DetectionReport, ExecuteRequest, ExecuteResponse, Timings};
 
 const MAX_FILES: usize = 64;
@@ -27,9 +28,11 @@ const MAX_ARGS: usize = 256;
 pub async fn execute_language(
     State(app): State<AppState>,
     Path(language): Path<String>,
+    headers: HeaderMap,
     body: Result<Json<ExecuteRequest>, JsonRejection>,
 ) -> Result<Json<ExecuteResponse>, ApiError> {
     let started = Instant::now();
+    let forwarded = headers.contains_key(FORWARDED_BY);
     let result = async {
         let Json(req) = body?;
         if req
@@ -41,7 +44,7 @@ pub async fn execute_language(
                 "`language` in the body differs from the one in the path",
             ));
         }
-        execute(&app, &language, req, None, started).await
+        execute(&app, &language, req, None, started, forwarded).await
     }
     .await;
     count_rejection(&app, "execute", &result);
@@ -50,9 +53,11 @@ pub async fn execute_language(
 
 pub async fn run(
     State(app): State<AppState>,
+    headers: HeaderMap,
     body: Result<Json<ExecuteRequest>, JsonRejection>,
 ) -> Result<Json<ExecuteResponse>, ApiError> {
     let started = Instant::now();
+    let forwarded = headers.contains_key(FORWARDED_BY);
     let result = async {
         let Json(req) = body?;
         let (language, report) = match &req.language {
@@ -71,7 +76,7 @@ pub async fn run(
                 (d.language, report)
             }
         };
-        execute(&app, &language, req, Some(report), started).await
+        execute(&app, &language, req, Some(report), started, forwarded).await
     }
     .await;
     count_rejection(&app, "run", &result);
@@ -150,9 +155,27 @@ pub(crate) async fn execute(
     req: ExecuteRequest,
     detected: Option<DetectionReport>,
     started: Instant,
+    forwarded: bool,
 ) -> Result<ExecuteResponse, ApiError> {
     let tier = req.network.unwrap_or_default();
-    let choice = app.agent.choose(language, tier).map_err(|e| match e {
+    let local = app.agent.choose(language, tier);
+    let local_warm = local
+        .as_ref()
+        .map(|c| app.agent.warm_of(&c.pool))
+        .unwrap_or(0);
+    if let (Some(fw), false, 0) = (&app.forwarder, forwarded, local_warm) {
+        for peer in fw.peers.candidates(language, tier).into_iter().take(2) {
+            match fw.execute(&peer, language, &req, app.agent.node()).await {
+                Ok(mut resp) => {
+                    resp.detected = detected;
+                    resp.timings.total_ms = started.elapsed().as_millis() as u64;
+                    return Ok(resp);
+                }
+                Err(e) => tracing::warn!(error = %e, "forwarding failed; trying elsewhere"),
+            }
+        }
+    }
+    let choice = local.map_err(|e| match e {
         ChoiceError::UnknownLanguage { ref available, .. } => {
             let available = available.clone();
             ApiError::new(StatusCode::NOT_FOUND, "unknown_language", e.to_string())

@@ -3,6 +3,7 @@
 
 mod error;
 mod execute;
+pub mod forward;
 mod info;
 pub mod types;
 
@@ -21,6 +22,18 @@ use crate::agent::Agent;
 #[derive(Clone)]
 pub struct AppState {
     pub agent: Agent,
+    /// Set on Kubernetes: peers that can take what this node cannot.
+    pub forwarder: Option<forward::Forwarder>,
+}
+
+impl AppState {
+    /// State for one host with no peers (standalone).
+    pub fn local(agent: Agent) -> Self {
+        Self {
+            agent,
+            forwarder: None,
+        }
+    }
 }
 
 /// The API's routes, with a body limit of `max_body_bytes`.

@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use crate::crd::NetworkTier;
 
 /// `POST /execute/{language}` and `POST /run`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ExecuteRequest {
     /// Source code of the program.
@@ -29,12 +29,16 @@ pub struct ExecuteRequest {
     #[serde(default)]
     pub max_output_bytes: Option<u64>,
     /// Network tier; `zerotrust` when absent.
-    #[serde(default, alias = "network_mode")]
+    #[serde(
+        default,
+        alias = "network_mode",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub network: Option<NetworkTier>,
 }
 
 /// An extra file.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct InputFile {
     /// Plain file name (no directories).

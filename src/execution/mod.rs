@@ -6,5 +6,5 @@ mod script;
 mod verdict;
 
 pub use run::run;
-pub use script::{Job, RUNNER_GID, RUNNER_UID, WORKDIR, command, warmup_command};
+pub use script::{Job, RUNNER_GID, RUNNER_UID, WORKDIR, command, ready_command};
 pub use verdict::{Outcome, Status, verdict};

@@ -6,7 +6,7 @@
 
 use crate::crd::LanguageSpec;
 
-use super::super::agent::keys::USED_MARKER;
+use super::super::agent::keys::{ERROR_MARKER, READY_MARKER, USED_MARKER};
 
 /// Unprivileged user and group that submitted code runs as.
 pub const RUNNER_UID: u32 = 1000;
@@ -76,23 +76,26 @@ fn as_runner(first: &str, inner: String) -> Vec<String> {
     ]
 }
 
-/// The exec that warms a fresh container: the same programs an execution
-/// starts (shell, setpriv, head) and each language's warm-up command, without
-/// marking the container as used. `None` when no language has a warm-up.
-pub fn warmup_command(languages: &[LanguageSpec]) -> Option<Vec<String>> {
-    let cmds: Vec<&str> = languages
-        .iter()
-        .filter_map(|l| l.warmup.as_deref())
-        .collect();
-    if cmds.is_empty() {
-        return None;
-    }
+/// The exec that readies a fresh container: as root it waits for the
+/// image's init to report ready (exit 3 with the init's error, or 4 after
+/// 30 s), then as the runner it starts the same programs an execution starts
+/// (shell, setpriv, head) and each language's warm-up command, so the first
+/// execution finds them in memory. It does not mark the container as used.
+pub fn ready_command(languages: &[LanguageSpec]) -> Vec<String> {
+    let wait = format!(
+        "i=0\n\
+         while [ ! -e {READY_MARKER} ]; do\n\
+         if [ -e {ERROR_MARKER} ]; then cat {ERROR_MARKER} >&2; exit 3; fi\n\
+         i=$((i+1)); if [ $i -gt 1500 ]; then echo 'init not ready after 30s' >&2; exit 4; fi\n\
+         sleep 0.02\n\
+         done"
+    );
     let mut inner = String::from("cd /tmp && head -c 0 </dev/null >/dev/null\n");
-    for c in cmds {
+    for c in languages.iter().filter_map(|l| l.warmup.as_deref()) {
         inner.push_str(&format!("( {c}\n) </dev/null >/dev/null 2>&1\n"));
     }
     inner.push_str("exit 0\n");
-    Some(as_runner(":", inner))
+    as_runner(&wait, inner)
 }
 
 #[cfg(test)]
@@ -124,12 +127,14 @@ mod tests {
     }
 
     #[test]
-    fn warmup_does_not_mark_the_container_used() {
+    fn ready_command_waits_for_init_and_warms_up_without_marking_used() {
         let mut py = python();
-        assert!(warmup_command(std::slice::from_ref(&py)).is_none());
+        let plain = ready_command(std::slice::from_ref(&py));
+        assert!(plain[2].contains(READY_MARKER) && plain[2].contains(ERROR_MARKER));
+        assert!(!plain[4].contains("python3"));
         py.warmup = Some("python3 -c pass".into());
-        let argv = warmup_command(&[py]).unwrap();
-        assert!(!argv[2].contains(USED_MARKER));
+        let argv = ready_command(&[py]);
+        assert!(!argv.concat().contains(USED_MARKER));
         assert!(argv[2].contains("--no-new-privs"));
         assert!(argv[4].contains("( python3 -c pass\n) </dev/null"));
     }

@@ -118,7 +118,7 @@ impl Lxd {
             if start.elapsed() > STATE_TIMEOUT {
                 return Err(LxdError::Timeout(STATE_TIMEOUT));
             }
-            tokio::time::sleep(Duration::from_millis(100)).await;
+            tokio::time::sleep(Duration::from_millis(250)).await;
         }
     }
 

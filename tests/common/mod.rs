@@ -94,19 +94,14 @@ impl Harness {
         let (tx, rx) = watch::channel(res);
         let cfg = AgentConfig {
             node: node.clone(),
-            node_labels: None,
             storage_pool: storage_pool(),
             images_dir: None,
             launch_parallelism: 2,
-            resync_interval: Duration::from_millis(500),
+            resync_interval: Duration::from_secs(1),
         };
         let agent = Agent::new(lxd.clone(), cfg, rx, Arc::new(Metrics::new()));
-        let router = unsandbox::api::router(
-            unsandbox::api::AppState {
-                agent: agent.clone(),
-            },
-            64 * 1024,
-        );
+        let router =
+            unsandbox::api::router(unsandbox::api::AppState::local(agent.clone()), 64 * 1024);
         let (stop, mut stop_rx) = watch::channel(false);
         let runner = agent.clone();
         let task = tokio::spawn(async move {

@@ -1,0 +1,7 @@
+//! The agent on Kubernetes: pools, images and its node's labels come from the
+//! API server; it reports its node's entry in each pool's status; and it
+//! finds peer agents to forward executions to.
+
+pub mod peers;
+pub mod report;
+pub mod source;
