@@ -51,6 +51,9 @@ pub struct BenchArgs {
     pub concurrency: usize,
     #[command(flatten)]
     pub lxd: crate::cli::LxdArgs,
+    /// Launch from a template container (see `standalone --templates`).
+    #[arg(long, default_value_t = false, action = clap::ArgAction::Set)]
+    pub templates: bool,
     /// LXD storage pool.
     #[arg(long, env = "UNSANDBOX_STORAGE_POOL", default_value = "unsandbox")]
     pub storage_pool: String,
@@ -106,6 +109,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         images_dir: Some(PathBuf::from("images")),
         launch_parallelism: 4,
         resync_interval: Duration::from_secs(30),
+        templates: args.templates,
     };
     let agent = Agent::new(lxd.clone(), cfg, rx, Arc::new(Metrics::new()));
     let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);

@@ -180,6 +180,12 @@ pub struct AgentArgs {
     /// How often LXD is listed to catch containers changed out of band, in milliseconds.
     #[arg(long, env = "UNSANDBOX_RESYNC_MS", default_value_t = 5000)]
     pub resync_ms: u64,
+    /// Launch copies of a stopped, id-mapped template container rather than
+    /// creating each container from the image: faster for big images, but
+    /// LXD 5.0 was seen to stall for a minute when such copies start while a
+    /// sibling stops, so it is off by default.
+    #[arg(long, env = "UNSANDBOX_TEMPLATES", default_value_t = false, action = clap::ArgAction::Set)]
+    pub templates: bool,
     /// On shutdown, also destroy the warm containers (by default they stay,
     /// and the next start adopts them).
     #[arg(long, env = "UNSANDBOX_CLEANUP_ON_EXIT", default_value_t = false)]

@@ -133,6 +133,7 @@ async fn start_agent(
         images_dir,
         launch_parallelism: agent.launch_parallelism,
         resync_interval: Duration::from_millis(agent.resync_ms),
+        templates: agent.templates,
     };
     Ok(Agent::new(client, cfg, resources, Arc::new(Metrics::new())))
 }

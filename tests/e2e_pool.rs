@@ -215,22 +215,11 @@ async fn a_restarted_agent_adopts_unused_containers_and_removes_used_ones() {
         .unwrap();
     assert_eq!(out.stdout, b"1\n");
     std::mem::forget(lease);
+    // The replacement launched at acquire gets warm; then the agent "crashes":
+    // LXD holds two unused warm containers and the used one.
+    first.wait_warm("t/small", 2).await;
     first.halt().await;
-    // The replacement launched at acquire finishes: two unused containers and the used one.
-    let lxd = first.lxd.clone();
-    wait_for("three running containers", Duration::from_secs(60), || {
-        let lxd = lxd.clone();
-        async move {
-            lxd.instances()
-                .await
-                .unwrap()
-                .iter()
-                .filter(|i| i.is_running())
-                .count()
-                == 3
-        }
-    })
-    .await;
+    assert_eq!(first.running().await.len(), 3);
     let unused: Vec<String> = first
         .running()
         .await

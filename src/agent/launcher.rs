@@ -9,6 +9,10 @@ use crate::lxd::{ExecSpec, InstanceCreate, Lxd, LxdError, Stopped};
 
 use super::keys;
 
+/// LXD finishes a stop (its stop hook unmounts the root disk) after the stop
+/// operation reports success; copying the template during that window stalls
+/// LXD for a minute, so a freshly stopped template rests this long first.
+const TEMPLATE_SETTLE: Duration = Duration::from_secs(2);
 /// How long a started container may take to get ready and warm up.
 const READY_TIMEOUT: Duration = Duration::from_secs(90);
 
@@ -70,6 +74,7 @@ pub async fn ensure_template(
         Some(i) if i.status == "Stopped" => return Ok(name),
         Some(_) => {
             lxd.force_stop(&name).await?;
+            tokio::time::sleep(TEMPLATE_SETTLE).await;
             return Ok(name);
         }
         None => {}
@@ -85,7 +90,9 @@ pub async fn ensure_template(
         lxd.create_instance(&create).await?;
         lxd.start_instance(&name).await?;
         ready(lxd, &name, crate::execution::ready_command(&[])).await?;
-        lxd.force_stop(&name).await
+        lxd.force_stop(&name).await?;
+        tokio::time::sleep(TEMPLATE_SETTLE).await;
+        Ok(())
     }
     .await;
     if let Err(e) = &result {
@@ -95,19 +102,22 @@ pub async fn ensure_template(
     result.map(|()| name)
 }
 
-/// Creates a container as a copy of `template` and starts it, waits until
-/// its init reports ready,
-/// and runs the readiness exec (see `execution::ready_command`).
+/// Creates a container (a copy of `template` when given, else from the
+/// image), starts it and runs the readiness exec (see
+/// `execution::ready_command`).
 /// On failure whatever was created is destroyed before the error returns.
 pub async fn launch(
     lxd: &Lxd,
     name: &str,
-    template: &str,
+    template: Option<&str>,
     spec: &ExecutorPoolSpec,
     at: &Placement<'_>,
     ready_command: Vec<String>,
 ) -> Result<(), LxdError> {
-    let create = instance_spec(name, spec, at).copied_from(template);
+    let mut create = instance_spec(name, spec, at);
+    if let Some(t) = template {
+        create = create.copied_from(t);
+    }
     let result = async {
         lxd.create_instance(&create).await?;
         lxd.start_instance(name).await?;

@@ -42,6 +42,9 @@ pub struct AgentConfig {
     pub launch_parallelism: usize,
     /// How often LXD is listed to catch containers changed out of band.
     pub resync_interval: Duration,
+    /// Launch copies of a stopped, already id-mapped template container
+    /// instead of creating each container from the image.
+    pub templates: bool,
 }
 
 /// Destroys every container of `node` in the client's LXD project, tracked

@@ -17,12 +17,10 @@ pub enum Phase {
 }
 
 /// What a pool wants on this host: the container hash (`None` while its
-/// image is still being looked up) and the number of warm containers it can
-/// still take (target minus warm minus launching).
+/// image is still being looked up).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Want {
     pub hash: Option<String>,
-    pub room: u32,
 }
 
 /// The decisions of one resync.
@@ -33,7 +31,9 @@ pub struct Plan {
     /// Containers to stop and delete.
     pub destroy: Vec<String>,
     /// Untracked running containers that fit a pool: adopt each as warm if it
-    /// was never handed to an execution (pool key, container name).
+    /// was never handed to an execution and the pool has room, else destroy
+    /// it (pool key, container name). Room is decided after the used check,
+    /// so a used container never takes an unused one's place.
     pub adopt: Vec<(String, String)>,
 }
 
@@ -45,7 +45,6 @@ pub fn resync(
     wants: &BTreeMap<String, Want>,
 ) -> Plan {
     let mut plan = Plan::default();
-    let mut room: BTreeMap<&str, u32> = wants.iter().map(|(k, w)| (k.as_str(), w.room)).collect();
     let listed: BTreeSet<&str> = owned.iter().map(|i| i.name.as_str()).collect();
     for inst in owned {
         if inst.config.get(keys::TEMPLATE).map(String::as_str) == Some("true") {
@@ -86,12 +85,10 @@ pub fn resync(
                     && wants
                         .get(pool)
                         .is_some_and(|w| w.hash.as_deref() == Some(hash));
-                match room.get_mut(pool) {
-                    Some(r) if fits && *r > 0 => {
-                        *r -= 1;
-                        plan.adopt.push((pool.to_string(), inst.name.clone()));
-                    }
-                    _ => plan.destroy.push(inst.name.clone()),
+                if fits {
+                    plan.adopt.push((pool.to_string(), inst.name.clone()));
+                } else {
+                    plan.destroy.push(inst.name.clone());
                 }
             }
         }
@@ -135,12 +132,11 @@ mod tests {
         }
     }
 
-    fn wants(room: u32) -> BTreeMap<String, Want> {
+    fn wants() -> BTreeMap<String, Want> {
         BTreeMap::from([(
             "ns/py".to_string(),
             Want {
                 hash: Some("h1".into()),
-                room,
             },
         )])
     }
@@ -156,14 +152,14 @@ mod tests {
             inst("a", "ns/py", "h1", "Stopped"),
             inst("c", "ns/py", "h1", "Running"),
         ];
-        let plan = resync(&owned, &tracked, &wants(0));
+        let plan = resync(&owned, &tracked, &wants());
         assert_eq!(plan.forget, ["a", "b"]);
         assert_eq!(plan.destroy, ["a"]);
         assert!(plan.adopt.is_empty());
     }
 
     #[test]
-    fn restart_adopts_fitting_containers_up_to_room_and_destroys_the_rest() {
+    fn restart_offers_fitting_containers_for_adoption_and_destroys_the_rest() {
         let owned = vec![
             inst("a", "ns/py", "h1", "Running"),
             inst("b", "ns/py", "h1", "Running"),
@@ -172,15 +168,11 @@ mod tests {
             inst("e", "ns/py", "h1", "Stopped"),
             inst("f", "ns/py", "h1", "Running"),
         ];
-        let plan = resync(&owned, &HashMap::new(), &wants(2));
-        assert_eq!(
-            plan.adopt,
-            [
-                ("ns/py".to_string(), "a".to_string()),
-                ("ns/py".to_string(), "b".to_string())
-            ]
-        );
-        assert_eq!(plan.destroy, ["c", "d", "e", "f"]);
+        let plan = resync(&owned, &HashMap::new(), &wants());
+        let adopt: Vec<&str> = plan.adopt.iter().map(|(_, c)| c.as_str()).collect();
+        assert_eq!(adopt, ["a", "b", "f"]);
+        assert!(plan.adopt.iter().all(|(p, _)| p == "ns/py"));
+        assert_eq!(plan.destroy, ["c", "d", "e"]);
     }
 
     #[test]
@@ -188,13 +180,7 @@ mod tests {
         let mut tpl = inst("us-tpl-h1-000000", "", "h1", "Stopped");
         tpl.config.insert(keys::TEMPLATE.into(), "true".into());
         let owned = vec![inst("a", "ns/py", "h1", "Running"), tpl];
-        let wants = BTreeMap::from([(
-            "ns/py".to_string(),
-            Want {
-                hash: None,
-                room: 0,
-            },
-        )]);
+        let wants = BTreeMap::from([("ns/py".to_string(), Want { hash: None })]);
         assert_eq!(resync(&owned, &HashMap::new(), &wants), Plan::default());
     }
 
@@ -208,7 +194,7 @@ mod tests {
             inst("a", "ns/py", "h1", "Stopped"),
             inst("b", "ns/py", "h1", "Stopped"),
         ];
-        assert_eq!(resync(&owned, &tracked, &wants(5)), Plan::default());
+        assert_eq!(resync(&owned, &tracked, &wants()), Plan::default());
     }
 
     #[test]
@@ -217,7 +203,7 @@ mod tests {
         kept.config.insert(keys::TEMPLATE.into(), "true".into());
         let mut stale = inst("us-tpl-old-000000", "", "old", "Stopped");
         stale.config.insert(keys::TEMPLATE.into(), "true".into());
-        let plan = resync(&[kept, stale], &HashMap::new(), &wants(3));
+        let plan = resync(&[kept, stale], &HashMap::new(), &wants());
         assert_eq!(plan.destroy, ["us-tpl-old-000000"]);
         assert!(plan.adopt.is_empty());
     }

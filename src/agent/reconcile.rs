@@ -53,8 +53,11 @@ impl Agent {
     /// One pass. `resync` also lists LXD to catch out-of-band changes.
     pub async fn reconcile(&self, resync: bool) {
         let start = Instant::now();
-        self.apply_desired();
-        if resync {
+        // A pool whose shape just became known (or changed) is compared with
+        // LXD before it is filled, so containers left by an earlier run are
+        // adopted instead of launched again.
+        let shape_changed = self.apply_desired();
+        if resync || shape_changed {
             self.resync().await;
         }
         self.fill();
@@ -65,8 +68,10 @@ impl Agent {
             .observe(start.elapsed().as_secs_f64());
     }
 
-    /// Brings the pool map in line with the desired resources.
-    fn apply_desired(&self) {
+    /// Brings the pool map in line with the desired resources. Returns
+    /// whether some pool's container shape changed.
+    fn apply_desired(&self) -> bool {
+        let mut shape_changed = false;
         let res = self.inner.resources.borrow().clone();
         let cfg = &self.inner.cfg;
         let resolved = desired::resolve(&res, &cfg.node);
@@ -138,6 +143,7 @@ impl Agent {
                         tracing::info!(pool = %key, "container shape changed: replacing warm containers");
                     }
                     destroy.extend(p.warm.drain(..).map(|c| (c, key.clone())));
+                    shape_changed |= hash.is_some();
                     p.hash = hash;
                     p.filled_once = false;
                     p.failures = 0;
@@ -155,6 +161,7 @@ impl Agent {
         for source in image_jobs {
             self.spawn_image_job(source);
         }
+        shape_changed
     }
 
     fn spawn_image_job(&self, source: ImageSource) {
@@ -254,14 +261,19 @@ impl Agent {
                 fingerprint: &fp,
                 hash: &hash,
             };
-            let template = {
+            let template = if self.inner.cfg.templates {
                 let _one_at_a_time = self.inner.template_lock.lock().await;
-                launcher::ensure_template(&self.inner.lxd, &spec, &at).await
+                launcher::ensure_template(&self.inner.lxd, &spec, &at)
+                    .await
+                    .map(Some)
+            } else {
+                Ok(None)
             };
             match template {
-                Ok(t) => {
-                    Some(launcher::launch(&self.inner.lxd, &name, &t, &spec, &at, warmup).await)
-                }
+                Ok(t) => Some(
+                    launcher::launch(&self.inner.lxd, &name, t.as_deref(), &spec, &at, warmup)
+                        .await,
+                ),
                 Err(e) => Some(Err(e)),
             }
         } else {
@@ -362,13 +374,7 @@ impl Agent {
                     } else {
                         p.hash.clone()
                     };
-                    (
-                        k.clone(),
-                        Want {
-                            hash,
-                            room: p.room(),
-                        },
-                    )
+                    (k.clone(), Want { hash })
                 })
                 .collect();
             (st.tracked.clone(), wants)
@@ -400,8 +406,17 @@ impl Agent {
     /// Adopts a container an earlier run left, if it was never used.
     async fn adopt(&self, pool: String, name: String) {
         let lxd = &self.inner.lxd;
-        let unused = matches!(lxd.read_file(&name, keys::USED_MARKER).await, Ok(None))
-            && matches!(lxd.read_file(&name, keys::READY_MARKER).await, Ok(Some(_)));
+        let unused = match (
+            lxd.read_file(&name, keys::USED_MARKER).await,
+            lxd.read_file(&name, keys::READY_MARKER).await,
+        ) {
+            (Ok(None), Ok(Some(_))) => true,
+            (Ok(_), Ok(_)) => false,
+            (Err(e), _) | (_, Err(e)) => {
+                tracing::warn!(container = %name, error = %e, "cannot inspect a container to adopt; deciding on the next resync");
+                return;
+            }
+        };
         let taken = unused && {
             let mut guard = self.inner.lock();
             let st = &mut *guard;

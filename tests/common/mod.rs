@@ -98,6 +98,7 @@ impl Harness {
             images_dir: None,
             launch_parallelism: 2,
             resync_interval: Duration::from_secs(1),
+            templates: std::env::var("UNSANDBOX_TEST_TEMPLATES").is_ok_and(|v| v == "1"),
         };
         let agent = Agent::new(lxd.clone(), cfg, rx, Arc::new(Metrics::new()));
         let router =
