@@ -175,7 +175,7 @@ pub struct AgentArgs {
     #[arg(long, env = "UNSANDBOX_IMAGES_DIR", default_value = "images")]
     pub images_dir: String,
     /// Containers created at the same time, at most.
-    #[arg(long, env = "UNSANDBOX_LAUNCH_PARALLELISM", default_value_t = 4)]
+    #[arg(long, env = "UNSANDBOX_LAUNCH_PARALLELISM", default_value_t = 2)]
     pub launch_parallelism: usize,
     /// How often LXD is listed to catch containers changed out of band, in milliseconds.
     #[arg(long, env = "UNSANDBOX_RESYNC_MS", default_value_t = 5000)]

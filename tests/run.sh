@@ -2,7 +2,8 @@
 # The whole unsandbox test suite, on a Debian host as root:
 #   1. installs and starts LXD with its storage (images/lxd-host.sh),
 #   2. builds the small test image (skipped when it is up to date),
-#   3. checks formatting and lints,
+#   3. checks formatting and lints, and the Helm chart and kustomize base
+#      offline (helm lint/template, kubectl kustomize),
 #   4. runs the unit tests and the end-to-end tests against the real LXD,
 #   5. fails if any test left a container or an LXD project behind.
 # Usage: tests/run.sh   (extra arguments go to `cargo test`)
@@ -21,7 +22,10 @@ cargo fmt --all -- --check
 step "cargo clippy"
 cargo clippy --all-targets --locked -- -D warnings
 
-step "cargo test (unit and end-to-end)"
+step "Kubernetes manifests (offline)"
+tests/k8s-static.sh
+
+step "cargo test (unit, mocked API server, end-to-end on LXD)"
 status=0
 cargo test --all-targets --locked "$@" -- --test-threads=2 || status=$?
 

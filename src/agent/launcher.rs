@@ -26,11 +26,11 @@ pub struct Placement<'a> {
     pub hash: &'a str,
 }
 
-/// The LXD definition of a pool container: ephemeral, unprivileged, no
+/// The LXD definition of a pool container: unprivileged, no
 /// profiles, only a root disk (so no network device), kernel-enforced limits,
 /// and the keys that mark it as this node's.
 pub fn instance_spec(name: &str, spec: &ExecutorPoolSpec, at: &Placement<'_>) -> InstanceCreate {
-    let mut create = InstanceCreate::ephemeral_container(name, at.fingerprint, at.storage_pool);
+    let mut create = InstanceCreate::container(name, at.fingerprint, at.storage_pool);
     let l = &spec.limits;
     let config = [
         ("limits.cpu", l.cpus.to_string()),
@@ -81,7 +81,6 @@ pub async fn ensure_template(
     }
     tracing::info!(template = %name, "creating the template container for this shape");
     let mut create = instance_spec(&name, spec, at);
-    create.ephemeral = false;
     create.config.insert(keys::POOL.to_string(), String::new());
     create
         .config
@@ -179,7 +178,7 @@ mod tests {
             hash: "h",
         };
         let c = instance_spec("us-py-1", &spec, &at);
-        assert!(c.ephemeral);
+        assert!(!c.ephemeral, "deleted explicitly after the stop");
         assert!(c.profiles.is_empty());
         assert_eq!(c.devices.len(), 1);
         assert_eq!(c.devices["root"]["type"], "disk");

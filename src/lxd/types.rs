@@ -110,7 +110,7 @@ pub struct MemoryState {
     pub usage: u64,
 }
 
-/// What to create: an ephemeral container from a local image.
+/// What to create: a container from a local image or a copy of another.
 #[derive(Debug, Clone, Serialize)]
 pub struct InstanceCreate {
     pub name: String,
@@ -144,9 +144,11 @@ impl InstanceCreate {
         self
     }
 
-    /// An ephemeral container with no profiles, only a root disk on `pool`:
-    /// no network device unless the caller adds one.
-    pub fn ephemeral_container(name: &str, fingerprint: &str, storage_pool: &str) -> Self {
+    /// A container with no profiles, only a root disk on `pool`: no network
+    /// device unless the caller adds one. Not ephemeral: the caller deletes it
+    /// after a stop (LXD 5.0's own delete-on-stop of ephemeral instances was
+    /// seen to stall the daemon when many stop at once).
+    pub fn container(name: &str, fingerprint: &str, storage_pool: &str) -> Self {
         let root = BTreeMap::from([
             ("type".to_string(), "disk".to_string()),
             ("path".to_string(), "/".to_string()),
@@ -155,7 +157,7 @@ impl InstanceCreate {
         Self {
             name: name.to_string(),
             kind: "container",
-            ephemeral: true,
+            ephemeral: false,
             profiles: vec![],
             config: BTreeMap::new(),
             devices: BTreeMap::from([("root".to_string(), root)]),

@@ -1,0 +1,118 @@
+//! Routing between agents, without LXD: a node that cannot run a request
+//! forwards it to a peer that reports warm containers, marks it as
+//! forwarded, and a forwarded request is never forwarded again.
+
+use std::sync::{Arc, Mutex};
+
+use axum::Json;
+use axum::http::HeaderMap;
+use serde_json::{Value, json};
+use tokio::sync::watch;
+
+use unsandbox::agent::{Agent, AgentConfig, Resources};
+use unsandbox::api::forward::{FORWARDED_BY, Forwarder, PeerFinder};
+use unsandbox::api::{AppState, router};
+use unsandbox::cluster::peers::Peer;
+use unsandbox::crd::NetworkTier;
+use unsandbox::lxd::Lxd;
+use unsandbox::metrics::Metrics;
+
+struct FixedPeers(Vec<Peer>);
+
+impl PeerFinder for FixedPeers {
+    fn candidates(&self, _: &str, _: NetworkTier) -> Vec<Peer> {
+        self.0.clone()
+    }
+}
+
+/// A peer agent on loopback that answers every execution as node `peer-1`
+/// and records the forwarding header it saw.
+async fn fake_peer(seen: Arc<Mutex<Vec<String>>>) -> String {
+    let app = axum::Router::new().route(
+        "/execute/{language}",
+        axum::routing::post(move |headers: HeaderMap, Json(body): Json<Value>| {
+            let seen = seen.clone();
+            async move {
+                let by = headers.get(FORWARDED_BY).and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+                seen.lock().unwrap().push(by);
+                Json(json!({
+                    "status": "ok", "stdout": body["code"], "stderr": "", "exit_code": 0, "signal": null,
+                    "stdout_truncated": false, "stderr_truncated": false, "language": "python",
+                    "pool": "t/p", "host": "peer-1", "container": "us-p-1", "network": "zerotrust",
+                    "timings": {"queue_ms": 0, "exec_ms": 5, "total_ms": 6}
+                }))
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    format!("http://{addr}")
+}
+
+/// An agent with no pools at all (its LXD is never contacted).
+fn idle_agent() -> Agent {
+    let (_tx, rx) = watch::channel(Resources::default());
+    let cfg = AgentConfig {
+        node: "here".into(),
+        storage_pool: "unsandbox".into(),
+        images_dir: None,
+        launch_parallelism: 1,
+        resync_interval: std::time::Duration::from_secs(60),
+        templates: false,
+    };
+    Agent::new(
+        Lxd::new("/nonexistent/unix.socket", "unsandbox"),
+        cfg,
+        rx,
+        Arc::new(Metrics::new()),
+    )
+}
+
+#[tokio::test]
+async fn forwards_to_a_warm_peer_once_and_never_loops() {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let endpoint = fake_peer(seen.clone()).await;
+    let peers = FixedPeers(vec![Peer {
+        node: "peer-1".into(),
+        endpoint,
+        warm: 3,
+    }]);
+    let state = AppState {
+        agent: idle_agent(),
+        forwarder: Some(Forwarder::new(Arc::new(peers))),
+    };
+    let app = router(state, 1 << 20);
+
+    let req = |forwarded: bool| {
+        let mut b =
+            axum::http::Request::post("/execute/python").header("content-type", "application/json");
+        if forwarded {
+            b = b.header(FORWARDED_BY, "elsewhere");
+        }
+        b.body(axum::body::Body::from(r#"{"code": "print(1)"}"#))
+            .unwrap()
+    };
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
+
+    let resp = app.clone().oneshot(req(false)).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let body: Value =
+        serde_json::from_slice(&resp.into_body().collect().await.unwrap().to_bytes()).unwrap();
+    assert_eq!(
+        body["host"], "peer-1",
+        "the answer names the node that ran the code"
+    );
+    assert_eq!(body["stdout"], "print(1)");
+    assert_eq!(
+        *seen.lock().unwrap(),
+        ["here"],
+        "the peer saw who forwarded it"
+    );
+
+    // Already forwarded: answered here (this node serves nothing), not sent on.
+    let resp = app.oneshot(req(true)).await.unwrap();
+    assert_eq!(resp.status(), 404);
+    assert_eq!(seen.lock().unwrap().len(), 1, "no second hop");
+}
