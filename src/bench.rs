@@ -137,17 +137,25 @@ async fn measure(args: &BenchArgs, agent: &Agent, lxd: &Lxd) -> anyhow::Result<(
         .context("filling the pool")?;
     let launch_rate = args.warm as f64 / fill.as_secs_f64();
 
-    // Idle memory of warm containers (their cgroup's usage).
+    // Idle memory of warm containers: their cgroup's usage, split (where the
+    // host's cgroup files are readable) into what cannot be reclaimed
+    // (anonymous + kernel) and page cache the kernel drops under pressure.
     let names: Vec<String> = agent.tracked();
-    let mut mem = Vec::new();
+    let mut usage = Vec::new();
+    let mut split = Vec::new();
     for n in names.iter().take(8) {
         if let Ok(s) = lxd.instance_state(n).await
             && let Some(m) = s.memory
         {
-            mem.push(m.usage as f64 / (1024.0 * 1024.0));
+            usage.push(m.usage as f64 / MIB);
+        }
+        if let Some(x) = cgroup_memory(lxd.project(), n) {
+            split.push(x);
         }
     }
-    let idle_mib = mem.iter().sum::<f64>() / mem.len().max(1) as f64;
+    let idle_mib = usage.iter().sum::<f64>() / usage.len().max(1) as f64;
+    let pinned_mib = split.iter().map(|(p, _)| p).sum::<f64>() / split.len().max(1) as f64;
+    let cache_mib = split.iter().map(|(_, c)| c).sum::<f64>() / split.len().max(1) as f64;
 
     // The floor: a raw LXD exec of the same code in a running container, as the runner user.
     let lang = agent.choose(&args.language, Default::default())?.language;
@@ -247,7 +255,49 @@ async fn measure(args: &BenchArgs, agent: &Agent, lxd: &Lxd) -> anyhow::Result<(
         fill.as_secs_f64()
     );
     println!("idle warm container memory (cgroup):       {idle_mib:.2} MiB  (target <= 2)");
+    if !split.is_empty() {
+        println!("  of which anonymous + kernel:             {pinned_mib:.2} MiB");
+        println!(
+            "  of which reclaimable page cache:         {cache_mib:.2} MiB (the warm-up's toolchain files)"
+        );
+    }
     Ok(())
+}
+
+const MIB: f64 = 1024.0 * 1024.0;
+
+/// (anonymous + kernel, page cache) in MiB of a container's memory cgroup,
+/// read from the host's cgroup v1 or v2 files.
+fn cgroup_memory(project: &str, name: &str) -> Option<(f64, f64)> {
+    let payload = if project == "default" {
+        name.to_string()
+    } else {
+        format!("{project}_{name}")
+    };
+    let stat = |path: String| std::fs::read_to_string(path).ok();
+    let field = |text: &str, key: &str| {
+        text.lines().find_map(|l| {
+            l.strip_prefix(key)
+                .and_then(|v| v.trim().parse::<f64>().ok())
+        })
+    };
+    if let Some(v1) = stat(format!(
+        "/sys/fs/cgroup/memory/lxc.payload.{payload}/memory.stat"
+    )) {
+        let kmem = stat(format!(
+            "/sys/fs/cgroup/memory/lxc.payload.{payload}/memory.kmem.usage_in_bytes"
+        ))
+        .and_then(|k| k.trim().parse::<f64>().ok())
+        .unwrap_or(0.0);
+        let rss = field(&v1, "total_rss ")?;
+        let cache = field(&v1, "total_cache ")?;
+        return Some(((rss + kmem) / MIB, cache / MIB));
+    }
+    let v2 = stat(format!("/sys/fs/cgroup/lxc.payload.{payload}/memory.stat"))?;
+    Some((
+        (field(&v2, "anon ")? + field(&v2, "kernel ").unwrap_or(0.0)) / MIB,
+        field(&v2, "file ")? / MIB,
+    ))
 }
 
 async fn phase(

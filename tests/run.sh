@@ -27,7 +27,8 @@ tests/k8s-static.sh
 
 step "cargo test (unit, mocked API server, end-to-end on LXD)"
 status=0
-cargo test --all-targets --locked "$@" -- --test-threads=2 || status=$?
+# One test at a time: the end-to-end tests share one LXD daemon.
+cargo test --all-targets --locked --no-fail-fast "$@" -- --test-threads=1 || status=$?
 
 step "leftovers"
 left=0

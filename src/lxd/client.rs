@@ -49,6 +49,10 @@ pub struct Lxd {
     socket: Arc<PathBuf>,
     project: Arc<str>,
     http: Client<UnixConnector, Full<Bytes>>,
+    /// Lets one lifecycle operation (create, start, stop, delete) run at a
+    /// time. LXD 5.0.2 was seen to stop answering for a minute (its start
+    /// hooks time out) when containers start while others stop.
+    lifecycle: Arc<tokio::sync::Semaphore>,
 }
 
 impl std::fmt::Debug for Lxd {
@@ -81,6 +85,7 @@ impl Lxd {
             socket: self.socket.clone(),
             project: project.into(),
             http: self.http.clone(),
+            lifecycle: self.lifecycle.clone(),
         }
     }
 

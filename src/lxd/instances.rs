@@ -36,6 +36,7 @@ impl Lxd {
     /// Creates an instance and waits until it exists (stopped).
     pub async fn create_instance(&self, spec: &InstanceCreate) -> Result<(), LxdError> {
         let body = serde_json::to_value(spec).map_err(|e| LxdError::Decode(e.to_string()))?;
+        let _slot = self.lifecycle_slot().await;
         self.run_operation(Method::POST, "/1.0/instances", Some(body), CREATE_TIMEOUT)
             .await
             .map(|_| ())
@@ -57,6 +58,7 @@ impl Lxd {
     }
 
     async fn change_state(&self, name: &str, body: serde_json::Value) -> Result<(), LxdError> {
+        let _slot = self.lifecycle_slot().await;
         self.run_operation(
             Method::PUT,
             &format!("/1.0/instances/{name}/state"),
@@ -69,6 +71,7 @@ impl Lxd {
 
     /// Deletes a stopped instance. Deleting one that is gone is not an error.
     pub async fn delete_instance(&self, name: &str) -> Result<(), LxdError> {
+        let _slot = self.lifecycle_slot().await;
         match self
             .run_operation(
                 Method::DELETE,
