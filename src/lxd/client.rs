@@ -76,7 +76,16 @@ impl Lxd {
             socket,
             project: project.into(),
             http,
+            lifecycle: Arc::new(tokio::sync::Semaphore::new(1)),
         }
+    }
+
+    /// Waits for the lifecycle slot (see the field's comment).
+    pub(crate) async fn lifecycle_slot(&self) -> tokio::sync::SemaphorePermit<'_> {
+        self.lifecycle
+            .acquire()
+            .await
+            .expect("the semaphore is never closed")
     }
 
     /// The same daemon, another project.
