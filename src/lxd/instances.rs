@@ -17,12 +17,16 @@ const EPHEMERAL_GRACE: Duration = Duration::from_secs(3);
 impl Lxd {
     /// Every instance in the project, with its config and status.
     pub async fn instances(&self) -> Result<Vec<InstanceInfo>, LxdError> {
+        // Listing reads every running instance's state; it waits for
+        // lifecycle operations (see `Lxd::lifecycle`).
+        let _slot = self.lifecycle_slot().await;
         self.sync(Method::GET, "/1.0/instances?recursion=1", None)
             .await
     }
 
     /// One instance, if it exists.
     pub async fn instance(&self, name: &str) -> Result<Option<InstanceInfo>, LxdError> {
+        let _slot = self.lifecycle_slot().await;
         match self
             .sync(Method::GET, &format!("/1.0/instances/{name}"), None)
             .await
