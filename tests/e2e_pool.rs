@@ -58,16 +58,7 @@ async fn pool_fills_runs_python_and_bash_and_replaces_taken_containers() {
     assert_eq!(body["exit_code"], 0);
 
     // Each container served one execution and is gone; replacements refill the pool.
-    let lxd = h.lxd.clone();
-    wait_for(
-        "the used container to be destroyed",
-        Duration::from_secs(60),
-        || {
-            let (lxd, used) = (lxd.clone(), used.clone());
-            async move { lxd.instance(&used).await.unwrap().is_none() }
-        },
-    )
-    .await;
+    h.wait_gone(&used).await;
     h.wait_warm("t/small", 2).await;
     let after = h.running().await;
     assert_eq!(after.len(), 2);
@@ -95,16 +86,7 @@ async fn replacement_launches_the_moment_a_container_is_taken() {
     );
     let taken = lease.container.clone();
     drop(lease);
-    let lxd = h.lxd.clone();
-    wait_for(
-        "the released container to be destroyed",
-        Duration::from_secs(60),
-        || {
-            let (lxd, taken) = (lxd.clone(), taken.clone());
-            async move { lxd.instance(&taken).await.unwrap().is_none() }
-        },
-    )
-    .await;
+    h.wait_gone(&taken).await;
     h.finish().await;
 }
 
@@ -123,16 +105,7 @@ async fn timeout_ends_the_run_and_destroys_the_container() {
     assert_eq!(body["status"], "timeout");
     assert!(started.elapsed() < Duration::from_secs(10));
     let c = body["container"].as_str().unwrap().to_string();
-    let lxd = h.lxd.clone();
-    wait_for(
-        "the timed-out container to be gone",
-        Duration::from_secs(60),
-        || {
-            let (lxd, c) = (lxd.clone(), c.clone());
-            async move { lxd.instance(&c).await.unwrap().is_none() }
-        },
-    )
-    .await;
+    h.wait_gone(&c).await;
     h.finish().await;
 }
 
@@ -229,17 +202,7 @@ async fn a_restarted_agent_adopts_unused_containers_and_removes_used_ones() {
 
     let second = Harness::start_on(first.lxd.clone(), first.node.clone(), resources(POOL)).await;
     second.wait_warm("t/small", 2).await;
-    let lxd = second.lxd.clone();
-    let u = used.clone();
-    wait_for(
-        "the used container to be removed",
-        Duration::from_secs(60),
-        || {
-            let (lxd, u) = (lxd.clone(), u.clone());
-            async move { lxd.instance(&u).await.unwrap().is_none() }
-        },
-    )
-    .await;
+    second.wait_gone(&used).await;
     let tracked = second.agent.tracked();
     for c in &unused {
         assert!(

@@ -195,6 +195,20 @@ impl Harness {
         .await;
     }
 
+    /// Waits until LXD no longer has the container `name`.
+    pub async fn wait_gone(&self, name: &str) {
+        let (lxd, name) = (self.lxd.clone(), name.to_string());
+        wait_for(
+            &format!("{name} to be destroyed"),
+            Duration::from_secs(60),
+            || {
+                let (lxd, name) = (lxd.clone(), name.clone());
+                async move { lxd.instance(&name).await.unwrap().is_none() }
+            },
+        )
+        .await;
+    }
+
     pub async fn call(&self, method: &str, path: &str, body: Option<&str>) -> (StatusCode, Value) {
         call(&self.router, method, path, body).await
     }
