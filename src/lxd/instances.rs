@@ -131,12 +131,16 @@ impl Lxd {
 
     /// Runtime state: status, memory use, process count.
     pub async fn instance_state(&self, name: &str) -> Result<InstanceState, LxdError> {
+        let _slot = self.lifecycle_slot().await;
         self.sync(Method::GET, &format!("/1.0/instances/{name}/state"), None)
             .await
     }
 
     /// Reads a file from a running instance; `None` when it does not exist.
     pub async fn read_file(&self, name: &str, path: &str) -> Result<Option<Vec<u8>>, LxdError> {
+        // LXD reads the file by attaching to the container, like a lifecycle
+        // operation; it waits for the others (see `Lxd::lifecycle`).
+        let _slot = self.lifecycle_slot().await;
         let (status, body) = self
             .raw(
                 Method::GET,
