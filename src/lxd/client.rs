@@ -49,8 +49,8 @@ pub struct Lxd {
     socket: Arc<PathBuf>,
     project: Arc<str>,
     http: Client<UnixConnector, Full<Bytes>>,
-    /// Lets one lifecycle operation (create, start, stop, delete) or
-    /// instance listing run at a time. LXD 5.0.2 was seen to stop answering
+    /// Lets one lifecycle operation (create, start, stop, delete), instance
+    /// listing, or file or state read run at a time. LXD 5.0.2 was seen to stop answering
     /// for a minute (a starting container's hooks time out) when instances
     /// are listed or stopped while others start.
     lifecycle: Arc<tokio::sync::Semaphore>,

@@ -11,6 +11,8 @@ use super::types::{InstanceCreate, InstanceInfo, InstanceState};
 
 const CREATE_TIMEOUT: Duration = Duration::from_secs(300);
 const STATE_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long `destroy` keeps trying before it gives up (the next resync retries).
+const DESTROY_TIMEOUT: Duration = Duration::from_secs(180);
 /// How long an ephemeral instance gets to delete itself after a stop.
 const EPHEMERAL_GRACE: Duration = Duration::from_secs(3);
 
@@ -116,14 +118,14 @@ impl Lxd {
                 Some(i) if !i.ephemeral || start.elapsed() > EPHEMERAL_GRACE => {
                     match self.delete_instance(name).await {
                         Ok(()) => return Ok(()),
-                        Err(e) if start.elapsed() > STATE_TIMEOUT => return Err(e),
+                        Err(e) if start.elapsed() > DESTROY_TIMEOUT => return Err(e),
                         Err(_) => {}
                     }
                 }
                 Some(_) => {}
             }
-            if start.elapsed() > STATE_TIMEOUT {
-                return Err(LxdError::Timeout(STATE_TIMEOUT));
+            if start.elapsed() > DESTROY_TIMEOUT {
+                return Err(LxdError::Timeout(DESTROY_TIMEOUT));
             }
             tokio::time::sleep(Duration::from_millis(250)).await;
         }

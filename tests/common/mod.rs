@@ -138,8 +138,15 @@ impl Harness {
     /// is empty, then deletes the project.
     pub async fn finish(mut self) {
         self.halt().await;
-        self.agent.settle(Duration::from_secs(60)).await;
-        self.agent.destroy_all().await.expect("destroy all");
+        self.agent.settle(Duration::from_secs(180)).await;
+        let mut result = self.agent.destroy_all().await;
+        for _ in 0..2 {
+            if result.is_ok() {
+                break;
+            }
+            result = self.agent.destroy_all().await;
+        }
+        result.expect("destroy all");
         assert_project_empty(&self.lxd).await;
     }
 
