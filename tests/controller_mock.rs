@@ -95,6 +95,18 @@ async fn expect_status(
     body
 }
 
+/// Answers the pool's LanguageImage lookup with the sample image.
+async fn expect_image(handle: &mut Mock) {
+    let image = serde_json::from_str(IMAGE).unwrap();
+    expect(
+        handle,
+        Method::GET,
+        "/apis/unsandbox.com/v1alpha1/languageimages/small",
+        image,
+    )
+    .await;
+}
+
 fn not_found() -> Value {
     json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404})
 }
@@ -129,13 +141,7 @@ async fn status_aggregates_covered_nodes_with_the_controller_field_manager() {
     let p = pool("", status, true, false);
     let reply = serde_json::to_value(&p).unwrap();
     let verifier = tokio::spawn(async move {
-        expect(
-            &mut api,
-            Method::GET,
-            "/apis/unsandbox.com/v1alpha1/languageimages/small",
-            serde_json::from_str(IMAGE).unwrap(),
-        )
-        .await;
+        expect_image(&mut api).await;
         expect(
             &mut api,
             Method::GET,
@@ -181,13 +187,7 @@ async fn an_invalid_spec_gets_a_condition_and_an_event_and_no_requeue() {
     );
     let reply = serde_json::to_value(&p).unwrap();
     let verifier = tokio::spawn(async move {
-        expect(
-            &mut api,
-            Method::GET,
-            "/apis/unsandbox.com/v1alpha1/languageimages/small",
-            serde_json::from_str(IMAGE).unwrap(),
-        )
-        .await;
+        expect_image(&mut api).await;
         expect(&mut api, Method::GET, "/api/v1/nodes", nodes(&["a"])).await;
         let body = expect(
             &mut api,
