@@ -1,15 +1,13 @@
 //! HTTP over the LXD unix socket: the request envelope, operations, projects.
 
 use std::path::{Path, PathBuf};
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
-use hyper::{Method, Request, StatusCode, Uri};
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper::{Method, Request, StatusCode};
+use hyper_util::rt::TokioIo;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 use tokio::net::UnixStream;
@@ -20,35 +18,18 @@ use super::types::{Envelope, Operation, ServerInfo};
 /// Longest time one plain HTTP request to LXD may take.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// Connects every HTTP request to the LXD unix socket, whatever the URI says.
-#[derive(Clone)]
-struct UnixConnector(Arc<PathBuf>);
-
-impl tower::Service<Uri> for UnixConnector {
-    type Response = TokioIo<UnixStream>;
-    type Error = std::io::Error;
-    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
-
-    fn poll_ready(
-        &mut self,
-        _: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Result<(), Self::Error>> {
-        std::task::Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, _: Uri) -> Self::Future {
-        let path = self.0.clone();
-        Box::pin(async move { Ok(TokioIo::new(UnixStream::connect(&*path).await?)) })
-    }
-}
-
-/// A handle on one LXD daemon and one LXD project. Cheap to clone; keeps a
-/// pool of open connections.
+/// A handle on one LXD daemon and one LXD project. Cheap to clone.
+///
+/// Every request gets a connection of its own that carries the request the
+/// moment it is open and is closed after the answer. LXD 5.0.2 accepts
+/// connections on its socket one at a time and waits for each new one to
+/// send its first bytes before it accepts the next: a pooled connection that
+/// is opened but left idle (which a racing connection pool does) stops the
+/// whole daemon from answering anyone until that connection closes.
 #[derive(Clone)]
 pub struct Lxd {
     socket: Arc<PathBuf>,
     project: Arc<str>,
-    http: Client<UnixConnector, Full<Bytes>>,
     /// Lets one lifecycle operation (create, start, stop, delete), instance
     /// listing, or file or state read run at a time. LXD 5.0.2 was seen to stop answering
     /// for a minute (a starting container's hooks time out) when instances
@@ -68,15 +49,9 @@ impl std::fmt::Debug for Lxd {
 impl Lxd {
     /// A client of the daemon at `socket`, working in LXD project `project`.
     pub fn new(socket: impl Into<PathBuf>, project: &str) -> Self {
-        let socket = Arc::new(socket.into());
-        let http = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(30))
-            .pool_max_idle_per_host(64)
-            .build(UnixConnector(socket.clone()));
         Self {
-            socket,
+            socket: Arc::new(socket.into()),
             project: project.into(),
-            http,
             lifecycle: Arc::new(tokio::sync::Semaphore::new(1)),
         }
     }
@@ -94,7 +69,6 @@ impl Lxd {
         Self {
             socket: self.socket.clone(),
             project: project.into(),
-            http: self.http.clone(),
             lifecycle: self.lifecycle.clone(),
         }
     }
@@ -110,7 +84,14 @@ impl Lxd {
     /// `path` with this client's project added to its query.
     pub(crate) fn url(&self, path: &str) -> String {
         let sep = if path.contains('?') { '&' } else { '?' };
-        format!("http://lxd{path}{sep}project={}", self.project)
+        format!("{path}{sep}project={}", self.project)
+    }
+
+    fn connect_error(&self, source: std::io::Error) -> LxdError {
+        LxdError::Connect {
+            path: self.socket.display().to_string(),
+            source,
+        }
     }
 
     /// Sends one request and returns the raw status and body.
@@ -124,15 +105,24 @@ impl Lxd {
         let req = Request::builder()
             .method(method)
             .uri(self.url(path))
+            .header("host", "lxd")
             .header("content-type", content_type)
             .body(Full::new(body))
             .map_err(|e| LxdError::Transport(e.to_string()))?;
         let fut = async {
-            let resp = self
-                .http
-                .request(req)
+            let stream = UnixStream::connect(&*self.socket)
                 .await
-                .map_err(|e| self.transport_error(e))?;
+                .map_err(|e| self.connect_error(e))?;
+            let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+                .await
+                .map_err(|e| LxdError::Transport(e.to_string()))?;
+            // Drives the connection; it ends when the answer has been read
+            // and `sender` is dropped.
+            tokio::spawn(conn);
+            let resp = sender
+                .send_request(req)
+                .await
+                .map_err(|e| LxdError::Transport(e.to_string()))?;
             let status = resp.status();
             let bytes = resp
                 .into_body()
@@ -145,21 +135,6 @@ impl Lxd {
         tokio::time::timeout(REQUEST_TIMEOUT, fut)
             .await
             .map_err(|_| LxdError::Timeout(REQUEST_TIMEOUT))?
-    }
-
-    fn transport_error(&self, e: hyper_util::client::legacy::Error) -> LxdError {
-        if e.is_connect() {
-            let io = std::error::Error::source(&e)
-                .and_then(|s| s.downcast_ref::<std::io::Error>())
-                .map(|io| std::io::Error::new(io.kind(), io.to_string()))
-                .unwrap_or_else(|| std::io::Error::other(e.to_string()));
-            LxdError::Connect {
-                path: self.socket.display().to_string(),
-                source: io,
-            }
-        } else {
-            LxdError::Transport(e.to_string())
-        }
     }
 
     /// Sends one request and decodes LXD's envelope; LXD errors become `LxdError::Api`.
@@ -304,13 +279,9 @@ impl Lxd {
         operation: &str,
         secret: &str,
     ) -> Result<tokio_tungstenite::WebSocketStream<UnixStream>, LxdError> {
-        let stream =
-            UnixStream::connect(&*self.socket)
-                .await
-                .map_err(|source| LxdError::Connect {
-                    path: self.socket.display().to_string(),
-                    source,
-                })?;
+        let stream = UnixStream::connect(&*self.socket)
+            .await
+            .map_err(|e| self.connect_error(e))?;
         let url = format!(
             "ws://lxd/1.0/operations/{operation}/websocket?secret={secret}&project={}",
             self.project
