@@ -182,11 +182,22 @@ async fn a_restarted_agent_adopts_unused_containers_and_removes_used_ones() {
         files: vec![],
         stdin: vec![],
         args: vec![],
+        subdir: None,
     };
-    let out = unsandbox::execution::run(&first.lxd, &used, &job, Duration::from_secs(10), 1024)
+    let stage = unsandbox::execution::StageLimits {
+        wall: Duration::from_secs(10),
+        output_cap: 1024,
+        memory_mib: 256,
+    };
+    let limits = unsandbox::execution::Limits {
+        compile: stage,
+        run: stage,
+        launched_memory_mib: 256,
+    };
+    let out = unsandbox::execution::run(&first.lxd, &used, &job, &limits)
         .await
         .unwrap();
-    assert_eq!(out.stdout, b"1\n");
+    assert_eq!(out.run.unwrap().stdout, b"1\n");
     std::mem::forget(lease);
     // The replacement launched at acquire gets warm; then the agent "crashes":
     // LXD holds two unused warm containers and the used one.

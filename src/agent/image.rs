@@ -1,6 +1,7 @@
 //! Makes sure a LanguageImage's LXD image is in the host's image store:
 //! by fingerprint, by alias, or by building its recipe from `images/`.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use tokio::process::Command;
@@ -29,6 +30,31 @@ fn describe(source: &ImageSource) -> String {
         .clone()
         .or_else(|| source.effective_alias())
         .unwrap_or_else(|| "(unnamed)".to_string())
+}
+
+/// Image property prefix under which image builds record each toolchain's
+/// version (`unsandbox.version.<language>`).
+pub const VERSION_PROPERTY: &str = "unsandbox.version.";
+
+/// The toolchain versions recorded in an image's properties, by language. Pure.
+pub fn versions(properties: &BTreeMap<String, String>) -> BTreeMap<String, String> {
+    properties
+        .iter()
+        .filter_map(|(k, v)| Some((k.strip_prefix(VERSION_PROPERTY)?.to_string(), v.clone())))
+        .filter(|(k, v)| !k.is_empty() && !v.is_empty())
+        .collect()
+}
+
+/// The versions recorded in the image with this fingerprint.
+pub async fn recorded_versions(
+    lxd: &Lxd,
+    fingerprint: &str,
+) -> Result<BTreeMap<String, String>, LxdError> {
+    Ok(lxd
+        .image_by_fingerprint(fingerprint)
+        .await?
+        .map(|i| versions(&i.properties))
+        .unwrap_or_default())
 }
 
 /// The fingerprint of the image `source` names, if it is in the store.
@@ -87,4 +113,23 @@ pub async fn ensure(
     lookup(lxd, source)
         .await?
         .ok_or_else(|| ImageError::Missing(describe(source)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_come_from_the_image_properties() {
+        let props = BTreeMap::from([
+            ("unsandbox.version.python".to_string(), "3.11.2".to_string()),
+            ("unsandbox.version.".to_string(), "x".to_string()),
+            ("unsandbox.version.lua".to_string(), "".to_string()),
+            ("description".to_string(), "small".to_string()),
+        ]);
+        assert_eq!(
+            versions(&props),
+            BTreeMap::from([("python".to_string(), "3.11.2".to_string())])
+        );
+    }
 }

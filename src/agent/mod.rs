@@ -9,6 +9,7 @@ pub mod launcher;
 mod lease;
 pub mod plan;
 mod reconcile;
+pub mod smoke;
 pub mod state;
 pub mod status;
 
@@ -157,16 +158,13 @@ impl Agent {
         let st = self.inner.lock();
         let mut by_name: BTreeMap<String, CatalogEntry> = BTreeMap::new();
         for (key, p) in &st.pools {
-            if !p.serving() {
-                continue;
-            }
-            for l in p.resolved.image.iter().flat_map(|i| &i.languages) {
+            for l in p.served_languages() {
                 let e = by_name
                     .entry(l.name.clone())
                     .or_insert_with(|| CatalogEntry {
                         name: l.name.clone(),
                         aliases: l.aliases.clone(),
-                        version: l.version.clone(),
+                        version: p.version_of(l),
                         pools: vec![],
                     });
                 e.pools
@@ -184,13 +182,7 @@ impl Agent {
         let mut detail = None;
         let mut best: Option<(u32, Choice)> = None;
         for (key, p) in &st.pools {
-            let Some(lang) = p
-                .resolved
-                .image
-                .iter()
-                .flat_map(|i| &i.languages)
-                .find(|l| l.answers_to(language))
-            else {
+            let Some(lang) = p.languages().iter().find(|l| l.answers_to(language)) else {
                 continue;
             };
             known = true;
@@ -201,6 +193,20 @@ impl Agent {
                 detail = p
                     .problem()
                     .map(|pr| format!("pool {key}: {}", pr.message))
+                    .or(detail);
+                continue;
+            }
+            if !p.served_languages().iter().any(|l| l.name == lang.name) {
+                detail = p
+                    .unavailable_languages()
+                    .into_iter()
+                    .find(|u| u.name == lang.name)
+                    .map(|u| {
+                        format!(
+                            "pool {key} does not serve {} on this host: {}",
+                            u.name, u.message
+                        )
+                    })
                     .or(detail);
                 continue;
             }

@@ -61,6 +61,7 @@ impl Agent {
             self.resync().await;
         }
         self.fill();
+        self.prove_languages();
         self.publish_gauges();
         self.inner
             .metrics
@@ -102,6 +103,7 @@ impl Agent {
                     .as_ref()
                     .filter(|_| r.servable())
                     .map(|i| i.source.clone());
+                let mut versions = BTreeMap::new();
                 let (fingerprint, problem) = match source.as_ref().map(|s| (s, st.images.get(s))) {
                     None => (None, None),
                     Some((s, None)) => {
@@ -109,7 +111,14 @@ impl Agent {
                         (None, None)
                     }
                     Some((_, Some(ImageState::Pending))) => (None, None),
-                    Some((_, Some(ImageState::Ready { fingerprint }))) => {
+                    Some((
+                        _,
+                        Some(ImageState::Ready {
+                            fingerprint,
+                            versions: v,
+                        }),
+                    )) => {
+                        versions = v.clone();
                         (Some(fingerprint.clone()), None)
                     }
                     Some((s, Some(ImageState::Failed { message, retry_at }))) => {
@@ -137,6 +146,7 @@ impl Agent {
                     .map(|f| container_hash(&r.spec, f));
                 p.resolved = r;
                 p.fingerprint = fingerprint;
+                p.versions = versions;
                 p.runtime_problem = problem;
                 if hash != p.hash {
                     if p.hash.is_some() {
@@ -170,8 +180,22 @@ impl Agent {
             let dir = agent.inner.cfg.images_dir.clone();
             let state = match image::ensure(&agent.inner.lxd, &source, dir.as_deref()).await {
                 Ok(fingerprint) => {
-                    tracing::info!(?source, fingerprint, "image ready");
-                    ImageState::Ready { fingerprint }
+                    let versions = image::recorded_versions(&agent.inner.lxd, &fingerprint)
+                        .await
+                        .unwrap_or_else(|e| {
+                            tracing::warn!(fingerprint, error = %e, "cannot read the image's recorded versions");
+                            Default::default()
+                        });
+                    tracing::info!(
+                        ?source,
+                        fingerprint,
+                        versions = versions.len(),
+                        "image ready"
+                    );
+                    ImageState::Ready {
+                        fingerprint,
+                        versions,
+                    }
                 }
                 Err(e) => {
                     tracing::warn!(?source, error = %e, "image unavailable");
@@ -337,6 +361,142 @@ impl Agent {
         }
         if destroy {
             self.destroy_later(name, key);
+        }
+        self.wake();
+    }
+
+    /// Starts a smoke suite for every pool whose languages are not proven on
+    /// this host for its current shape (see `smoke`).
+    fn prove_languages(&self) {
+        let mut jobs = Vec::new();
+        {
+            let mut st = self.inner.lock();
+            for (key, p) in st.pools.iter_mut() {
+                let (Some(fp), Some(hash), Some(smoke_key)) =
+                    (p.fingerprint.clone(), p.hash.clone(), p.smoke_key())
+                else {
+                    continue;
+                };
+                let backing_off = p.backoff_until.is_some_and(|t| Instant::now() < t);
+                if !p.serving()
+                    || p.smoke_results().is_some()
+                    || p.smoke_running.as_deref() == Some(&smoke_key)
+                    || backing_off
+                {
+                    continue;
+                }
+                p.smoke_running = Some(smoke_key.clone());
+                jobs.push((
+                    key.clone(),
+                    smoke_key,
+                    p.resolved.spec.clone(),
+                    p.languages().to_vec(),
+                    fp,
+                    hash,
+                ));
+            }
+        }
+        for (key, smoke_key, spec, languages, fp, hash) in jobs {
+            let agent = self.clone();
+            let span = tracing::info_span!("smoke", pool = %key);
+            tokio::spawn(
+                async move {
+                    agent
+                        .smoke_one(key, smoke_key, spec, languages, fp, hash)
+                        .await
+                }
+                .instrument(span),
+            );
+        }
+    }
+
+    /// Runs a pool's smoke suite in a fresh container and records the results.
+    async fn smoke_one(
+        &self,
+        key: String,
+        smoke_key: String,
+        spec: crate::crd::ExecutorPoolSpec,
+        languages: Vec<crate::crd::LanguageSpec>,
+        fp: String,
+        hash: String,
+    ) {
+        let start = Instant::now();
+        let name = {
+            let mut st = self.inner.lock();
+            let pool_name = st
+                .pools
+                .get(&key)
+                .map(|p| p.resolved.name.clone())
+                .unwrap_or_default();
+            let name = keys::container_name(&pool_name);
+            // Busy: resyncs leave it alone; a restart finds it used and destroys it.
+            st.tracked.insert(name.clone(), (key.clone(), Phase::Busy));
+            name
+        };
+        let launched = {
+            let _slot = self.inner.launch_slots.acquire().await;
+            let at = Placement {
+                node: &self.inner.cfg.node,
+                pool_key: &key,
+                storage_pool: &self.inner.cfg.storage_pool,
+                fingerprint: &fp,
+                hash: &hash,
+            };
+            let ready = crate::execution::ready_command(&languages);
+            launcher::launch(&self.inner.lxd, &name, None, &spec, &at, ready).await
+        };
+        let checks = match launched {
+            Ok(()) => {
+                let limits = super::smoke::limits(&spec);
+                let checks =
+                    super::smoke::run_suite(&self.inner.lxd, &name, &languages, &limits).await;
+                // Gone before the languages are served, so the container
+                // count settles when the pool becomes ready.
+                match self.inner.lxd.destroy(&name).await {
+                    Ok(()) => {
+                        self.inner.lock().tracked.remove(&name);
+                    }
+                    Err(e) => {
+                        tracing::warn!(container = %name, error = %e, "cannot remove the smoke-test container; retrying");
+                        self.destroy_later(name, key.clone());
+                    }
+                }
+                Some(checks)
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot start the smoke-test container; retrying later");
+                self.inner.lock().tracked.remove(&name);
+                None
+            }
+        };
+        {
+            let mut st = self.inner.lock();
+            if let Some(p) = st.pools.get_mut(&key) {
+                p.smoke_running = None;
+                match checks {
+                    Some(checks) => {
+                        let failed: Vec<&str> = checks
+                            .iter()
+                            .filter(|c| !c.passed)
+                            .map(|c| c.language.as_str())
+                            .collect();
+                        tracing::info!(
+                            languages = checks.len(),
+                            ?failed,
+                            elapsed_ms = start.elapsed().as_millis() as u64,
+                            "smoke tests finished"
+                        );
+                        for c in checks.iter().filter(|c| !c.passed) {
+                            tracing::warn!(language = %c.language, error = c.error.as_deref().unwrap_or(""), "language failed its smoke tests; not serving it here");
+                        }
+                        p.smoke = Some((smoke_key, checks));
+                    }
+                    None => {
+                        p.failures += 1;
+                        p.backoff_until = Some(Instant::now() + backoff(p.failures));
+                    }
+                }
+            }
         }
         self.wake();
     }

@@ -8,10 +8,11 @@ use std::time::Instant;
 
 use tokio::sync::Semaphore;
 
-use crate::crd::ImageSource;
+use crate::crd::{ImageSource, LanguageSpec, UnavailableLanguage};
 
 use super::desired::{Problem, ResolvedPool};
 use super::plan::Phase;
+use super::smoke::{self, LanguageCheck};
 
 /// Where a host stands with one image.
 #[derive(Debug, Clone)]
@@ -20,6 +21,8 @@ pub enum ImageState {
     Pending,
     Ready {
         fingerprint: String,
+        /// Toolchain versions the image build recorded, by language.
+        versions: BTreeMap<String, String>,
     },
     Failed {
         message: String,
@@ -52,6 +55,12 @@ pub struct PoolRuntime {
     /// changed: it is then ready, and a burst that empties it for a moment
     /// does not make it unready.
     pub filled_once: bool,
+    /// Smoke test results on this host, with the key they were run for.
+    pub smoke: Option<(String, Vec<LanguageCheck>)>,
+    /// The key of the smoke suite running now, if one is.
+    pub smoke_running: Option<String>,
+    /// Versions recorded in the pool's image, by language.
+    pub versions: BTreeMap<String, String>,
 }
 
 impl PoolRuntime {
@@ -71,6 +80,9 @@ impl PoolRuntime {
             last_error: None,
             runtime_problem: None,
             filled_once: false,
+            smoke: None,
+            smoke_running: None,
+            versions: BTreeMap::new(),
         }
     }
 
@@ -124,9 +136,79 @@ impl PoolRuntime {
             .saturating_sub(self.warm.len() as u32 + self.launching)
     }
 
-    /// Whether the pool serves and has been full at least once.
+    /// Whether the pool serves, its languages have been proven here, and it
+    /// has been full at least once.
     pub fn ready(&self) -> bool {
-        self.serving() && (self.filled_once || self.target() == 0)
+        self.serving() && self.smoke_results().is_some() && (self.filled_once || self.target() == 0)
+    }
+
+    /// The languages of the pool's image.
+    pub fn languages(&self) -> &[LanguageSpec] {
+        self.resolved
+            .image
+            .as_ref()
+            .map(|i| i.languages.as_slice())
+            .unwrap_or_default()
+    }
+
+    /// What the smoke results must have been run for to count.
+    pub fn smoke_key(&self) -> Option<String> {
+        self.hash
+            .as_deref()
+            .map(|h| smoke::key(h, self.languages()))
+    }
+
+    /// The smoke results, if they are current.
+    pub fn smoke_results(&self) -> Option<&[LanguageCheck]> {
+        match (&self.smoke, self.smoke_key()) {
+            (Some((k, checks)), Some(key)) if *k == key => Some(checks),
+            _ => None,
+        }
+    }
+
+    /// Languages served on this host: the pool serves and their smoke tests
+    /// passed here.
+    pub fn served_languages(&self) -> Vec<&LanguageSpec> {
+        let Some(checks) = self.smoke_results().filter(|_| self.serving()) else {
+            return vec![];
+        };
+        self.languages()
+            .iter()
+            .filter(|l| checks.iter().any(|c| c.language == l.name && c.passed))
+            .collect()
+    }
+
+    /// Languages of the image not served here, and why.
+    pub fn unavailable_languages(&self) -> Vec<UnavailableLanguage> {
+        if !self.serving() {
+            return vec![];
+        }
+        match self.smoke_results() {
+            None => self
+                .languages()
+                .iter()
+                .map(|l| UnavailableLanguage {
+                    name: l.name.clone(),
+                    message: "smoke tests not finished on this host".into(),
+                })
+                .collect(),
+            Some(checks) => checks
+                .iter()
+                .filter(|c| !c.passed)
+                .map(|c| UnavailableLanguage {
+                    name: c.language.clone(),
+                    message: c.error.clone().unwrap_or_default(),
+                })
+                .collect(),
+        }
+    }
+
+    /// The version served for a language: the image's record, else the spec's.
+    pub fn version_of(&self, lang: &LanguageSpec) -> Option<String> {
+        self.versions
+            .get(&lang.name)
+            .cloned()
+            .or_else(|| lang.version.clone())
     }
 
     /// Resizes the concurrency bound after a spec change.

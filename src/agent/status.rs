@@ -34,12 +34,11 @@ pub fn node_status(p: &PoolRuntime, node: &str) -> NodePoolStatus {
         ready: p.ready(),
         message,
         languages: p
-            .resolved
-            .image
+            .served_languages()
             .iter()
-            .flat_map(|i| i.languages.iter().map(|l| l.name.clone()))
-            .filter(|_| p.serving())
+            .map(|l| l.name.clone())
             .collect(),
+        unavailable_languages: p.unavailable_languages(),
         endpoint: None,
     }
 }

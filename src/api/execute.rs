@@ -13,14 +13,14 @@ use tracing::Instrument;
 
 use crate::agent::{AcquireError, ChoiceError};
 use crate::crd::validate::valid_file_name;
-use crate::execution::{self, Job, Status};
+use crate::execution::{self, Job};
 use crate::languages::detect;
 use crate::metrics::{ExecLabels, PoolLabels, RouteLabels};
 
 use super::AppState;
 use super::error::ApiError;
 use super::forward::FORWARDED_BY;
-use super::types::{DetectionReport, ExecuteRequest, ExecuteResponse, Timings};
+use super::types::{CompileReport, DetectionReport, ExecuteRequest, ExecuteResponse, Timings};
 
 const MAX_FILES: usize = 64;
 const MAX_ARGS: usize = 256;
@@ -97,11 +97,6 @@ fn decode_files(
     req: &ExecuteRequest,
     source_file: &str,
 ) -> Result<Vec<(String, Vec<u8>)>, ApiError> {
-    if req.files.len() > MAX_FILES {
-        return Err(ApiError::invalid(format!(
-            "at most {MAX_FILES} files may be sent"
-        )));
-    }
     let mut out: Vec<(String, Vec<u8>)> = Vec::new();
     for (i, f) in req.files.iter().enumerate() {
         if !valid_file_name(&f.name) {
@@ -148,7 +143,214 @@ fn limit(name: &str, value: Result<u64, u64>, requested: Option<u64>) -> Result<
     }
 }
 
-/// Runs one request end to end.
+/// An execution request, whatever API it came through: decoded, not yet
+/// checked against a pool's limits.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Submission {
+    pub code: String,
+    pub files: Vec<(String, Vec<u8>)>,
+    pub stdin: Vec<u8>,
+    pub args: Vec<String>,
+    pub run_timeout_ms: Option<u64>,
+    pub compile_timeout_ms: Option<u64>,
+    pub output_bytes: Option<u64>,
+    pub memory_mib: Option<u64>,
+    pub compile_memory_mib: Option<u64>,
+}
+
+/// A finished local execution, with where it ran.
+#[derive(Debug)]
+pub(crate) struct Ran {
+    pub outcome: execution::Outcome,
+    pub choice: crate::agent::Choice,
+    pub container: String,
+    pub queue_ms: u64,
+}
+
+/// The limits of both stages for a submission to the chosen pool.
+fn stage_limits(
+    spec: &crate::crd::ExecutorPoolSpec,
+    sub: &Submission,
+) -> Result<execution::Limits, ApiError> {
+    let ex = &spec.execution;
+    let l = &spec.limits;
+    let cap = limit(
+        "max_output_bytes",
+        ex.output_bytes.resolve(sub.output_bytes),
+        sub.output_bytes,
+    )?;
+    let wall = limit(
+        "timeout_ms",
+        ex.wall_time_ms.resolve(sub.run_timeout_ms),
+        sub.run_timeout_ms,
+    )?;
+    let compile_wall = limit(
+        "compile_timeout_ms",
+        ex.compile_time_ms.resolve(sub.compile_timeout_ms),
+        sub.compile_timeout_ms,
+    )?;
+    let pool_memory = u64::from(l.memory_mib);
+    let pool_compile_memory = u64::from(l.compile_memory_mib.unwrap_or(l.memory_mib));
+    let memory = limit(
+        "memory_mib",
+        at_most(pool_memory, sub.memory_mib),
+        sub.memory_mib,
+    )?;
+    let compile_memory = limit(
+        "compile_memory_mib",
+        at_most(pool_compile_memory, sub.compile_memory_mib),
+        sub.compile_memory_mib,
+    )?;
+    for (name, v) in [
+        ("memory_mib", memory),
+        ("compile_memory_mib", compile_memory),
+    ] {
+        if v < 32 {
+            return Err(ApiError::invalid(format!("{name} must be at least 32")));
+        }
+    }
+    Ok(execution::Limits {
+        compile: execution::StageLimits {
+            wall: Duration::from_millis(compile_wall),
+            output_cap: cap as usize,
+            memory_mib: compile_memory as u32,
+        },
+        run: execution::StageLimits {
+            wall: Duration::from_millis(wall),
+            output_cap: cap as usize,
+            memory_mib: memory as u32,
+        },
+        launched_memory_mib: l.memory_mib,
+    })
+}
+
+/// A limit whose default is its maximum.
+fn at_most(max: u64, requested: Option<u64>) -> Result<u64, u64> {
+    match requested {
+        None => Ok(max),
+        Some(v) if v <= max => Ok(v),
+        Some(_) => Err(max),
+    }
+}
+
+/// Runs a submission on this host: checks it against the chosen pool,
+/// takes a warm container, runs the stages, destroys the container.
+pub(crate) async fn run_local(
+    app: &AppState,
+    choice: crate::agent::Choice,
+    sub: Submission,
+    started: Instant,
+) -> Result<Ran, ApiError> {
+    let limits = stage_limits(&choice.spec, &sub)?;
+    if sub.args.len() > MAX_ARGS {
+        return Err(ApiError::invalid(format!(
+            "at most {MAX_ARGS} args may be sent"
+        )));
+    }
+    if sub.args.iter().any(|a| a.contains('\0')) {
+        return Err(ApiError::invalid("args must not contain NUL bytes"));
+    }
+    if sub
+        .files
+        .iter()
+        .any(|(n, _)| n == &choice.language.source_file)
+    {
+        return Err(ApiError::invalid(format!(
+            "a file may not be named {:?}: the source goes there",
+            choice.language.source_file
+        )));
+    }
+    let job = Job {
+        language: choice.language.clone(),
+        code: sub.code,
+        files: sub.files,
+        stdin: sub.stdin,
+        args: sub.args,
+        subdir: None,
+    };
+    let deadline = started + Duration::from_millis(choice.spec.execution.queue_timeout_ms);
+    let lease = app
+        .agent
+        .acquire(&choice.pool, deadline)
+        .await
+        .map_err(|e| match e {
+            AcquireError::NoCapacity(_) => {
+                let mut err = ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "no_capacity",
+                    format!("{e}; retry shortly"),
+                );
+                err.retry_after = Some(1);
+                err
+            }
+            AcquireError::PoolGone(_) => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "pool_unavailable",
+                e.to_string(),
+            ),
+        })?;
+    let span = tracing::info_span!("execute", pool = %lease.pool, container = %lease.container, language = %choice.language.name);
+    let outcome = execution::run(app.agent.lxd(), &lease.container, &job, &limits)
+        .instrument(span)
+        .await;
+    let container = lease.container.clone();
+    let queue_ms = lease.queued.as_millis() as u64;
+    drop(lease);
+    let outcome = outcome.unwrap_or_else(|e| {
+        tracing::error!(container, error = %e, "execution failed inside unsandbox");
+        execution::Outcome::internal("the container could not run the code; it was destroyed")
+    });
+    let m = app.agent.metrics();
+    let pool_labels = PoolLabels {
+        pool: choice.pool.clone(),
+    };
+    m.queue_seconds
+        .get_or_create(&pool_labels)
+        .observe(queue_ms as f64 / 1000.0);
+    m.execution_seconds
+        .get_or_create(&pool_labels)
+        .observe(outcome.exec_ms() as f64 / 1000.0);
+    m.executions
+        .get_or_create(&ExecLabels {
+            language: choice.language.name.clone(),
+            pool: choice.pool.clone(),
+            status: outcome.status.as_str().to_string(),
+        })
+        .inc();
+    Ok(Ran {
+        outcome,
+        choice,
+        container,
+        queue_ms,
+    })
+}
+
+/// The pool for `language` and `tier` on this host, as an API error when none.
+pub(crate) fn choose(
+    app: &AppState,
+    language: &str,
+    tier: crate::crd::NetworkTier,
+) -> Result<crate::agent::Choice, ApiError> {
+    app.agent.choose(language, tier).map_err(|e| match e {
+        ChoiceError::UnknownLanguage { ref available, .. } => {
+            let available = available.clone();
+            ApiError::new(StatusCode::NOT_FOUND, "unknown_language", e.to_string())
+                .with(json!({"available": available}))
+        }
+        ChoiceError::NoPool { .. } => ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "network_unavailable",
+            e.to_string(),
+        ),
+    })
+}
+
+fn lossy(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// Runs one native request end to end, forwarding it to a peer host when
+/// this one has no warm container for it.
 pub(crate) async fn execute(
     app: &AppState,
     language: &str,
@@ -175,129 +377,59 @@ pub(crate) async fn execute(
             }
         }
     }
-    let choice = local.map_err(|e| match e {
-        ChoiceError::UnknownLanguage { ref available, .. } => {
-            let available = available.clone();
-            ApiError::new(StatusCode::NOT_FOUND, "unknown_language", e.to_string())
-                .with(json!({"available": available}))
-        }
-        ChoiceError::NoPool { .. } => ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "network_unavailable",
-            e.to_string(),
-        ),
-    })?;
-    let ex = &choice.spec.execution;
-    let wall = limit(
-        "timeout_ms",
-        ex.wall_time_ms.resolve(req.timeout_ms),
-        req.timeout_ms,
-    )?;
-    let cap = limit(
-        "max_output_bytes",
-        ex.output_bytes.resolve(req.max_output_bytes),
-        req.max_output_bytes,
-    )?;
-    if req.args.len() > MAX_ARGS {
+    let choice = choose(app, language, tier)?;
+    if req.files.len() > MAX_FILES {
         return Err(ApiError::invalid(format!(
-            "at most {MAX_ARGS} args may be sent"
+            "at most {MAX_FILES} files may be sent"
         )));
     }
-    if req.args.iter().any(|a| a.contains('\0')) {
-        return Err(ApiError::invalid("args must not contain NUL bytes"));
-    }
     let files = decode_files(&req, &choice.language.source_file)?;
-    let job = Job {
-        language: choice.language.clone(),
-        code: req.code,
+    let sub = Submission {
         files,
         stdin: req.stdin.into_bytes(),
         args: req.args,
+        run_timeout_ms: req.timeout_ms,
+        compile_timeout_ms: req.compile_timeout_ms,
+        output_bytes: req.max_output_bytes,
+        memory_mib: req.memory_mib,
+        compile_memory_mib: req.compile_memory_mib,
+        code: req.code,
     };
-    let deadline = started + Duration::from_millis(ex.queue_timeout_ms);
-    let lease = app
-        .agent
-        .acquire(&choice.pool, deadline)
-        .await
-        .map_err(|e| match e {
-            AcquireError::NoCapacity(_) => {
-                let mut err = ApiError::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "no_capacity",
-                    format!("{e}; retry shortly"),
-                );
-                err.retry_after = Some(1);
-                err
-            }
-            AcquireError::PoolGone(_) => ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "pool_unavailable",
-                e.to_string(),
-            ),
-        })?;
-    let span = tracing::info_span!("execute", pool = %lease.pool, container = %lease.container, language = %choice.language.name);
-    let outcome = execution::run(
-        app.agent.lxd(),
-        &lease.container,
-        &job,
-        Duration::from_millis(wall),
-        cap as usize,
-    )
-    .instrument(span)
-    .await;
-    let container = lease.container.clone();
-    let queue_ms = lease.queued.as_millis() as u64;
-    drop(lease);
-    let outcome = outcome.unwrap_or_else(|e| {
-        tracing::error!(container, error = %e, "execution failed inside unsandbox");
-        execution::Outcome {
-            status: Status::InternalError,
-            exit_code: None,
-            signal: None,
-            stdout: vec![],
-            stderr: vec![],
-            stdout_truncated: false,
-            stderr_truncated: false,
-            exec_ms: 0,
-            message: Some("the container could not run the code; it was destroyed".into()),
-        }
+    let ran = run_local(app, choice, sub, started).await?;
+    let o = &ran.outcome;
+    let last = o.last_stage().cloned().unwrap_or_default();
+    let compile = o.compile.as_ref().map(|c| CompileReport {
+        status: c.status.as_str().to_string(),
+        stdout: lossy(&c.stdout),
+        stderr: lossy(&c.stderr),
+        exit_code: c.exit_code,
+        signal: c.signal,
+        stdout_truncated: c.stdout_truncated,
+        stderr_truncated: c.stderr_truncated,
+        message: c.message.clone(),
     });
-    let m = app.agent.metrics();
-    let pool_labels = PoolLabels {
-        pool: choice.pool.clone(),
-    };
-    m.queue_seconds
-        .get_or_create(&pool_labels)
-        .observe(queue_ms as f64 / 1000.0);
-    m.execution_seconds
-        .get_or_create(&pool_labels)
-        .observe(outcome.exec_ms as f64 / 1000.0);
-    m.executions
-        .get_or_create(&ExecLabels {
-            language: choice.language.name.clone(),
-            pool: choice.pool.clone(),
-            status: outcome.status.as_str().to_string(),
-        })
-        .inc();
     Ok(ExecuteResponse {
-        status: outcome.status.as_str().to_string(),
-        stdout: String::from_utf8_lossy(&outcome.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&outcome.stderr).into_owned(),
-        exit_code: outcome.exit_code,
-        signal: outcome.signal,
-        stdout_truncated: outcome.stdout_truncated,
-        stderr_truncated: outcome.stderr_truncated,
-        language: choice.language.name,
-        pool: choice.pool,
+        status: o.status.as_str().to_string(),
+        stdout: lossy(&last.stdout),
+        stderr: lossy(&last.stderr),
+        exit_code: last.exit_code,
+        signal: last.signal,
+        stdout_truncated: last.stdout_truncated,
+        stderr_truncated: last.stderr_truncated,
+        language: ran.choice.language.name,
+        pool: ran.choice.pool,
         host: app.agent.node().to_string(),
-        container,
+        container: ran.container,
         network: tier,
         timings: Timings {
-            queue_ms,
-            exec_ms: outcome.exec_ms,
+            queue_ms: ran.queue_ms,
+            exec_ms: o.exec_ms(),
+            compile_ms: o.compile.as_ref().map(|c| c.exec_ms),
+            run_ms: o.run.as_ref().map(|r| r.exec_ms),
             total_ms: started.elapsed().as_millis() as u64,
         },
+        compile,
         detected,
-        message: outcome.message,
+        message: o.message.clone().or(last.message),
     })
 }

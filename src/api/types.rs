@@ -22,9 +22,18 @@ pub struct ExecuteRequest {
     /// Extra files written beside the source.
     #[serde(default)]
     pub files: Vec<InputFile>,
-    /// Wall-clock limit in milliseconds; at most the pool's maximum.
+    /// Wall-clock limit of the run stage in milliseconds; at most the pool's maximum.
     #[serde(default)]
     pub timeout_ms: Option<u64>,
+    /// Wall-clock limit of the compile stage in milliseconds; at most the pool's maximum.
+    #[serde(default)]
+    pub compile_timeout_ms: Option<u64>,
+    /// Memory limit of the run stage in MiB; at most the pool's `limits.memoryMib`.
+    #[serde(default)]
+    pub memory_mib: Option<u64>,
+    /// Memory limit of the compile stage in MiB; at most the pool's compile memory.
+    #[serde(default)]
+    pub compile_memory_mib: Option<u64>,
     /// Bytes kept of stdout and of stderr; at most the pool's maximum.
     #[serde(default)]
     pub max_output_bytes: Option<u64>,
@@ -54,8 +63,14 @@ pub struct InputFile {
 pub struct Timings {
     /// Waiting for a warm container.
     pub queue_ms: u64,
-    /// Running the code.
+    /// Running the code: all stages.
     pub exec_ms: u64,
+    /// The compile stage (compiled languages).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compile_ms: Option<u64>,
+    /// The run stage.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_ms: Option<u64>,
     /// From the request's arrival to the answer.
     pub total_ms: u64,
 }
@@ -71,10 +86,28 @@ pub struct DetectionReport {
     pub alternatives: Vec<(String, f64)>,
 }
 
-/// The result of an execution.
+/// The compile stage of an execution.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct CompileReport {
+    /// `ok`, `runtime_error` (the compiler failed), `timeout`, `killed` or
+    /// `output_limit_exceeded`.
+    pub status: String,
+    pub stdout: String,
+    pub stderr: String,
+    pub exit_code: Option<i32>,
+    pub signal: Option<i32>,
+    pub stdout_truncated: bool,
+    pub stderr_truncated: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+/// The result of an execution. `stdout`, `stderr`, `exit_code` and `signal`
+/// are the run stage's, or the compile stage's when compiling failed.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct ExecuteResponse {
-    /// `ok`, `runtime_error`, `timeout`, `killed`, `output_limit_exceeded` or `internal_error`.
+    /// `ok`, `compile_error`, `runtime_error`, `timeout`, `killed`,
+    /// `output_limit_exceeded` or `internal_error`.
     pub status: String,
     pub stdout: String,
     pub stderr: String,
@@ -88,6 +121,9 @@ pub struct ExecuteResponse {
     pub container: String,
     pub network: NetworkTier,
     pub timings: Timings,
+    /// The compile stage, for compiled languages.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compile: Option<CompileReport>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub detected: Option<DetectionReport>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

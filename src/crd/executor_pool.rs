@@ -137,6 +137,13 @@ pub struct ContainerLimits {
     #[serde(default = "default_tmpfs")]
     #[schemars(range(min = 1, max = 65536))]
     pub tmpfs_mib: u32,
+    /// Memory limit in MiB during the compile stage of compiled languages
+    /// (compilers often need more than the programs they build). The
+    /// container's limit is raised to it for the compile stage and set back
+    /// to `memoryMib` before the run stage. Defaults to `memoryMib`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 32, max = 65536))]
+    pub compile_memory_mib: Option<u32>,
 }
 
 fn default_cpus() -> u32 {
@@ -159,6 +166,7 @@ impl Default for ContainerLimits {
             memory_mib: default_memory(),
             processes: default_processes(),
             tmpfs_mib: default_tmpfs(),
+            compile_memory_mib: None,
         }
     }
 }
@@ -168,9 +176,13 @@ impl Default for ContainerLimits {
 #[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq, Eq, Hash)]
 #[serde(rename_all = "camelCase")]
 pub struct ExecutionLimits {
-    /// Wall-clock time of one execution, in milliseconds.
+    /// Wall-clock time of the run stage of one execution, in milliseconds.
     #[serde(default = "default_wall")]
     pub wall_time_ms: Bounded,
+    /// Wall-clock time of the compile stage of one execution (compiled
+    /// languages only), in milliseconds.
+    #[serde(default = "default_compile")]
+    pub compile_time_ms: Bounded,
     /// Bytes of stdout and of stderr kept from one execution; the program is
     /// stopped when it writes more.
     #[serde(default = "default_output")]
@@ -188,6 +200,12 @@ fn default_wall() -> Bounded {
         max: 30_000,
     }
 }
+fn default_compile() -> Bounded {
+    Bounded {
+        default: 10_000,
+        max: 60_000,
+    }
+}
 fn default_output() -> Bounded {
     Bounded {
         default: 64 * 1024,
@@ -202,6 +220,7 @@ impl Default for ExecutionLimits {
     fn default() -> Self {
         Self {
             wall_time_ms: default_wall(),
+            compile_time_ms: default_compile(),
             output_bytes: default_output(),
             queue_timeout_ms: default_queue(),
         }
@@ -277,12 +296,27 @@ pub struct NodePoolStatus {
     /// Why the host does not serve the pool fully, if it does not.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
-    /// Languages that this host serves for the pool.
+    /// Languages that this host serves for the pool: those whose smoke
+    /// tests passed here.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub languages: Vec<String>,
+    /// Languages of the pool's image that this host does not serve, because
+    /// their smoke tests failed here (or have not finished yet).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unavailable_languages: Vec<UnavailableLanguage>,
     /// Base URL of this host's execution API, for routing between hosts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub endpoint: Option<String>,
+}
+
+/// A language a host does not serve, and why.
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct UnavailableLanguage {
+    /// Language name.
+    pub name: String,
+    /// The failed smoke test and what went wrong, or that the tests are still running.
+    pub message: String,
 }
 
 impl ExecutorPoolSpec {

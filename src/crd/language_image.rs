@@ -75,15 +75,20 @@ pub struct LanguageSpec {
     /// Other names users type for this language (for example `py`, `python3`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub aliases: Vec<String>,
-    /// Toolchain version, as reported by the toolchain in the image.
+    /// Toolchain version. Normally left out: image builds record each
+    /// toolchain's own report of its version in the image (property
+    /// `unsandbox.version.<name>`), and hosts serve that. Set only for
+    /// images built elsewhere.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub version: Option<String>,
     /// File name the submitted code is written to, in the working directory
     /// (for example `main.py`).
     #[x_kube(validation = Rule::new("self.matches('^[A-Za-z0-9][A-Za-z0-9._-]*$')").message("a plain file name without directories"))]
     pub source_file: String,
-    /// Shell command that compiles the source, run in the working directory.
-    /// Absent for interpreted languages.
+    /// Shell command that compiles the source, run in the working directory
+    /// as its own stage with its own limits (the pool's `execution.compileTimeMs`
+    /// and `limits.compileMemoryMib`). A non-zero exit is a `compile_error`
+    /// and the run stage is skipped. Absent for interpreted languages.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub compile: Option<String>,
     /// Shell command that runs the program, in the working directory. The
@@ -102,9 +107,11 @@ pub struct LanguageSpec {
     /// (for example `python3 -c pass`). Its output is discarded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub warmup: Option<String>,
-    /// A program that must print the expected output for the language to be served.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub smoke_test: Option<SmokeTest>,
+    /// Programs that must print their expected output, on every host, in a
+    /// fresh container of each pool, before the host serves the language
+    /// (typically `hello`, `stdin` and `args`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub smoke_tests: Vec<SmokeTest>,
 }
 
 impl LanguageSpec {
@@ -115,15 +122,21 @@ impl LanguageSpec {
     }
 }
 
-/// A smoke test: code, its stdin, and the stdout it must print.
-#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq, Eq)]
+/// A smoke test: code, its stdin and arguments, and the stdout it must print.
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq, Eq, Hash)]
 #[serde(rename_all = "camelCase")]
 pub struct SmokeTest {
+    /// Short name of what the test proves (for example `hello`, `stdin`, `args`).
+    #[x_kube(validation = Rule::new("self.matches('^[a-z0-9][a-z0-9-]*$')").message("a test name is lowercase letters, digits and dashes"))]
+    pub name: String,
     /// Source code of the test program.
     pub code: String,
     /// Standard input given to the program.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub stdin: String,
+    /// Arguments given to the program.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub args: Vec<String>,
     /// The exact standard output the program must print.
     pub expected_stdout: String,
 }

@@ -8,7 +8,7 @@ pub mod validate;
 
 pub use executor_pool::{
     Bounded, ContainerLimits, ExecutionLimits, ExecutorPool, ExecutorPoolSpec, ExecutorPoolStatus,
-    NetworkTier, NodeOverride, NodePoolStatus,
+    NetworkTier, NodeOverride, NodePoolStatus, UnavailableLanguage,
 };
 pub use language_image::{
     ImageSource, LanguageImage, LanguageImageSpec, LanguageImageStatus, LanguageSpec, SmokeTest,

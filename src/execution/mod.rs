@@ -5,6 +5,6 @@ mod run;
 mod script;
 mod verdict;
 
-pub use run::run;
-pub use script::{Job, RUNNER_GID, RUNNER_UID, WORKDIR, command, ready_command};
-pub use verdict::{Outcome, Status, verdict};
+pub use run::{Limits, StageLimits, run};
+pub use script::{Job, RUNNER_GID, RUNNER_UID, WORKDIR, command, ready_command, run_command};
+pub use verdict::{Outcome, StageOutcome, Status, verdict};

@@ -1,25 +1,105 @@
-//! Runs a job in a container taken from a pool.
+//! Runs a job in a container taken from a pool: the compile stage (compiled
+//! languages), then the run stage, each with its own limits.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use crate::lxd::{ExecSpec, Lxd, LxdError};
 
-use super::script::{Job, WORKDIR, command};
-use super::verdict::{Outcome, verdict};
+use super::script::{Job, WORKDIR, command, run_command};
+use super::verdict::{Outcome, StageOutcome, Status, overall, stage};
 
-/// Runs `job` in the running container `container`, watching it for at most
-/// `wall` and keeping at most `output_cap` bytes of stdout and of stderr.
-/// The container must be destroyed afterwards whatever the result: the code
-/// may still be running after a timeout or an output flood.
+/// Limits of one stage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StageLimits {
+    /// Wall-clock time the stage may take.
+    pub wall: Duration,
+    /// Bytes kept of stdout and of stderr; the stage is stopped past them.
+    pub output_cap: usize,
+    /// Memory limit of the container during the stage, in MiB.
+    pub memory_mib: u32,
+}
+
+/// Limits of both stages, and the memory limit the container was launched with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    pub compile: StageLimits,
+    pub run: StageLimits,
+    pub launched_memory_mib: u32,
+}
+
+/// Runs `job` in the running container `container`. The container must be
+/// destroyed afterwards whatever the result: the code may still be running
+/// after a timeout or an output flood.
 pub async fn run(
     lxd: &Lxd,
     container: &str,
     job: &Job,
-    wall: Duration,
-    output_cap: usize,
+    limits: &Limits,
 ) -> Result<Outcome, LxdError> {
+    let mut memory = limits.launched_memory_mib;
     let (argv, stdin) = command(job);
+    if !job.compiled() {
+        set_memory(lxd, container, &mut memory, limits.run.memory_mib).await?;
+        let run = stage(
+            lxd.exec(container, spec(job, argv, stdin, &limits.run))
+                .await?,
+        );
+        return Ok(finish(None, Some(run)));
+    }
+    set_memory(lxd, container, &mut memory, limits.compile.memory_mib).await?;
+    let compiled = stage(
+        lxd.exec(container, spec(job, argv, stdin, &limits.compile))
+            .await?,
+    );
+    if compiled.status != Status::Ok {
+        return Ok(finish(Some(compiled), None));
+    }
+    if let Err(e) = set_memory(lxd, container, &mut memory, limits.run.memory_mib).await {
+        // The kernel refuses a limit below what the compile stage left in use.
+        let run = StageOutcome {
+            status: Status::Killed,
+            message: Some(format!(
+                "the run stage's memory limit ({} MiB) could not be applied: {e}",
+                limits.run.memory_mib
+            )),
+            ..StageOutcome::default()
+        };
+        return Ok(finish(Some(compiled), Some(run)));
+    }
+    let (argv, stdin) = run_command(job);
+    let run = stage(
+        lxd.exec(container, spec(job, argv, stdin, &limits.run))
+            .await?,
+    );
+    Ok(finish(Some(compiled), Some(run)))
+}
+
+fn finish(compile: Option<StageOutcome>, run: Option<StageOutcome>) -> Outcome {
+    Outcome {
+        status: overall(compile.as_ref(), run.as_ref()),
+        compile,
+        run,
+        message: None,
+    }
+}
+
+/// Sets the container's memory limit when the stage needs another one.
+async fn set_memory(
+    lxd: &Lxd,
+    container: &str,
+    current: &mut u32,
+    wanted: u32,
+) -> Result<(), LxdError> {
+    if *current != wanted {
+        lxd.set_config(container, &[("limits.memory", format!("{wanted}MiB"))])
+            .await?;
+        *current = wanted;
+    }
+    Ok(())
+}
+
+fn spec(job: &Job, command: Vec<String>, stdin: Vec<u8>, limits: &StageLimits) -> ExecSpec {
     let mut env = BTreeMap::from([
         ("HOME".to_string(), WORKDIR.to_string()),
         ("USER".to_string(), "runner".to_string()),
@@ -32,27 +112,14 @@ pub async fn run(
         ("TMPDIR".to_string(), "/tmp".to_string()),
     ]);
     env.extend(job.language.env.clone());
-    let spec = ExecSpec {
-        command: argv,
+    ExecSpec {
+        command,
         env,
         user: 0,
         group: 0,
         cwd: WORKDIR.to_string(),
         stdin,
-        output_cap,
-        deadline: wall,
-    };
-    let out = lxd.exec(container, spec).await?;
-    let (status, exit_code, signal) = verdict(&out);
-    Ok(Outcome {
-        status,
-        exit_code,
-        signal,
-        stdout_truncated: out.stdout_truncated,
-        stderr_truncated: out.stderr_truncated,
-        stdout: out.stdout,
-        stderr: out.stderr,
-        exec_ms: out.elapsed.as_millis() as u64,
-        message: None,
-    })
+        output_cap: limits.output_cap,
+        deadline: limits.wall,
+    }
 }

@@ -1,8 +1,11 @@
-//! Builds the single LXD exec that runs a job. The exec starts as root only
+//! Builds the LXD execs that run a job. The first exec starts as root only
 //! to mark the container as used, then drops to the unprivileged runner user
 //! with no capabilities and no way to gain privileges; as that user it writes
-//! the files (their bytes come first on stdin, so one exec does everything)
-//! and replaces itself with the language's run command.
+//! the files (their bytes come first on stdin) and then either replaces
+//! itself with the run command (interpreted languages: one exec does
+//! everything) or with the compile command (compiled languages: the compile
+//! stage). The run stage of a compiled language is a second exec, again as
+//! the runner.
 
 use crate::crd::LanguageSpec;
 
@@ -24,6 +27,16 @@ pub struct Job {
     pub files: Vec<(String, Vec<u8>)>,
     pub stdin: Vec<u8>,
     pub args: Vec<String>,
+    /// A folder under `WORKDIR` to work in, emptied first (smoke tests run
+    /// one after another in one container); `None` works in `WORKDIR`.
+    pub subdir: Option<String>,
+}
+
+impl Job {
+    /// Whether the job has a compile stage.
+    pub fn compiled(&self) -> bool {
+        self.language.compile.is_some()
+    }
 }
 
 /// Quotes a string for POSIX sh.
@@ -31,12 +44,20 @@ pub fn sh_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', r"'\''"))
 }
 
-/// The exec's argv (run as root in `WORKDIR`) and the bytes for its stdin.
+/// The first exec's argv (run as root in `WORKDIR`) and the bytes for its
+/// stdin: mark used, write the files, then compile (compiled languages, with
+/// stdin closed) or run (interpreted languages, with the job's stdin).
 pub fn command(job: &Job) -> (Vec<String>, Vec<u8>) {
     let mut files: Vec<(&str, &[u8])> =
         vec![(job.language.source_file.as_str(), job.code.as_bytes())];
     files.extend(job.files.iter().map(|(n, c)| (n.as_str(), c.as_slice())));
     let mut inner = String::from("umask 077\n");
+    if let Some(dir) = &job.subdir {
+        let d = sh_quote(dir);
+        inner.push_str(&format!(
+            "rm -rf -- {d} && mkdir {d} && cd {d} || exit 125\n"
+        ));
+    }
     let mut stdin = Vec::new();
     for (name, content) in &files {
         inner.push_str(&format!(
@@ -46,15 +67,36 @@ pub fn command(job: &Job) -> (Vec<String>, Vec<u8>) {
         ));
         stdin.extend_from_slice(content);
     }
-    if let Some(compile) = &job.language.compile {
-        inner.push_str(&format!("{{ {compile\n} ; }} </dev/null || exit $?\n"));
+    let argv = match &job.language.compile {
+        Some(compile) => {
+            inner.push_str(&format!(
+                "exec /bin/sh -c {} </dev/null\n",
+                sh_quote(compile)
+            ));
+            as_runner(&format!(": > {USED_MARKER} || exit 125"), inner)
+        }
+        None => {
+            inner.push_str(&format!("exec {} \"$@\"\n", job.language.run));
+            stdin.extend_from_slice(&job.stdin);
+            let mut argv = as_runner(&format!(": > {USED_MARKER} || exit 125"), inner);
+            argv.extend(job.args.iter().cloned());
+            argv
+        }
+    };
+    (argv, stdin)
+}
+
+/// The run stage of a compiled language: a second exec, as the runner, in
+/// the folder the first one compiled in, with the job's stdin and arguments.
+pub fn run_command(job: &Job) -> (Vec<String>, Vec<u8>) {
+    let mut inner = String::new();
+    if let Some(dir) = &job.subdir {
+        inner.push_str(&format!("cd {} || exit 125\n", sh_quote(dir)));
     }
     inner.push_str(&format!("exec {} \"$@\"\n", job.language.run));
-    stdin.extend_from_slice(&job.stdin);
-
-    let mut argv = as_runner(&format!(": > {USED_MARKER} || exit 125"), inner);
+    let mut argv = as_runner(":", inner);
     argv.extend(job.args.iter().cloned());
-    (argv, stdin)
+    (argv, job.stdin.clone())
 }
 
 /// An argv that runs `first` as root, then `inner` as the runner user with
@@ -114,6 +156,7 @@ mod tests {
             files: vec![("data.txt".into(), b"xyz".to_vec())],
             stdin: b"input".to_vec(),
             args: vec!["a b".into(), "$(rm -rf /)".into()],
+            subdir: None,
         };
         let (argv, stdin) = command(&job);
         assert_eq!(stdin, b"print(1)\nxyzinput");
@@ -137,6 +180,35 @@ mod tests {
         assert!(!argv.concat().contains(USED_MARKER));
         assert!(argv[2].contains("--no-new-privs"));
         assert!(argv[4].contains("( python3 -c pass\n) </dev/null"));
+    }
+
+    #[test]
+    fn compiled_languages_compile_in_the_first_exec_and_run_in_a_second() {
+        let c: LanguageSpec = serde_yaml::from_str(
+            "{name: c, sourceFile: main.c, compile: 'gcc -o main main.c', run: ./main}",
+        )
+        .unwrap();
+        let job = Job {
+            language: c,
+            code: "int main(){}".into(),
+            files: vec![],
+            stdin: b"in".to_vec(),
+            args: vec!["x".into()],
+            subdir: Some("smoke-1".into()),
+        };
+        let (argv, stdin) = command(&job);
+        // The compile stage never sees the program's stdin or arguments.
+        assert_eq!(stdin, b"int main(){}");
+        assert_eq!(argv.len(), 5);
+        assert!(argv[2].contains(USED_MARKER));
+        assert!(argv[4].contains("rm -rf -- 'smoke-1' && mkdir 'smoke-1' && cd 'smoke-1'"));
+        assert!(argv[4].ends_with("exec /bin/sh -c 'gcc -o main main.c' </dev/null\n"));
+        let (argv, stdin) = run_command(&job);
+        assert_eq!(stdin, b"in");
+        assert!(!argv[2].contains(USED_MARKER));
+        assert!(argv[2].contains("--no-new-privs"));
+        assert!(argv[4].starts_with("cd 'smoke-1' || exit 125\nexec ./main \"$@\""));
+        assert_eq!(&argv[5..], ["x"]);
     }
 
     #[test]

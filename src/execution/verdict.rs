@@ -5,7 +5,9 @@ use serde::{Deserialize, Serialize};
 use crate::lxd::{ExecOutcome, Stopped};
 
 /// How an execution ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Status {
     /// Exited with code 0.
@@ -18,7 +20,11 @@ pub enum Status {
     Killed,
     /// Wrote more than the output cap; it was stopped and the output cut.
     OutputLimitExceeded,
+    /// The compile stage failed (non-zero exit, or a limit); the run stage
+    /// was skipped. The compiler's output is reported.
+    CompileError,
     /// unsandbox could not run it.
+    #[default]
     InternalError,
 }
 
@@ -30,14 +36,15 @@ impl Status {
             Status::Timeout => "timeout",
             Status::Killed => "killed",
             Status::OutputLimitExceeded => "output_limit_exceeded",
+            Status::CompileError => "compile_error",
             Status::InternalError => "internal_error",
         }
     }
 }
 
-/// An execution's result, before it is shaped for an API.
-#[derive(Debug, Clone)]
-pub struct Outcome {
+/// The result of one stage (compile or run), before it is shaped for an API.
+#[derive(Debug, Clone, Default)]
+pub struct StageOutcome {
     pub status: Status,
     pub exit_code: Option<i32>,
     pub signal: Option<i32>,
@@ -46,8 +53,73 @@ pub struct Outcome {
     pub stdout_truncated: bool,
     pub stderr_truncated: bool,
     pub exec_ms: u64,
+    /// Why the stage ended the way it did, when the exit code does not say.
+    pub message: Option<String>,
+}
+
+/// An execution's result: its stages and the overall status.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    /// `CompileError` when the compile stage failed, else the run stage's status.
+    pub status: Status,
+    /// The compile stage, for compiled languages.
+    pub compile: Option<StageOutcome>,
+    /// The run stage; `None` when compiling failed.
+    pub run: Option<StageOutcome>,
     /// Set for internal errors.
     pub message: Option<String>,
+}
+
+impl Outcome {
+    /// An execution that unsandbox could not carry out.
+    pub fn internal(message: impl Into<String>) -> Self {
+        Self {
+            status: Status::InternalError,
+            compile: None,
+            run: None,
+            message: Some(message.into()),
+        }
+    }
+
+    /// The stage whose output answers the request: the run stage, or the
+    /// compile stage when compiling failed.
+    pub fn last_stage(&self) -> Option<&StageOutcome> {
+        self.run.as_ref().or(self.compile.as_ref())
+    }
+
+    /// Milliseconds spent in execs, all stages together.
+    pub fn exec_ms(&self) -> u64 {
+        self.compile
+            .iter()
+            .chain(&self.run)
+            .map(|s| s.exec_ms)
+            .sum()
+    }
+}
+
+/// The overall status from the stages. Pure.
+pub fn overall(compile: Option<&StageOutcome>, run: Option<&StageOutcome>) -> Status {
+    match (compile, run) {
+        (Some(c), _) if c.status != Status::Ok => Status::CompileError,
+        (_, Some(r)) => r.status,
+        _ => Status::InternalError,
+    }
+}
+
+/// A stage's outcome from its exec.
+pub fn stage(out: crate::lxd::ExecOutcome) -> StageOutcome {
+    let (status, exit_code, signal) = verdict(&out);
+    StageOutcome {
+        status,
+        exit_code,
+        signal,
+        stdout: out.stdout,
+        stderr: out.stderr,
+        stdout_truncated: out.stdout_truncated,
+        stderr_truncated: out.stderr_truncated,
+        exec_ms: out.elapsed.as_millis() as u64,
+        message: None,
+    }
 }
 
 /// Status, exit code and signal from an exec. LXD reports a process ended by
@@ -113,5 +185,17 @@ mod tests {
             verdict(&exited(None, Stopped::OutputLimit)).0,
             Status::OutputLimitExceeded
         );
+    }
+
+    #[test]
+    fn a_failed_compile_stage_is_a_compile_error_whatever_ended_it() {
+        let ok = stage(exited(Some(0), Stopped::Exited));
+        let failed = stage(exited(Some(1), Stopped::Exited));
+        let timed_out = stage(exited(None, Stopped::Timeout));
+        assert_eq!(overall(Some(&failed), None), Status::CompileError);
+        assert_eq!(overall(Some(&timed_out), None), Status::CompileError);
+        assert_eq!(overall(Some(&ok), Some(&failed)), Status::RuntimeError);
+        assert_eq!(overall(None, Some(&ok)), Status::Ok);
+        assert_eq!(overall(None, None), Status::InternalError);
     }
 }

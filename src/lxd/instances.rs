@@ -48,6 +48,25 @@ impl Lxd {
             .map(|_| ())
     }
 
+    /// Changes config keys of an instance; a running container's limits
+    /// (for example `limits.memory`) apply at once.
+    pub async fn set_config(&self, name: &str, config: &[(&str, String)]) -> Result<(), LxdError> {
+        let config: serde_json::Map<String, serde_json::Value> = config
+            .iter()
+            .map(|(k, v)| (k.to_string(), json!(v)))
+            .collect();
+        let path = format!("/1.0/instances/{name}");
+        let env = self
+            .call(Method::PATCH, &path, Some(json!({ "config": config })))
+            .await?;
+        if env.kind == "async" {
+            let op: super::types::Operation = serde_json::from_value(env.metadata)
+                .map_err(|e| LxdError::Decode(format!("{path} operation: {e}")))?;
+            self.wait(&op.id, STATE_TIMEOUT).await?;
+        }
+        Ok(())
+    }
+
     /// Starts an instance and waits until it runs.
     pub async fn start_instance(&self, name: &str) -> Result<(), LxdError> {
         self.change_state(name, json!({"action": "start", "timeout": 30}))

@@ -190,12 +190,17 @@ impl Harness {
             || {
                 let (a, p) = (agent.clone(), pool.clone());
                 async move {
-                    a.reports()
-                        .iter()
+                    let reports: Vec<_> = a
+                        .reports()
+                        .into_iter()
                         .filter(|r| format!("{}/{}", r.namespace, r.name) == p)
-                        .map(|r| r.node.warm)
-                        .sum::<u32>()
-                        == n
+                        .collect();
+                    // Languages are served once their smoke tests ran here.
+                    let proven = n == 0
+                        || reports
+                            .iter()
+                            .all(|r| r.node.unavailable_languages.is_empty());
+                    reports.iter().map(|r| r.node.warm).sum::<u32>() == n && proven
                 }
             },
         )
