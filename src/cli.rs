@@ -42,6 +42,12 @@ pub enum Command {
     Cleanup(LxdArgs),
     /// Measure latency, launch rate and idle memory against the local LXD.
     Bench(crate::bench::BenchArgs),
+    /// Run every language's smoke tests in a fresh container of each pool
+    /// and print the table: language, version, compile ms, run ms, pass.
+    Smoke(crate::prove::SmokeArgs),
+    /// Measure language auto-detection on a labelled corpus (see
+    /// tests/detection/corpus.sh); exits non-zero below the target accuracy.
+    DetectAccuracy(crate::languages::corpus::DetectAccuracyArgs),
 }
 
 #[derive(Debug, Args)]
@@ -180,11 +186,12 @@ pub struct AgentArgs {
     /// How often LXD is listed to catch containers changed out of band, in milliseconds.
     #[arg(long, env = "UNSANDBOX_RESYNC_MS", default_value_t = 5000)]
     pub resync_ms: u64,
-    /// Launch copies of a stopped, id-mapped template container rather than
-    /// creating each container from the image: faster for big images, but
-    /// LXD 5.0 was seen to stall for a minute when such copies start while a
-    /// sibling stops, so it is off by default.
-    #[arg(long, env = "UNSANDBOX_TEMPLATES", default_value_t = false, action = clap::ArgAction::Set)]
+    /// Launch copies (btrfs snapshots) of a stopped template container whose
+    /// files are already id-mapped, rather than creating each container from
+    /// the image: LXD then skips remapping every inode, which makes refills of
+    /// big images several times faster. Containers stay unprivileged and
+    /// fresh; `false` creates each one from the image.
+    #[arg(long, env = "UNSANDBOX_TEMPLATES", default_value_t = true, action = clap::ArgAction::Set)]
     pub templates: bool,
     /// On shutdown, also destroy the warm containers (by default they stay,
     /// and the next start adopts them).

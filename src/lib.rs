@@ -11,5 +11,6 @@ pub mod execution;
 pub mod languages;
 pub mod lxd;
 pub mod metrics;
+pub mod prove;
 pub mod standalone;
 pub mod telemetry;

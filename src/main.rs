@@ -64,6 +64,8 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Controller(args) => run_controller(args).await,
         Command::Bench(args) => unsandbox::bench::run(args).await,
+        Command::Smoke(args) => unsandbox::prove::run(args).await,
+        Command::DetectAccuracy(args) => Ok(unsandbox::languages::corpus::run(&args)?),
     }
 }
 

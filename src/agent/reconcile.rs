@@ -443,7 +443,20 @@ impl Agent {
                 hash: &hash,
             };
             let ready = crate::execution::ready_command(&languages);
-            launcher::launch(&self.inner.lxd, &name, None, &spec, &at, ready).await
+            let template = if self.inner.cfg.templates {
+                let _one_at_a_time = self.inner.template_lock.lock().await;
+                launcher::ensure_template(&self.inner.lxd, &spec, &at)
+                    .await
+                    .map(Some)
+            } else {
+                Ok(None)
+            };
+            match template {
+                Ok(t) => {
+                    launcher::launch(&self.inner.lxd, &name, t.as_deref(), &spec, &at, ready).await
+                }
+                Err(e) => Err(e),
+            }
         };
         let checks = match launched {
             Ok(()) => {

@@ -15,6 +15,9 @@ use tokio::net::UnixStream;
 use super::error::LxdError;
 use super::types::{Envelope, Operation, ServerInfo};
 
+/// Lifecycle operations running at once (see `Lxd::lifecycle`).
+const LIFECYCLE_SLOTS: usize = 4;
+
 /// Longest time one plain HTTP request to LXD may take.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -30,10 +33,10 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 pub struct Lxd {
     socket: Arc<PathBuf>,
     project: Arc<str>,
-    /// Lets one lifecycle operation (create, start, stop, delete), instance
-    /// listing, or file or state read run at a time. LXD 5.0.2 was seen to stop answering
-    /// for a minute (a starting container's hooks time out) when instances
-    /// are listed or stopped while others start.
+    /// Bounds the lifecycle operations (create, start, stop, delete),
+    /// instance listings and file or state reads running at once: each
+    /// holds LXD's database and storage locks for a while, and a few at a
+    /// time finish sooner than many.
     lifecycle: Arc<tokio::sync::Semaphore>,
 }
 
@@ -52,7 +55,7 @@ impl Lxd {
         Self {
             socket: Arc::new(socket.into()),
             project: project.into(),
-            lifecycle: Arc::new(tokio::sync::Semaphore::new(1)),
+            lifecycle: Arc::new(tokio::sync::Semaphore::new(LIFECYCLE_SLOTS)),
         }
     }
 

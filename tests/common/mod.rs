@@ -98,7 +98,9 @@ impl Harness {
             images_dir: None,
             launch_parallelism: 2,
             resync_interval: Duration::from_secs(1),
-            templates: std::env::var("UNSANDBOX_TEST_TEMPLATES").is_ok_and(|v| v == "1"),
+            // As in production: containers are copies of a template, unless
+            // UNSANDBOX_TEST_TEMPLATES=0 asks for launches from the image.
+            templates: std::env::var("UNSANDBOX_TEST_TEMPLATES").map_or(true, |v| v != "0"),
         };
         let agent = Agent::new(lxd.clone(), cfg, rx, Arc::new(Metrics::new()));
         let router =
