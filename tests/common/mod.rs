@@ -183,6 +183,32 @@ impl Harness {
         v
     }
 
+    /// Waits until the pool's smoke tests have run on this host.
+    pub async fn wait_proven(&self, pool: &str) {
+        let agent = self.agent.clone();
+        let pool = pool.to_string();
+        wait_for(
+            &format!("{pool}'s languages to be proven"),
+            Duration::from_secs(120),
+            || {
+                let (a, p) = (agent.clone(), pool.clone());
+                async move {
+                    a.reports()
+                        .iter()
+                        .filter(|r| format!("{}/{}", r.namespace, r.name) == p)
+                        .any(|r| {
+                            !r.node.languages.is_empty()
+                                && r.node
+                                    .unavailable_languages
+                                    .iter()
+                                    .all(|u| !u.message.contains("not finished"))
+                        })
+                }
+            },
+        )
+        .await;
+    }
+
     pub async fn wait_warm(&self, pool: &str, n: u32) {
         let agent = self.agent.clone();
         let pool = pool.to_string();
@@ -199,9 +225,12 @@ impl Harness {
                         .collect();
                     // Languages are served once their smoke tests ran here.
                     let proven = n == 0
-                        || reports
-                            .iter()
-                            .all(|r| r.node.unavailable_languages.is_empty());
+                        || reports.iter().all(|r| {
+                            r.node
+                                .unavailable_languages
+                                .iter()
+                                .all(|u| !u.message.contains("not finished"))
+                        });
                     reports.iter().map(|r| r.node.warm).sum::<u32>() == n && proven
                 }
             },
