@@ -52,11 +52,19 @@ pub struct BenchArgs {
     #[command(flatten)]
     pub lxd: crate::cli::LxdArgs,
     /// Launch from a template container (see `standalone --templates`).
-    #[arg(long, default_value_t = false, action = clap::ArgAction::Set)]
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     pub templates: bool,
     /// LXD storage pool.
     #[arg(long, env = "UNSANDBOX_STORAGE_POOL", default_value = "unsandbox")]
     pub storage_pool: String,
+    /// Measure only the refill time per container of these LanguageImages
+    /// (comma-separated names found in `--config`), launching from a
+    /// template and from the image.
+    #[arg(long, value_delimiter = ',')]
+    pub refill: Vec<String>,
+    /// Containers taken and refilled per image and mode with `--refill`.
+    #[arg(long, default_value_t = 5)]
+    pub refill_samples: usize,
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -75,8 +83,11 @@ fn summarize(mut v: Vec<f64>) -> (f64, f64) {
 async fn wait_warm(agent: &Agent, want: u32, limit: Duration) -> anyhow::Result<Duration> {
     let start = Instant::now();
     loop {
-        let warm: u32 = agent.reports().iter().map(|r| r.node.warm).sum();
-        if warm >= want {
+        let reports = agent.reports();
+        let warm: u32 = reports.iter().map(|r| r.node.warm).sum();
+        // Languages are served once their smoke tests ran on this host.
+        let proven = reports.iter().all(|r| !r.node.languages.is_empty());
+        if warm >= want && proven {
             return Ok(start.elapsed());
         }
         anyhow::ensure!(
@@ -87,40 +98,125 @@ async fn wait_warm(agent: &Agent, want: u32, limit: Duration) -> anyhow::Result<
     }
 }
 
-pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
-    let project = "unsandbox-bench";
-    let lxd = Lxd::new(args.lxd.socket(), project);
-    lxd.ensure_project().await?;
-    let node = format!("bench-{}", args.lxd.node());
-    crate::agent::cleanup(&lxd, &node).await?;
+/// Starts an agent with one pool `bench/bench` of `image` in the bench
+/// project. Returns it with its stop switch and loop task.
+async fn start_agent(
+    args: &BenchArgs,
+    lxd: &Lxd,
+    node: &str,
+    image: &str,
+    warm: u32,
+    templates: bool,
+) -> anyhow::Result<(
+    Agent,
+    tokio::sync::watch::Sender<bool>,
+    tokio::task::JoinHandle<()>,
+)> {
     let (mut res, _) = crate::standalone::files::load(std::slice::from_ref(&args.config))?;
     res.pools.clear();
-    let mut spec: ExecutorPoolSpec = serde_yaml::from_str(&format!("image: {}", args.image))?;
-    spec.warm = args.warm;
+    anyhow::ensure!(
+        res.images
+            .iter()
+            .any(|i| i.metadata.name.as_deref() == Some(image)),
+        "no LanguageImage {image} in {:?}",
+        args.config
+    );
+    let mut spec: ExecutorPoolSpec = serde_yaml::from_str(&format!("image: {image}"))?;
+    spec.warm = warm;
     spec.max_concurrent = args.concurrency.max(1) as u32 * 2;
     spec.execution.queue_timeout_ms = 120_000;
     let mut pool = ExecutorPool::new("bench", spec);
     pool.metadata.namespace = Some("bench".into());
     res.pools.push(pool);
-    let (_tx, rx) = tokio::sync::watch::channel::<Resources>(res);
+    let (tx, rx) = tokio::sync::watch::channel::<Resources>(res);
     let cfg = AgentConfig {
-        node: node.clone(),
+        node: node.to_string(),
         storage_pool: args.storage_pool.clone(),
         images_dir: Some(PathBuf::from("images")),
         launch_parallelism: 4,
         resync_interval: Duration::from_secs(30),
-        templates: args.templates,
+        templates,
     };
     let agent = Agent::new(lxd.clone(), cfg, rx, Arc::new(Metrics::new()));
     let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
     let runner = agent.clone();
-    let reconciler = tokio::spawn(async move {
+    let task = tokio::spawn(async move {
+        let _keep = tx;
         runner
             .run(async move {
                 let _ = stop_rx.wait_for(|s| *s).await;
             })
             .await;
     });
+    Ok((agent, stop_tx, task))
+}
+
+/// Refill time per container: with the pool full, take one container
+/// (its replacement launches at once) and time until the pool is full
+/// again; for each image, from a template and from the image.
+async fn refill(args: &BenchArgs, lxd: &Lxd, node: &str) -> anyhow::Result<()> {
+    println!(
+        "unsandbox bench: refill time per container, {} samples each",
+        args.refill_samples
+    );
+    println!(
+        "{:<12} {:<10} {:>9} {:>9}",
+        "image", "launch", "p50 s", "max s"
+    );
+    for image in &args.refill {
+        for templates in [true, false] {
+            let (agent, stop, task) = start_agent(args, lxd, node, image, 2, templates).await?;
+            let result = async {
+                wait_warm(&agent, 2, Duration::from_secs(1800)).await?;
+                let mut samples = Vec::new();
+                for _ in 0..args.refill_samples {
+                    let t = Instant::now();
+                    let lease = agent
+                        .acquire("bench/bench", Instant::now() + Duration::from_secs(60))
+                        .await?;
+                    drop(lease);
+                    wait_warm(&agent, 2, Duration::from_secs(600)).await?;
+                    samples.push(t.elapsed().as_secs_f64());
+                    // Let the destroy of the taken container finish.
+                    agent.settle(Duration::from_secs(60)).await;
+                }
+                anyhow::Ok(samples)
+            }
+            .await;
+            let _ = stop.send(true);
+            let _ = task.await;
+            agent.settle(Duration::from_secs(60)).await;
+            agent.destroy_all().await?;
+            let mut samples = result?;
+            samples.sort_by(f64::total_cmp);
+            let max = samples.last().copied().unwrap_or(f64::NAN);
+            println!(
+                "{:<12} {:<10} {:>9.2} {:>9.2}",
+                image,
+                if templates { "template" } else { "image" },
+                percentile(&samples, 50.0),
+                max
+            );
+        }
+    }
+    Ok(())
+}
+
+pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+    let project = "unsandbox-bench";
+    if !args.refill.is_empty() {
+        let lxd = Lxd::new(args.lxd.socket(), project);
+        lxd.ensure_project().await?;
+        let node = format!("bench-{}", args.lxd.node());
+        crate::agent::cleanup(&lxd, &node).await?;
+        return refill(&args, &lxd, &node).await;
+    }
+    let lxd = Lxd::new(args.lxd.socket(), project);
+    lxd.ensure_project().await?;
+    let node = format!("bench-{}", args.lxd.node());
+    crate::agent::cleanup(&lxd, &node).await?;
+    let (agent, stop_tx, reconciler) =
+        start_agent(&args, &lxd, &node, &args.image, args.warm, args.templates).await?;
     let result = measure(&args, &agent, &lxd).await;
     let _ = stop_tx.send(true);
     let _ = reconciler.await;
