@@ -289,6 +289,55 @@ mod tests {
     }
 
     #[test]
+    fn only_languages_that_passed_their_smoke_tests_here_are_served() {
+        let mut p = pool(1);
+        p.resolved.image = Some(
+            serde_yaml::from_str(
+                "source: {recipe: small}\nlanguages:\n- {name: python, sourceFile: m.py, run: python3 m.py}\n- {name: lua, sourceFile: m.lua, run: lua m.lua}\n",
+            )
+            .unwrap(),
+        );
+        // Before the tests ran: nothing is served, everything is pending.
+        assert!(p.served_languages().is_empty());
+        assert_eq!(p.unavailable_languages().len(), 2);
+        assert!(!p.ready());
+        let conds = crate::agent::status::conditions(&p);
+        assert_eq!(conds[0].reason, "ProvingLanguages");
+
+        let check = |language: &str, passed: bool| LanguageCheck {
+            language: language.into(),
+            passed,
+            error: (!passed).then(|| "hello: printed \"\"".to_string()),
+            compile_ms: None,
+            run_ms: 1,
+        };
+        p.smoke = Some((
+            p.smoke_key().unwrap(),
+            vec![check("python", true), check("lua", false)],
+        ));
+        let served: Vec<&str> = p
+            .served_languages()
+            .iter()
+            .map(|l| l.name.as_str())
+            .collect();
+        assert_eq!(served, ["python"]);
+        let u = p.unavailable_languages();
+        assert_eq!((u.len(), u[0].name.as_str()), (1, "lua"));
+        let conds = crate::agent::status::conditions(&p);
+        assert_eq!(conds[1].reason, "LanguagesUnavailable");
+        assert!(
+            conds[1].message.contains("lua: hello: printed"),
+            "{}",
+            conds[1].message
+        );
+
+        // Results for another shape (a new image) do not count.
+        p.hash = Some("other".into());
+        assert!(p.served_languages().is_empty());
+        assert!(p.smoke_results().is_none());
+    }
+
+    #[test]
     fn concurrency_resizes() {
         let mut p = pool(1);
         assert_eq!(p.concurrency.available_permits(), 16);

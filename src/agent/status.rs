@@ -60,12 +60,30 @@ pub fn conditions(p: &PoolRuntime) -> Vec<Desired> {
     }
     let warm = p.warm.len() as u32;
     let target = p.target();
+    let failed_languages: Vec<String> = match p.smoke_results() {
+        Some(_) => p
+            .unavailable_languages()
+            .into_iter()
+            .map(|u| format!("{}: {}", u.name, u.message))
+            .collect(),
+        None => vec![],
+    };
     let degraded = match (&p.last_error, p.failures) {
         (Some(e), n) if n > 0 => Desired::new(
             DEGRADED,
             true,
             "LaunchFailing",
             format!("{n} launches failed in a row: {e}"),
+        ),
+        _ if !failed_languages.is_empty() => Desired::new(
+            DEGRADED,
+            true,
+            "LanguagesUnavailable",
+            format!(
+                "{} languages failed their smoke tests on this host and are not served: {}",
+                failed_languages.len(),
+                failed_languages.join("; ")
+            ),
         ),
         _ => Desired::new(DEGRADED, false, "Healthy", "no failures"),
     };
@@ -76,6 +94,13 @@ pub fn conditions(p: &PoolRuntime) -> Vec<Desired> {
     );
     let ready = if p.ready() {
         Desired::new(READY, true, "Warm", counts)
+    } else if p.smoke_results().is_none() {
+        Desired::new(
+            READY,
+            false,
+            "ProvingLanguages",
+            format!("running the languages' smoke tests on this host; {counts}"),
+        )
     } else {
         Desired::new(READY, false, "Filling", counts)
     };
