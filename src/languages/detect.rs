@@ -2,6 +2,10 @@
 //! from weighted features of its text. Only languages being served are
 //! candidates. Pure.
 
+use std::sync::OnceLock;
+
+use super::features::{F, Index, Kind};
+use super::lexicon::{LANGUAGES, SYNONYMS};
 use crate::agent::CatalogEntry;
 
 /// A detected language, how sure the detector is, and what else it considered.
@@ -16,89 +20,32 @@ pub struct Detection {
     pub alternatives: Vec<(String, f64)>,
 }
 
-/// Content features: (language, pattern, weight). A pattern starting with
-/// `^` must start a line (after indentation); other patterns match anywhere.
-const FEATURES: &[(&str, &str, f64)] = &[
-    ("python", "^def ", 3.0),
-    ("python", "^import ", 1.5),
-    ("python", "^from ", 1.5),
-    ("python", "print(", 1.5),
-    ("python", "^elif ", 4.0),
-    ("python", "self.", 1.5),
-    ("python", "__name__", 4.0),
-    ("python", "):\n", 2.0),
-    ("python", "^class ", 1.0),
-    ("python", "None", 1.0),
-    ("python", "True", 0.5),
-    ("python", "lambda ", 1.0),
-    ("python", " in range(", 4.0),
-    ("python", "f\"", 1.0),
-    ("bash", "^echo ", 2.5),
-    ("bash", "^fi", 4.0),
-    ("bash", "^done", 3.0),
-    ("bash", "; then", 4.0),
-    ("bash", "; do", 3.0),
-    ("bash", "$(", 1.5),
-    ("bash", "${", 1.5),
-    ("bash", "^export ", 2.0),
-    ("bash", "^local ", 2.0),
-    ("bash", "[[ ", 3.0),
-    ("bash", "^read ", 2.0),
-    ("bash", "esac", 4.0),
-    ("lua", "^local ", 2.0),
-    ("lua", "^end", 2.0),
-    ("lua", " then\n", 2.0),
-    ("lua", "function ", 1.0),
-    ("lua", "io.write(", 4.0),
-    ("lua", "io.read(", 4.0),
-    ("lua", "..", 0.5),
-    ("lua", "~=", 3.0),
-    ("lua", "^--", 1.5),
-    ("lua", "require(", 1.5),
-    ("lua", "string.format(", 3.0),
-    ("lua", "pairs(", 3.0),
-    ("perl", "^use strict", 5.0),
-    ("perl", "^my ", 3.0),
-    ("perl", "my $", 3.0),
-    ("perl", "^sub ", 3.0),
-    ("perl", "=~", 2.0),
-    ("perl", "print \"", 1.0),
-    ("perl", "$_", 2.0),
-    ("perl", "<STDIN>", 5.0),
-    ("javascript", "console.log(", 4.0),
-    ("javascript", "^const ", 2.0),
-    ("javascript", "^let ", 2.0),
-    ("javascript", "function ", 1.0),
-    ("javascript", "=> ", 1.5),
-    ("javascript", "require(", 1.5),
-    ("javascript", "===", 2.0),
-    ("ruby", "^puts ", 4.0),
-    ("ruby", "^end", 1.5),
-    ("ruby", ".each do", 4.0),
-    ("ruby", "^require '", 2.0),
-    ("ruby", "gets", 1.5),
-    ("c", "#include <stdio.h>", 5.0),
-    ("c", "printf(", 2.0),
-    ("c", "int main(", 2.0),
-    ("cpp", "#include <iostream>", 6.0),
-    ("cpp", "std::", 4.0),
-    ("cpp", "cout <<", 4.0),
-    ("go", "^package main", 6.0),
-    ("go", "fmt.Print", 4.0),
-    ("go", ":= ", 2.0),
-    ("rust", "fn main()", 5.0),
-    ("rust", "println!(", 5.0),
-    ("rust", "let mut ", 3.0),
-    ("java", "public static void main", 6.0),
-    ("java", "System.out.print", 5.0),
-    ("php", "<?php", 8.0),
-];
+/// Occurrences of one feature beyond this many add nothing.
+const MAX_COUNT: usize = 4;
+/// Score differences are read at this scale: a runner-up this many points
+/// behind keeps about a third of the leader's share.
+const TEMPERATURE: f64 = 2.5;
+/// Evidence needed for full confidence: a best score of this many points
+/// gives about 63% of it, three times as many about 95%.
+const EVIDENCE: f64 = 4.0;
+/// Runners-up reported.
+const ALTERNATIVES: usize = 4;
 
-fn matches(line_start: &[&str], text: &str, pattern: &str) -> usize {
-    match pattern.strip_prefix('^') {
-        Some(p) => line_start.iter().filter(|l| l.starts_with(p)).count(),
-        None => text.matches(pattern).count(),
-    }
+/// The canonical name (a key of [`LANGUAGES`]) that `word` stands for.
+pub fn canonical(word: &str) -> Option<&'static str> {
+    let w = word.to_ascii_lowercase();
+    LANGUAGES
+        .iter()
+        .map(|(name, _)| *name)
+        .find(|name| *name == w)
+        .or_else(|| SYNONYMS.iter().find(|(s, _)| *s == w).map(|(_, c)| *c))
+}
+
+/// The canonical language a catalog entry serves, by its name or an alias.
+fn entry_language(e: &CatalogEntry) -> Option<&'static str> {
+    std::iter::once(&e.name)
+        .chain(&e.aliases)
+        .find_map(|n| canonical(n))
 }
 
 /// The served language whose name or alias is `word`, trying it without
@@ -106,15 +53,14 @@ fn matches(line_start: &[&str], text: &str, pattern: &str) -> usize {
 fn served_by_name<'a>(word: &str, catalog: &'a [CatalogEntry]) -> Option<&'a CatalogEntry> {
     let mut w = word.to_ascii_lowercase();
     loop {
-        let alias = match w.as_str() {
-            "sh" | "dash" => "bash",
-            "node" | "nodejs" => "javascript",
-            other => other,
-        };
-        if let Some(e) = catalog
+        let by_name = catalog
             .iter()
-            .find(|e| e.name == alias || e.aliases.iter().any(|a| a == alias))
-        {
+            .find(|e| e.name == w || e.aliases.iter().any(|a| *a == w));
+        let by_language = || {
+            let c = canonical(&w)?;
+            catalog.iter().find(|e| entry_language(e) == Some(c))
+        };
+        if let Some(e) = by_name.or_else(by_language) {
             return Some(e);
         }
         let trimmed = w.trim_end_matches(|c: char| c.is_ascii_digit() || c == '.');
@@ -135,6 +81,119 @@ fn shebang(code: &str, catalog: &[CatalogEntry]) -> Option<String> {
     served_by_name(prog, catalog).map(|e| e.name.clone())
 }
 
+/// The lexicon compiled once: the index of every feature, and each
+/// language's features with their position in it.
+struct Compiled {
+    index: Index,
+    languages: Vec<(&'static str, Vec<(F, usize)>)>,
+}
+
+fn compiled() -> &'static Compiled {
+    static COMPILED: OnceLock<Compiled> = OnceLock::new();
+    COMPILED.get_or_init(|| {
+        let all = |groups: &'static [&'static [F]]| groups.iter().copied().flatten();
+        let index = Index::new(
+            LANGUAGES
+                .iter()
+                .flat_map(|(_, groups)| all(groups))
+                .map(|f| (f.0, f.1)),
+        );
+        let languages = LANGUAGES
+            .iter()
+            .map(|(name, groups)| {
+                let ids = all(groups)
+                    .map(|f| (*f, index.id(f.0, f.1).expect("indexed above")))
+                    .collect();
+                (*name, ids)
+            })
+            .collect();
+        Compiled { index, languages }
+    })
+}
+
+/// Each matched feature of a canonical language with its occurrences and
+/// what it adds: its weight times the square root of the (capped)
+/// occurrences. A [`Kind::Bonus`] counts only after another feature.
+fn contributions(counts: &[usize], language: &str) -> Vec<(F, usize, f64)> {
+    let features = compiled()
+        .languages
+        .iter()
+        .find(|(name, _)| *name == language)
+        .map_or(&[][..], |(_, f)| f.as_slice());
+    let mut out: Vec<(F, usize, f64)> = features
+        .iter()
+        .filter(|(f, id)| f.0 != Kind::Bonus && counts[*id] > 0)
+        .map(|(f, id)| {
+            let n = counts[*id];
+            (*f, n, f.2 * (n.min(MAX_COUNT) as f64).sqrt())
+        })
+        .collect();
+    if out.iter().any(|c| c.2 > 0.0) {
+        let bonus = features.iter().filter(|(f, _)| f.0 == Kind::Bonus);
+        out.extend(bonus.map(|(f, _)| (*f, 1, f.2)));
+    }
+    out
+}
+
+/// The features of `language` found in `code`, with how often and what they
+/// added: why the detector decided as it did.
+pub fn explain(code: &str, language: &str) -> Vec<(F, usize, f64)> {
+    match canonical(language) {
+        Some(c) => contributions(&compiled().index.count(code), c),
+        None => vec![],
+    }
+}
+
+/// Content scores of the served languages that have any evidence, best
+/// first; ties go to the language listed first in the lexicon (the more
+/// widely used), then by name.
+fn content_scores(code: &str, catalog: &[CatalogEntry]) -> Vec<(String, f64)> {
+    let counts = compiled().index.count(code);
+    let mut scores: Vec<(String, f64, usize)> = Vec::new();
+    for e in catalog {
+        let Some(language) = entry_language(e) else {
+            continue;
+        };
+        if scores.iter().any(|(n, _, _)| *n == e.name) {
+            continue;
+        }
+        let score: f64 = contributions(&counts, language).iter().map(|c| c.2).sum();
+        let rank = LANGUAGES.iter().position(|(n, _)| *n == language);
+        if score > 0.0 {
+            scores.push((e.name.clone(), score, rank.unwrap_or(usize::MAX)));
+        }
+    }
+    scores.sort_by(|a, b| {
+        b.1.total_cmp(&a.1)
+            .then_with(|| a.2.cmp(&b.2))
+            .then_with(|| a.0.cmp(&b.0))
+    });
+    scores.into_iter().map(|(n, s, _)| (n, s)).collect()
+}
+
+/// Confidences from scores (best first): a softmax, so a close runner-up
+/// lowers the leader's, times how much evidence the leader has at all.
+fn confidences(scores: &[(String, f64)]) -> Vec<(String, f64)> {
+    let Some(best) = scores.first().map(|s| s.1).filter(|b| *b > 0.0) else {
+        return vec![];
+    };
+    let weights: Vec<f64> = scores
+        .iter()
+        .map(|(_, s)| ((s - best) / TEMPERATURE).exp())
+        .collect();
+    let total: f64 = weights.iter().sum();
+    let evidence = 1.0 - (-best / EVIDENCE).exp();
+    scores
+        .iter()
+        .zip(weights)
+        .map(|((name, _), w)| (name.clone(), round3(w / total * evidence)))
+        .collect()
+}
+
+fn round3(x: f64) -> f64 {
+    (x * 1000.0).round() / 1000.0
+}
+
 /// Detects the language of `code` among the served ones.
 pub fn detect(code: &str, catalog: &[CatalogEntry]) -> Option<Detection> {
     if let Some(language) = shebang(code, catalog) {
@@ -145,30 +204,16 @@ pub fn detect(code: &str, catalog: &[CatalogEntry]) -> Option<Detection> {
             alternatives: vec![],
         });
     }
-    let starts: Vec<&str> = code.lines().map(str::trim_start).collect();
-    let mut scores: Vec<(String, f64)> = catalog
-        .iter()
-        .map(|e| {
-            let score: f64 = FEATURES
-                .iter()
-                .filter(|(lang, _, _)| *lang == e.name)
-                .map(|(_, pat, w)| w * (matches(&starts, code, pat).min(5) as f64).sqrt())
-                .sum();
-            (e.name.clone(), score)
-        })
-        .filter(|(_, s)| *s > 0.0)
-        .collect();
-    scores.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
-    let total: f64 = scores.iter().map(|(_, s)| s).sum();
-    let mut it = scores
-        .into_iter()
-        .map(|(l, s)| (l, (s / total * 1000.0).round() / 1000.0));
-    let (language, confidence) = it.next()?;
+    let mut ranked = confidences(&content_scores(code, catalog)).into_iter();
+    let (language, confidence) = ranked.next()?;
     Some(Detection {
         language,
         method: "content",
         confidence,
-        alternatives: it.take(3).collect(),
+        alternatives: ranked
+            .filter(|(_, c)| *c > 0.0)
+            .take(ALTERNATIVES)
+            .collect(),
     })
 }
 
@@ -228,5 +273,187 @@ mod tests {
         let pl = "use strict;\nmy $x = <STDIN>;\nprint \"$x\";\n";
         assert_eq!(detect(pl, &c).unwrap().language, "perl");
         assert!(detect("", &c).is_none());
+        // What the end-to-end test of /run sends.
+        let e2e = "def f(x):\n    return x * 2\n\nprint(f(21))\n";
+        assert_eq!(detect(e2e, &c).unwrap().language, "python");
+    }
+
+    /// Every language the service can serve, as the accuracy command uses.
+    fn served() -> Vec<CatalogEntry> {
+        crate::languages::accuracy::catalog(&[])
+    }
+
+    fn guess(code: &str) -> Detection {
+        detect(code, &served()).unwrap_or_else(|| panic!("nothing detected in {code:?}"))
+    }
+
+    #[test]
+    fn ambiguous_one_liners_are_unsure_and_name_alternatives() {
+        let d = guess("print(1)\n");
+        assert_eq!(d.language, "python", "{d:?}");
+        assert!(d.confidence < 0.2, "{d:?}");
+        let alternatives: Vec<&str> = d.alternatives.iter().map(|a| a.0.as_str()).collect();
+        for other in ["lua", "r", "ruby", "perl"] {
+            assert!(alternatives.contains(&other), "{d:?}");
+        }
+        assert!(d.alternatives.iter().all(|a| a.1 <= d.confidence), "{d:?}");
+    }
+
+    #[test]
+    fn clear_programs_are_sure() {
+        let cases = [
+            (
+                "go",
+                "package main\n\nimport \"fmt\"\n\nfunc main() {\n\tfmt.Println(\"hi\")\n}\n",
+            ),
+            (
+                "java",
+                "public class Main {\n  public static void main(String[] args) {\n    System.out.println(\"hi\");\n  }\n}\n",
+            ),
+            ("php", "<?php\necho \"hi\";\n"),
+            (
+                "rust",
+                "use std::io;\n\nfn main() {\n    let mut s = String::new();\n    io::stdin().read_line(&mut s).unwrap();\n    println!(\"{}\", s.trim());\n}\n",
+            ),
+        ];
+        for (language, code) in cases {
+            let d = guess(code);
+            assert_eq!(d.language, language, "{d:?}");
+            assert!(d.confidence > 0.8, "{d:?}");
+        }
+    }
+
+    #[test]
+    fn near_neighbours() {
+        let cases = [
+            (
+                "c",
+                "#include <stdio.h>\n\nint main(void) {\n    printf(\"%d\\n\", 1);\n    return 0;\n}\n",
+            ),
+            (
+                "cpp",
+                "#include <iostream>\n#include <vector>\n\nint main() {\n    std::vector<int> v{1, 2};\n    std::cout << v.size() << std::endl;\n}\n",
+            ),
+            (
+                "javascript",
+                "const fs = require('fs');\nmodule.exports = function (a, b) {\n  return a === b;\n};\n",
+            ),
+            (
+                "typescript",
+                "export interface User {\n  name: string;\n  age?: number;\n}\nexport function greet(u: User): string {\n  return `hi ${u.name}`;\n}\n",
+            ),
+            (
+                "ruby",
+                "class Greeter < Base\n  attr_reader :name\n  def greet\n    puts \"hi #{name}\"\n  end\nend\n",
+            ),
+            (
+                "lua",
+                "local M = {}\nfunction M.greet(name)\n  if name ~= nil then\n    print(\"hi \" .. name)\n  end\nend\nreturn M\n",
+            ),
+            (
+                "perl",
+                "use strict;\nuse warnings;\nmy @xs = map { $_ * 2 } @ARGV;\nprint \"@xs\\n\";\n",
+            ),
+            (
+                "bash",
+                "for f in \"$@\"; do\n  if [ -f \"$f\" ]; then\n    echo \"$f\"\n  fi\ndone\n",
+            ),
+            (
+                "r",
+                "xs <- c(1, 2, 3)\nsq <- function(x) x^2\nprint(sapply(xs, sq))\n",
+            ),
+            (
+                "sql",
+                "CREATE TABLE users (\n  id INTEGER PRIMARY KEY,\n  name VARCHAR(40) NOT NULL\n);\nSELECT name FROM users WHERE id = 1;\n",
+            ),
+            (
+                "kotlin",
+                "fun main() {\n    val xs = listOf(1, 2)\n    println(xs.size)\n}\n",
+            ),
+            (
+                "haskell",
+                "module Main where\n\nmain :: IO ()\nmain = putStrLn \"hi\"\n",
+            ),
+            (
+                "elixir",
+                "defmodule Hello do\n  def hi(name) do\n    IO.puts(\"hi #{name}\")\n  end\nend\n",
+            ),
+        ];
+        for (language, code) in cases {
+            assert_eq!(guess(code).language, language, "{code}");
+        }
+    }
+
+    #[test]
+    fn only_served_languages_and_their_own_names() {
+        let c = catalog();
+        let ruby = "class A < B\n  attr_reader :x\n  def y\n    puts \"#{x}\"\n  end\nend\n";
+        if let Some(d) = detect(ruby, &c) {
+            assert!(c.iter().any(|e| e.name == d.language), "{d:?}");
+        }
+        // A catalog that calls JavaScript `node` gets `node` back.
+        let node = vec![CatalogEntry {
+            name: "node".into(),
+            aliases: vec![],
+            version: None,
+            pools: vec![],
+        }];
+        let d = detect("const x = require('x');\nmodule.exports = x;\n", &node).unwrap();
+        assert_eq!(d.language, "node");
+        assert_eq!(
+            detect("#!/usr/bin/env nodejs\n1\n", &node)
+                .unwrap()
+                .language,
+            "node"
+        );
+    }
+
+    #[test]
+    fn shebangs_by_interpreter_synonyms() {
+        let c = served();
+        for (line, language) in [
+            ("#!/usr/bin/env node", "javascript"),
+            ("#!/usr/bin/Rscript --vanilla", "r"),
+            ("#!/usr/bin/tclsh8.6", "tcl"),
+            ("#!/usr/bin/awk -f", "awk"),
+            ("#!/bin/dash", "bash"),
+        ] {
+            let d = detect(&format!("{line}\nx\n"), &c).unwrap();
+            assert_eq!((d.language.as_str(), d.method), (language, "shebang"));
+        }
+    }
+
+    #[test]
+    fn deterministic_and_bounded() {
+        let big = "local x = 1\n".repeat(20_000);
+        let a = guess(&big);
+        assert_eq!(a, guess(&big));
+        assert_eq!(a.language, "lua");
+        assert!((0.0..=1.0).contains(&a.confidence));
+    }
+
+    #[test]
+    fn lexicon_is_well_formed() {
+        for (name, groups) in LANGUAGES {
+            assert_eq!(canonical(name), Some(*name));
+            for F(kind, pat, w) in groups.iter().copied().flatten() {
+                let lines = matches!(
+                    kind,
+                    Kind::StartEnd | Kind::StartHas | Kind::StartLacks | Kind::FirstCode
+                );
+                assert!(
+                    pat.matches('…').count() <= usize::from(lines),
+                    "{name} {pat:?}"
+                );
+                assert!(!pat.is_empty() || *kind == Kind::Bonus, "{name}");
+                if matches!(kind, Kind::HasCi | Kind::WordCi | Kind::StartCi) {
+                    assert_eq!(pat.to_lowercase(), *pat, "{name} {pat:?}");
+                }
+                assert!(w.is_finite() && *w != 0.0, "{name} {pat:?}");
+            }
+        }
+        for (synonym, language) in SYNONYMS {
+            assert!(LANGUAGES.iter().any(|(n, _)| n == language), "{synonym}");
+        }
     }
 }

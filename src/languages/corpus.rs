@@ -1,0 +1,233 @@
+//! `unsandbox detect-accuracy`: reads a labelled corpus (as built by
+//! `tests/detection/corpus.sh`: `<language>/<n>` files without extensions,
+//! and an optional `index.tsv` naming where each came from), runs the
+//! detector on every file and prints the accuracy. The scoring itself is
+//! [`super::accuracy`].
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use super::accuracy::{self, Outcome};
+use super::detect::detect;
+
+/// Settings of `detect-accuracy`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct DetectAccuracyArgs {
+    /// Corpus folder: one sub-folder per language, named as the language,
+    /// holding the sample files (`tests/detection/corpus.sh` builds one).
+    #[arg(long, env = "UNSANDBOX_DETECTION_CORPUS")]
+    pub corpus: PathBuf,
+    /// Exit non-zero when the overall (micro) top-1 accuracy is below this.
+    #[arg(long, env = "UNSANDBOX_DETECTION_MIN_ACCURACY", default_value_t = 0.95)]
+    pub min_accuracy: f64,
+    /// Only these languages of the corpus (comma-separated; default all).
+    /// The catalog keeps every served language either way.
+    #[arg(long, env = "UNSANDBOX_DETECTION_LANGUAGES", value_delimiter = ',')]
+    pub languages: Vec<String>,
+    /// Remove a first line that is a shebang before detecting, to measure
+    /// content detection alone.
+    #[arg(
+        long,
+        env = "UNSANDBOX_DETECTION_STRIP_SHEBANG",
+        default_value_t = false
+    )]
+    pub strip_shebang: bool,
+    /// Also print each wrong answer with its file, where it came from, and
+    /// the features that counted most for the answer and for the truth.
+    #[arg(long, default_value_t = false)]
+    pub show_misses: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CorpusError {
+    #[error("reading {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("no sample files in {0} (build one with tests/detection/corpus.sh)")]
+    Empty(PathBuf),
+    #[error("overall accuracy {accuracy:.3} is below the target {target:.3}")]
+    BelowTarget { accuracy: f64, target: f64 },
+}
+
+impl CorpusError {
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            CorpusError::Read { .. } => "read",
+            CorpusError::Empty(_) => "empty",
+            CorpusError::BelowTarget { .. } => "below_target",
+        }
+    }
+}
+
+/// A labelled sample: language, file name within the corpus, content.
+struct Sample {
+    label: String,
+    file: String,
+    code: String,
+}
+
+fn read_err(path: &Path) -> impl FnOnce(std::io::Error) -> CorpusError + '_ {
+    move |source| CorpusError::Read {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Every sample of the corpus, languages sorted by name, files by number.
+fn read_corpus(dir: &Path, only: &[String]) -> Result<Vec<Sample>, CorpusError> {
+    let mut languages: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(read_err(dir))?
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.is_dir())
+        .collect();
+    languages.sort();
+    let mut out = Vec::new();
+    for lang_dir in languages {
+        let label = lang_dir
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .to_string();
+        if !only.is_empty() && !only.contains(&label) {
+            continue;
+        }
+        let mut files: Vec<PathBuf> = std::fs::read_dir(&lang_dir)
+            .map_err(read_err(&lang_dir))?
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .filter(|p| p.is_file())
+            .collect();
+        let number = |p: &PathBuf| {
+            let name = p.file_name().unwrap_or_default().to_string_lossy();
+            (name.parse::<u64>().unwrap_or(u64::MAX), name.to_string())
+        };
+        files.sort_by_key(number);
+        for path in files {
+            let bytes = std::fs::read(&path).map_err(read_err(&path))?;
+            out.push(Sample {
+                file: format!("{label}/{}", number(&path).1),
+                label: label.clone(),
+                code: String::from_utf8_lossy(&bytes).into_owned(),
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// `index.tsv`: corpus file → "package path", when the corpus has one.
+fn read_index(dir: &Path) -> HashMap<String, String> {
+    let text = std::fs::read_to_string(dir.join("index.tsv")).unwrap_or_default();
+    text.lines()
+        .skip(1)
+        .filter_map(|l| {
+            let cols: Vec<&str> = l.split('\t').collect();
+            (cols.len() >= 4).then(|| (cols[0].to_string(), format!("{} {}", cols[2], cols[3])))
+        })
+        .collect()
+}
+
+/// The features that counted most for `language` in `code`, for reading misses.
+fn top_features(code: &str, language: &str) -> String {
+    let mut found = super::detect::explain(code, language);
+    found.sort_by(|a, b| b.2.abs().total_cmp(&a.2.abs()));
+    let total: f64 = found.iter().map(|f| f.2).sum();
+    let shown: Vec<String> = found
+        .iter()
+        .take(8)
+        .map(|(f, n, s)| format!("{:?} {:?} x{n} {s:+.1}", f.0, f.1))
+        .collect();
+    format!("{total:.1} = {}", shown.join(", "))
+}
+
+/// Runs the measurement and prints the report; an error when the accuracy
+/// is below the target.
+pub fn run(args: &DetectAccuracyArgs) -> Result<(), CorpusError> {
+    let samples = read_corpus(&args.corpus, &args.languages)?;
+    if samples.is_empty() {
+        return Err(CorpusError::Empty(args.corpus.clone()));
+    }
+    let mut labels: Vec<String> = samples.iter().map(|s| s.label.clone()).collect();
+    labels.dedup();
+    let catalog = accuracy::catalog(&labels);
+    let index = read_index(&args.corpus);
+
+    let mut outcomes = Vec::with_capacity(samples.len());
+    let mut content_only = Vec::new();
+    let (mut total, mut slowest) = (Duration::ZERO, Duration::ZERO);
+    for s in &samples {
+        let stripped = accuracy::strip_shebang(&s.code);
+        let code = if args.strip_shebang {
+            stripped.unwrap_or(&s.code)
+        } else {
+            &s.code
+        };
+        let started = Instant::now();
+        let d = detect(code, &catalog);
+        let took = started.elapsed();
+        total += took;
+        slowest = slowest.max(took);
+        let outcome = Outcome {
+            label: s.label.clone(),
+            guess: d.as_ref().map(|d| d.language.clone()),
+            confidence: d.as_ref().map_or(0.0, |d| d.confidence),
+        };
+        if args.show_misses && !outcome.correct() {
+            let d = d.as_ref();
+            println!(
+                "miss {:<16} as {:<12} {:.2} {:?}  {}",
+                s.file,
+                outcome.guess.as_deref().unwrap_or("none"),
+                outcome.confidence,
+                d.map(|d| &d.alternatives),
+                index.get(&s.file).map_or("", String::as_str)
+            );
+            for language in [outcome.guess.as_deref().unwrap_or("none"), &s.label] {
+                println!("     {language}: {}", top_features(code, language));
+            }
+        }
+        // Files with a shebang are also measured without it, unless that is
+        // what the whole run does already.
+        if let (Some(rest), false) = (stripped, args.strip_shebang) {
+            let d = detect(rest, &catalog);
+            content_only.push(Outcome {
+                label: s.label.clone(),
+                guess: d.as_ref().map(|d| d.language.clone()),
+                confidence: d.map_or(0.0, |d| d.confidence),
+            });
+        }
+        outcomes.push(outcome);
+    }
+
+    let report = accuracy::score(&outcomes);
+    print!("{}", accuracy::render(&report));
+    if args.strip_shebang {
+        println!("(shebang lines removed: content detection alone)");
+    } else if !content_only.is_empty() {
+        let c = accuracy::score(&content_only);
+        println!(
+            "files with a shebang: {}; without that line, content detection gets {:.1}% ({} of {})",
+            c.files,
+            100.0 * c.micro(),
+            c.correct,
+            c.files
+        );
+    }
+    println!(
+        "detection time: {:.1} ms for {} files, {:.0} µs per file on average, {:.0} µs at most",
+        total.as_secs_f64() * 1e3,
+        samples.len(),
+        total.as_secs_f64() * 1e6 / samples.len() as f64,
+        slowest.as_secs_f64() * 1e6
+    );
+    if report.micro() < args.min_accuracy {
+        return Err(CorpusError::BelowTarget {
+            accuracy: report.micro(),
+            target: args.min_accuracy,
+        });
+    }
+    Ok(())
+}
