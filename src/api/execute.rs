@@ -407,7 +407,10 @@ pub(crate) async fn execute(
         stdout_truncated: c.stdout_truncated,
         stderr_truncated: c.stderr_truncated,
         message: c.message.clone(),
+        cpu_ms: c.cpu_ms,
+        memory_bytes: c.memory_bytes,
     });
+    let stages = || o.compile.iter().chain(&o.run);
     Ok(ExecuteResponse {
         status: o.status.as_str().to_string(),
         stdout: lossy(&last.stdout),
@@ -426,6 +429,8 @@ pub(crate) async fn execute(
             exec_ms: o.exec_ms(),
             compile_ms: o.compile.as_ref().map(|c| c.exec_ms),
             run_ms: o.run.as_ref().map(|r| r.exec_ms),
+            cpu_ms: stages().map(|s| s.cpu_ms).sum(),
+            memory_bytes: stages().filter_map(|s| s.memory_bytes).max(),
             total_ms: started.elapsed().as_millis() as u64,
         },
         compile,

@@ -71,6 +71,12 @@ pub struct Timings {
     /// The run stage.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub run_ms: Option<u64>,
+    /// CPU time of all stages, measured from the container's cgroup.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_ms: Option<u64>,
+    /// Peak memory of the container over the stages, in bytes, from its cgroup.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_bytes: Option<u64>,
     /// From the request's arrival to the answer.
     pub total_ms: u64,
 }
@@ -100,6 +106,12 @@ pub struct CompileReport {
     pub stderr_truncated: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// CPU time of the compile stage, from the container's cgroup.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_ms: Option<u64>,
+    /// Peak memory of the container during the compile stage, in bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_bytes: Option<u64>,
 }
 
 /// The result of an execution. `stdout`, `stderr`, `exit_code` and `signal`

@@ -3,8 +3,10 @@
 
 mod run;
 mod script;
+pub mod usage;
 mod verdict;
 
 pub use run::{Limits, StageLimits, run};
 pub use script::{Job, RUNNER_GID, RUNNER_UID, WORKDIR, command, ready_command, run_command};
+pub use usage::Usage;
 pub use verdict::{Outcome, StageOutcome, Status, verdict};

@@ -7,6 +7,7 @@ use std::time::Duration;
 use crate::lxd::{ExecSpec, Lxd, LxdError};
 
 use super::script::{Job, WORKDIR, command, run_command};
+use super::usage::Meter;
 use super::verdict::{Outcome, StageOutcome, Status, overall, stage};
 
 /// Limits of one stage.
@@ -41,17 +42,11 @@ pub async fn run(
     let (argv, stdin) = command(job);
     if !job.compiled() {
         set_memory(lxd, container, &mut memory, limits.run.memory_mib).await?;
-        let run = stage(
-            lxd.exec(container, spec(job, argv, stdin, &limits.run))
-                .await?,
-        );
+        let run = measured(lxd, container, spec(job, argv, stdin, &limits.run)).await?;
         return Ok(finish(None, Some(run)));
     }
     set_memory(lxd, container, &mut memory, limits.compile.memory_mib).await?;
-    let compiled = stage(
-        lxd.exec(container, spec(job, argv, stdin, &limits.compile))
-            .await?,
-    );
+    let compiled = measured(lxd, container, spec(job, argv, stdin, &limits.compile)).await?;
     if compiled.status != Status::Ok {
         return Ok(finish(Some(compiled), None));
     }
@@ -68,11 +63,19 @@ pub async fn run(
         return Ok(finish(Some(compiled), Some(run)));
     }
     let (argv, stdin) = run_command(job);
-    let run = stage(
-        lxd.exec(container, spec(job, argv, stdin, &limits.run))
-            .await?,
-    );
+    let run = measured(lxd, container, spec(job, argv, stdin, &limits.run)).await?;
     Ok(finish(Some(compiled), Some(run)))
+}
+
+/// Runs one stage's exec, with the CPU time and peak memory its container
+/// used meanwhile.
+async fn measured(lxd: &Lxd, container: &str, exec: ExecSpec) -> Result<StageOutcome, LxdError> {
+    let meter = Meter::start(lxd.project(), container);
+    let mut out = stage(lxd.exec(container, exec).await?);
+    let usage = meter.finish();
+    out.cpu_ms = usage.cpu_ms;
+    out.memory_bytes = usage.memory_bytes;
+    Ok(out)
 }
 
 fn finish(compile: Option<StageOutcome>, run: Option<StageOutcome>) -> Outcome {

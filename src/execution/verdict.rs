@@ -55,6 +55,12 @@ pub struct StageOutcome {
     pub exec_ms: u64,
     /// Why the stage ended the way it did, when the exit code does not say.
     pub message: Option<String>,
+    /// CPU time the container used during the stage, in milliseconds, from
+    /// its cgroup; `None` when the cgroup could not be read.
+    pub cpu_ms: Option<u64>,
+    /// Peak memory of the container during the stage, in bytes, from its
+    /// cgroup; `None` when the cgroup could not be read.
+    pub memory_bytes: Option<u64>,
 }
 
 /// An execution's result: its stages and the overall status.
@@ -119,6 +125,8 @@ pub fn stage(out: crate::lxd::ExecOutcome) -> StageOutcome {
         stderr_truncated: out.stderr_truncated,
         exec_ms: out.elapsed.as_millis() as u64,
         message: None,
+        cpu_ms: None,
+        memory_bytes: None,
     }
 }
 
