@@ -5,6 +5,7 @@ mod error;
 mod execute;
 pub mod forward;
 mod info;
+pub mod piston;
 pub mod types;
 
 use std::net::SocketAddr;
@@ -46,6 +47,8 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .route("/healthz", get(info::healthz))
         .route("/readyz", get(info::readyz))
         .route("/metrics", get(info::metrics))
+        .route("/api/v2/execute", post(piston::execute))
+        .route("/api/v2/runtimes", get(piston::runtimes))
         .fallback(|| async {
             ApiError::new(
                 axum::http::StatusCode::NOT_FOUND,

@@ -1,0 +1,174 @@
+//! A Piston-compatible API (engineer-man/piston, API v2), so existing Piston
+//! clients run code here unchanged: `POST /api/v2/execute` and
+//! `GET /api/v2/runtimes`, with Piston's field names, defaults, status codes
+//! (RE, SG, TO, OL, EL, XX) and error bodies (`{"message": ...}`, 400 for a
+//! bad request).
+//!
+//! Where it differs from Piston, on purpose:
+//! - Any content type is accepted: piston-client (npm) posts JSON as
+//!   `text/plain`, which Piston itself answers 415.
+//! - `version` may be left out (any version); piston-client leaves it out
+//!   when the language is named by an alias.
+//! - `output` is stdout followed by stderr: LXD hands the two streams over
+//!   separately, so Piston's interleaving in order of arrival is lost.
+//! - `*_memory_limit` (bytes) becomes the stage's container memory limit in
+//!   MiB, rounded down; -1 (piston-client's default) or absent means the
+//!   pool's limit; at least 32 MiB; above the pool's limit is a 400.
+//! - `*_cpu_time` is not a kill switch: the stage's CPU time is measured
+//!   from its cgroup and a stage that used more is reported `TO` afterwards
+//!   (it ran until it finished or hit its wall-clock timeout).
+//! - File names are plain names (no folders). The first utf8 file is the
+//!   source, written to the language's source file whatever its name.
+//! - Timeouts, memory and output caps default to the pool's, not Piston's.
+//! - A request runs on the host that received it (no forwarding to peers).
+
+mod request;
+mod response;
+mod version;
+
+use std::time::Instant;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::extract::rejection::BytesRejection;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Map, Value, json};
+
+use crate::agent::ChoiceError;
+use crate::crd::NetworkTier;
+use crate::metrics::RouteLabels;
+
+use super::AppState;
+use super::error::ApiError;
+use super::execute::run_local;
+
+pub use response::{ExecuteResponse, Runtime, Stage};
+
+use request::{parse, submission};
+use response::{response, runtime_list, served_version};
+
+/// An error answer in Piston's shape: `{"message": ...}`.
+#[derive(Debug, PartialEq)]
+pub struct PistonError {
+    pub status: StatusCode,
+    pub message: String,
+    pub retry_after: Option<u64>,
+}
+
+impl PistonError {
+    fn bad(message: impl Into<String>) -> Self {
+        Self {
+            status: StatusCode::BAD_REQUEST,
+            message: message.into(),
+            retry_after: None,
+        }
+    }
+}
+
+impl From<ApiError> for PistonError {
+    fn from(e: ApiError) -> Self {
+        // Piston answers every invalid request 400.
+        let status = match e.status {
+            StatusCode::UNPROCESSABLE_ENTITY | StatusCode::NOT_FOUND => StatusCode::BAD_REQUEST,
+            s => s,
+        };
+        Self {
+            status,
+            message: e.message,
+            retry_after: e.retry_after,
+        }
+    }
+}
+
+impl IntoResponse for PistonError {
+    fn into_response(self) -> Response {
+        let mut resp = (self.status, Json(json!({"message": self.message}))).into_response();
+        if let Some(secs) = self.retry_after {
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        resp
+    }
+}
+
+/// `GET /api/v2/runtimes`.
+pub async fn runtimes(State(app): State<AppState>) -> Json<Vec<Runtime>> {
+    Json(runtime_list(&app.agent.catalog()))
+}
+
+/// `POST /api/v2/execute`.
+pub async fn execute(
+    State(app): State<AppState>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<ExecuteResponse>, PistonError> {
+    let started = Instant::now();
+    let result = run(&app, body, started).await;
+    if let Err(e) = &result {
+        let labels = RouteLabels {
+            route: "piston_execute".into(),
+            code: e.status.as_u16().to_string(),
+        };
+        app.agent.metrics().rejected.get_or_create(&labels).inc();
+    }
+    result.map(Json)
+}
+
+async fn run(
+    app: &AppState,
+    body: Result<Bytes, BytesRejection>,
+    started: Instant,
+) -> Result<ExecuteResponse, PistonError> {
+    let body = body.map_err(|r| PistonError {
+        status: r.status(),
+        message: r.body_text(),
+        retry_after: None,
+    })?;
+    let value: Value = if body.iter().all(u8::is_ascii_whitespace) {
+        Value::Object(Map::new())
+    } else {
+        serde_json::from_slice(&body)
+            .map_err(|e| PistonError::bad(format!("the body is not valid JSON: {e}")))?
+    };
+    let req = parse(&value)?;
+    let (choice, version) = lookup(app, &req.language, &req.version)?;
+    let sub = submission(&req, &choice.spec)?;
+    let ran = run_local(app, choice, sub, started).await?;
+    Ok(response(
+        &ran.outcome,
+        &ran.choice.language.name,
+        &version,
+        &req.asked,
+    ))
+}
+
+/// The pool and served version for a language and version selector.
+fn lookup(
+    app: &AppState,
+    language: &str,
+    selector: &str,
+) -> Result<(crate::agent::Choice, String), PistonError> {
+    let unknown = format!("{language}-{selector} runtime is unknown");
+    let choice = app
+        .agent
+        .choose(language, NetworkTier::Zerotrust)
+        .map_err(|e| match e {
+            ChoiceError::UnknownLanguage { .. } => PistonError::bad(&unknown),
+            ChoiceError::NoPool { .. } => PistonError::bad(format!("{unknown}: {e}")),
+        })?;
+    let served = app
+        .agent
+        .catalog()
+        .iter()
+        .find(|e| e.name == choice.language.name)
+        .map(served_version)
+        .unwrap_or_else(|| version::UNKNOWN.to_string());
+    if !version::matches(&served, selector) {
+        return Err(PistonError::bad(unknown));
+    }
+    Ok((choice, served))
+}
+
+#[cfg(test)]
+mod tests;

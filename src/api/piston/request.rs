@@ -1,0 +1,284 @@
+//! Piston request bodies: checked field by field in Piston's order with its
+//! messages, then against the chosen pool's limits. Pure.
+
+use base64::Engine;
+use serde_json::{Map, Value};
+
+use crate::api::execute::Submission;
+use crate::crd::ExecutorPoolSpec;
+use crate::crd::validate::valid_file_name;
+
+use super::PistonError;
+
+pub(super) const MAX_FILES: usize = 64;
+pub(super) const MIB: u64 = 1024 * 1024;
+/// Smallest stage memory limit a container is given.
+pub(super) const MIN_MEMORY_MIB: u64 = 32;
+
+/// A file of a request, not yet decoded.
+#[derive(Debug, Clone, PartialEq)]
+pub(super) struct RawFile {
+    pub(super) name: Option<String>,
+    pub(super) content: String,
+    pub(super) encoding: Encoding,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(super) enum Encoding {
+    Utf8,
+    Base64,
+    Hex,
+}
+
+/// Limits a request asked for; `None` where it named none.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub(super) struct Asked {
+    pub(super) compile_timeout: Option<u64>,
+    pub(super) run_timeout: Option<u64>,
+    pub(super) compile_cpu_time: Option<u64>,
+    pub(super) run_cpu_time: Option<u64>,
+    /// Bytes; -1 (no extra limit) reads as `None`.
+    pub(super) compile_memory_limit: Option<u64>,
+    pub(super) run_memory_limit: Option<u64>,
+}
+
+/// A structurally valid request.
+#[derive(Debug, Clone, PartialEq)]
+pub(super) struct Request {
+    pub(super) language: String,
+    /// `*` when the request named none.
+    pub(super) version: String,
+    pub(super) files: Vec<RawFile>,
+    pub(super) stdin: String,
+    pub(super) args: Vec<String>,
+    pub(super) asked: Asked,
+}
+
+/// Checks a request body's fields in Piston's order, with Piston's messages.
+pub(super) fn parse(body: &Value) -> Result<Request, PistonError> {
+    let empty = Map::new();
+    let obj = body.as_object().unwrap_or(&empty);
+    let language = match obj.get("language") {
+        Some(Value::String(s)) if !s.is_empty() => s.clone(),
+        _ => return Err(PistonError::bad("language is required as a string")),
+    };
+    let version = match obj.get("version") {
+        None | Some(Value::Null) => "*".to_string(),
+        Some(Value::String(s)) if s.is_empty() => "*".to_string(),
+        Some(Value::String(s)) => s.clone(),
+        Some(_) => return Err(PistonError::bad("version is required as a string")),
+    };
+    let Some(Value::Array(list)) = obj.get("files") else {
+        return Err(PistonError::bad("files is required as an array"));
+    };
+    let mut files = Vec::with_capacity(list.len());
+    for (i, f) in list.iter().enumerate() {
+        let Some(Value::String(content)) = f.get("content") else {
+            return Err(PistonError::bad(format!(
+                "files[{i}].content is required as a string"
+            )));
+        };
+        let name = match f.get("name") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(s)) if s.is_empty() => None,
+            Some(Value::String(s)) => Some(s.clone()),
+            Some(_) => {
+                return Err(PistonError::bad(format!(
+                    "files[{i}].name must be a string"
+                )));
+            }
+        };
+        // Piston reads any other encoding as utf8.
+        let encoding = match f.get("encoding").and_then(Value::as_str) {
+            Some("base64") => Encoding::Base64,
+            Some("hex") => Encoding::Hex,
+            _ => Encoding::Utf8,
+        };
+        files.push(RawFile {
+            name,
+            content: content.clone(),
+            encoding,
+        });
+    }
+    let stdin = match obj.get("stdin") {
+        None | Some(Value::Null) => String::new(),
+        Some(Value::String(s)) => s.clone(),
+        Some(_) => return Err(PistonError::bad("stdin must be a string")),
+    };
+    let args = match obj.get("args") {
+        None | Some(Value::Null) => vec![],
+        Some(Value::Array(a)) => a
+            .iter()
+            .map(|v| match v {
+                Value::String(s) => Ok(s.clone()),
+                Value::Number(n) => Ok(n.to_string()),
+                _ => Err(PistonError::bad("args must be an array of strings")),
+            })
+            .collect::<Result<_, _>>()?,
+        Some(_) => return Err(PistonError::bad("args must be an array of strings")),
+    };
+    let n = |name: &str| constraint(obj, name);
+    let asked = Asked {
+        compile_memory_limit: n("compile_memory_limit")?,
+        run_memory_limit: n("run_memory_limit")?,
+        compile_timeout: n("compile_timeout")?,
+        run_timeout: n("run_timeout")?,
+        compile_cpu_time: n("compile_cpu_time")?,
+        run_cpu_time: n("run_cpu_time")?,
+    };
+    Ok(Request {
+        language,
+        version,
+        files,
+        stdin,
+        args,
+        asked,
+    })
+}
+
+/// A numeric limit: Piston skips falsy values (absent, null, 0), wants a
+/// number otherwise, and refuses negatives; -1 is the memory limits' "no
+/// limit" and reads as absent.
+pub(super) fn constraint(obj: &Map<String, Value>, name: &str) -> Result<Option<u64>, PistonError> {
+    let v = match obj.get(name) {
+        None | Some(Value::Null) | Some(Value::Bool(false)) => return Ok(None),
+        Some(Value::String(s)) if s.is_empty() => return Ok(None),
+        Some(Value::Number(n)) => n.as_f64().unwrap_or(0.0),
+        Some(_) => {
+            return Err(PistonError::bad(format!(
+                "If specified, {name} must be a number"
+            )));
+        }
+    };
+    if v == 0.0 || (v == -1.0 && name.ends_with("memory_limit")) {
+        return Ok(None);
+    }
+    if v < 0.0 {
+        return Err(PistonError::bad(format!("{name} must be non-negative")));
+    }
+    Ok(Some(v as u64))
+}
+
+/// Extra files: name and bytes.
+pub(super) type Named = Vec<(String, Vec<u8>)>;
+
+/// The source (first utf8 file) and the other files, decoded and named.
+pub(super) fn split_files(files: &[RawFile]) -> Result<(String, Named), PistonError> {
+    let src = files
+        .iter()
+        .position(|f| f.encoding == Encoding::Utf8)
+        .ok_or_else(|| PistonError::bad("files must include at least one utf8 encoded file"))?;
+    if files.len() > MAX_FILES {
+        return Err(PistonError::bad(format!(
+            "at most {MAX_FILES} files may be sent"
+        )));
+    }
+    let mut others: Named = Vec::new();
+    for (i, f) in files.iter().enumerate().filter(|(i, _)| *i != src) {
+        let name = f.name.clone().unwrap_or_else(|| format!("file{i}.code"));
+        if !valid_file_name(&name) {
+            return Err(PistonError::bad(format!(
+                "files[{i}].name {name:?}: a plain file name of letters, digits, '.', '_' and '-', not starting with '.'"
+            )));
+        }
+        if others.iter().any(|(n, _)| *n == name) {
+            return Err(PistonError::bad(format!(
+                "files[{i}].name {name:?} is used twice"
+            )));
+        }
+        let bytes = decode(&f.content, f.encoding)
+            .map_err(|e| PistonError::bad(format!("files[{i}].content: {e}")))?;
+        others.push((name, bytes));
+    }
+    Ok((files[src].content.clone(), others))
+}
+
+pub(super) fn decode(content: &str, encoding: Encoding) -> Result<Vec<u8>, String> {
+    match encoding {
+        Encoding::Utf8 => Ok(content.as_bytes().to_vec()),
+        Encoding::Base64 => {
+            let lenient = base64::engine::GeneralPurpose::new(
+                &base64::alphabet::STANDARD,
+                base64::engine::GeneralPurposeConfig::new()
+                    .with_decode_padding_mode(base64::engine::DecodePaddingMode::Indifferent),
+            );
+            let clean: String = content.chars().filter(|c| !c.is_whitespace()).collect();
+            lenient
+                .decode(clean)
+                .map_err(|e| format!("not valid base64: {e}"))
+        }
+        Encoding::Hex => {
+            let s = content.trim().as_bytes();
+            if !s.len().is_multiple_of(2) {
+                return Err("not valid hex: odd length".into());
+            }
+            s.chunks(2)
+                .map(|p| {
+                    std::str::from_utf8(p)
+                        .ok()
+                        .and_then(|h| u8::from_str_radix(h, 16).ok())
+                })
+                .collect::<Option<_>>()
+                .ok_or_else(|| "not valid hex".into())
+        }
+    }
+}
+
+/// The submission for `pool`, with every asked limit checked against it.
+pub(super) fn submission(
+    req: &Request,
+    pool: &ExecutorPoolSpec,
+) -> Result<Submission, PistonError> {
+    let (code, files) = split_files(&req.files)?;
+    let a = &req.asked;
+    let ex = &pool.execution;
+    let compile_mib = u64::from(
+        pool.limits
+            .compile_memory_mib
+            .unwrap_or(pool.limits.memory_mib),
+    );
+    let run_mib = u64::from(pool.limits.memory_mib);
+    let within = |name: &str, asked: Option<u64>, max: u64| match asked {
+        Some(v) if v > max => Err(PistonError::bad(format!(
+            "{name} cannot exceed the configured limit of {max}"
+        ))),
+        _ => Ok(asked),
+    };
+    within("compile_timeout", a.compile_timeout, ex.compile_time_ms.max)?;
+    within("run_timeout", a.run_timeout, ex.wall_time_ms.max)?;
+    // CPU time cannot exceed wall time on one CPU; the wall-time maxima bound it.
+    within(
+        "compile_cpu_time",
+        a.compile_cpu_time,
+        ex.compile_time_ms.max,
+    )?;
+    within("run_cpu_time", a.run_cpu_time, ex.wall_time_ms.max)?;
+    let memory = |name: &str, asked: Option<u64>, max_mib: u64| {
+        let Some(bytes) = within(name, asked, max_mib * MIB)? else {
+            return Ok(None);
+        };
+        if bytes < MIN_MEMORY_MIB * MIB {
+            return Err(PistonError::bad(format!(
+                "{name} must be at least {} bytes ({MIN_MEMORY_MIB} MiB)",
+                MIN_MEMORY_MIB * MIB
+            )));
+        }
+        Ok(Some(bytes / MIB))
+    };
+    let mut stdin = req.stdin.clone();
+    // Piston ends stdin with a newline when it has none.
+    if !stdin.ends_with('\n') {
+        stdin.push('\n');
+    }
+    Ok(Submission {
+        code,
+        files,
+        stdin: stdin.into_bytes(),
+        args: req.args.clone(),
+        run_timeout_ms: a.run_timeout,
+        compile_timeout_ms: a.compile_timeout,
+        output_bytes: None,
+        memory_mib: memory("run_memory_limit", a.run_memory_limit, run_mib)?,
+        compile_memory_mib: memory("compile_memory_limit", a.compile_memory_limit, compile_mib)?,
+    })
+}

@@ -1,0 +1,297 @@
+//! End to end on the real LXD daemon: the Piston-compatible API driven by
+//! the real npm package `piston-client` (tests/piston/check.mjs) over a real
+//! socket, plus the raw HTTP answers a client library hides.
+
+mod common;
+
+use std::path::Path;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::Request;
+use common::{Harness, resources};
+use http_body_util::BodyExt;
+use serde_json::{Value, json};
+use tower::ServiceExt;
+use unsandbox::crd::LanguageSpec;
+
+const POOL: &str = "apiVersion: unsandbox.com/v1alpha1\nkind: ExecutorPool\nmetadata: {name: small, namespace: t}\nspec:\n  image: small\n  warm: 2\n  limits: {memoryMib: 128, processes: 32, tmpfsMib: 16}\n  execution:\n    wallTimeMs: {default: 5000, max: 10000}\n    queueTimeoutMs: 60000\n";
+
+/// A "compiled" shell: the compile stage checks the syntax and produces the
+/// executable the run stage runs. It reports no version.
+fn bashc() -> LanguageSpec {
+    serde_yaml::from_str(
+        r##"
+name: bashc
+sourceFile: main.sh
+compile: bash -n main.sh && cp main.sh main && chmod 700 main
+run: ./main
+smokeTests:
+  - name: args
+    code: "#!/bin/bash\necho \"$@\""
+    args: [a, b]
+    expectedStdout: "a b\n"
+"##,
+    )
+    .unwrap()
+}
+
+/// Runs tests/piston/check.mjs against `url`, installing its locked
+/// dependencies first when they are missing.
+async fn piston_client(url: &str) -> Value {
+    let dir = common::root().join("tests/piston");
+    if !dir.join("node_modules/piston-client").exists() {
+        let status = tokio::process::Command::new("npm")
+            .args(["ci", "--no-audit", "--no-fund", "--prefix"])
+            .arg(&dir)
+            .status()
+            .await
+            .expect("npm is needed to install piston-client");
+        assert!(status.success(), "npm ci in {}", dir.display());
+    }
+    let out = tokio::time::timeout(
+        Duration::from_secs(300),
+        tokio::process::Command::new("node")
+            .arg(Path::new(&dir).join("check.mjs"))
+            .arg(url)
+            .output(),
+    )
+    .await
+    .expect("check.mjs finished within 5 minutes")
+    .expect("node is needed to run piston-client");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "check.mjs failed: {stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("check.mjs printed {stdout}: {e}"))
+}
+
+/// A raw request with any content type, as the router answers it.
+async fn raw(h: &Harness, method: &str, path: &str, ctype: &str, body: &str) -> (u16, Value) {
+    let req = Request::builder()
+        .method(method)
+        .uri(path)
+        .header("content-type", ctype)
+        .body(Body::from(body.to_string()))
+        .unwrap();
+    let resp = h.router.clone().oneshot(req).await.unwrap();
+    let status = resp.status().as_u16();
+    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+    (
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn piston_client_runs_code_unchanged() {
+    let mut res = resources(POOL);
+    res.images[0].spec.languages.push(bashc());
+    let h = Harness::start("piston", res).await;
+    h.wait_warm("t/small", 2).await;
+
+    // What a client library hides: status codes and error bodies.
+    let (s, b) = raw(
+        &h,
+        "POST",
+        "/api/v2/execute",
+        "application/json",
+        r#"{"language": "cobol", "files": [{"content": "x"}]}"#,
+    )
+    .await;
+    assert_eq!(
+        (s, b.clone()),
+        (400, json!({"message": "cobol-* runtime is unknown"})),
+        "{b}"
+    );
+    let (s, b) = raw(
+        &h,
+        "POST",
+        "/api/v2/execute",
+        "application/json",
+        r#"{"language": "python", "version": "3.x", "files": []}"#,
+    )
+    .await;
+    assert_eq!(
+        (s, &b["message"]),
+        (
+            400,
+            &json!("files must include at least one utf8 encoded file")
+        ),
+        "{b}"
+    );
+    let (s, b) = raw(
+        &h,
+        "POST",
+        "/api/v2/execute",
+        "application/json",
+        "{\"language\": ",
+    )
+    .await;
+    assert_eq!(s, 400, "{b}");
+    assert!(
+        b["message"].as_str().unwrap().contains("not valid JSON"),
+        "{b}"
+    );
+    let (s, b) = raw(
+        &h,
+        "POST",
+        "/api/v2/execute",
+        "text/plain",
+        r#"{"files": []}"#,
+    )
+    .await;
+    assert_eq!(
+        (s, b.clone()),
+        (400, json!({"message": "language is required as a string"})),
+        "{b}"
+    );
+    // piston-client posts JSON as text/plain: it runs.
+    let (s, b) = raw(&h, "POST", "/api/v2/execute", "text/plain;charset=UTF-8", r#"{"language": "lua", "version": "*", "files": [{"content": "print(io.read())"}], "stdin": "raw"}"#).await;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(b["run"]["stdout"], "raw\n", "{b}");
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let server = tokio::spawn(axum::serve(listener, h.router.clone()).into_future());
+    let r = piston_client(&url).await;
+    server.abort();
+    eprintln!("piston-client saw: {r:#}");
+
+    let runtimes = r["runtimes"].as_array().unwrap_or_else(|| panic!("{r}"));
+    let version_of = |l: &str| {
+        runtimes
+            .iter()
+            .find(|x| x["language"] == l)
+            .unwrap_or_else(|| panic!("{l} in {runtimes:?}"))["version"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    for l in ["python", "bash", "lua"] {
+        let v = version_of(l);
+        assert!(v != "0.0.0" && v.split('.').count() >= 2, "{l} {v}");
+    }
+    assert_eq!(version_of("bashc"), "0.0.0", "no version reported");
+    let py = runtimes.iter().find(|x| x["language"] == "python").unwrap();
+    assert!(
+        py["aliases"].as_array().unwrap().contains(&json!("py")),
+        "{py}"
+    );
+
+    let run = &r["stdin"]["run"];
+    assert_eq!(r["stdin"]["language"], "python", "{r}");
+    assert_eq!(r["stdin"]["version"], version_of("python"));
+    assert_eq!(run["stdout"], "hello piston\n", "{run}");
+    assert_eq!(run["output"], "hello piston\n");
+    assert_eq!(
+        (&run["code"], &run["signal"], &run["status"]),
+        (&json!(0), &Value::Null, &Value::Null),
+        "{run}"
+    );
+    assert!(r["stdin"].get("compile").is_none());
+
+    // An alias leaves the version out in piston-client; its default args show.
+    assert_eq!(r["alias"]["language"], "python", "{r}");
+    assert_eq!(r["alias"]["run"]["stdout"], "['1', '2', '3']\n");
+
+    let run = &r["error"]["run"];
+    assert_eq!(
+        (&run["code"], &run["status"], &run["signal"]),
+        (&json!(1), &json!("RE"), &Value::Null),
+        "{run}"
+    );
+    assert!(
+        run["stderr"].as_str().unwrap().contains("ValueError: boom"),
+        "{run}"
+    );
+    assert_eq!(run["output"], run["stderr"]);
+
+    let run = &r["timeout"]["run"];
+    assert_eq!(
+        (&run["status"], &run["signal"], &run["code"]),
+        (&json!("TO"), &json!("SIGKILL"), &Value::Null),
+        "{run}"
+    );
+    assert!(run["wall_time"].as_u64().unwrap() >= 1000, "{run}");
+
+    assert_eq!(
+        r["unknown"],
+        json!({"message": "cobol-* runtime is unknown"})
+    );
+    assert_eq!(
+        r["wrong_version"],
+        json!({"message": "lua-9.9.9 runtime is unknown"})
+    );
+    assert_eq!(r["version_range"]["run"]["stdout"], "Lua 5.4\n", "{r}");
+    assert_eq!(r["args"]["run"]["stdout"], "2:a b c\n", "{r}");
+    assert_eq!(
+        r["files"]["run"]["stdout"], "42 from-base64 from-hex\n",
+        "{r}"
+    );
+
+    let (compile, run) = (&r["compiled"]["compile"], &r["compiled"]["run"]);
+    assert_eq!(
+        (&compile["code"], &compile["status"]),
+        (&json!(0), &Value::Null),
+        "{compile}"
+    );
+    assert!(
+        compile["cpu_time"].is_u64() && compile["wall_time"].is_u64(),
+        "{compile}"
+    );
+    assert_eq!(run["stdout"], "compiled in arg\n", "{run}");
+    assert_eq!(r["compiled"]["version"], "0.0.0");
+
+    // A failed compile: no run stage, and Piston repeats the compile stage as `run`.
+    let (compile, run) = (&r["compile_error"]["compile"], &r["compile_error"]["run"]);
+    assert_ne!(compile["code"], 0, "{compile}");
+    assert_eq!(compile["status"], "RE", "{compile}");
+    assert!(
+        compile["stderr"].as_str().unwrap().contains("syntax error"),
+        "{compile}"
+    );
+    assert_eq!(run, compile);
+
+    // CPU time and peak memory are measured from the container's cgroup.
+    let run = &r["busy"]["run"];
+    assert_eq!(run["status"], Value::Null, "{run}");
+    let cpu = run["cpu_time"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("cpu_time: {run}"));
+    let memory = run["memory"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("memory: {run}"));
+    assert!(cpu >= 50, "a busy loop used {cpu} ms of CPU: {run}");
+    assert!(
+        memory >= 40 * 1024 * 1024,
+        "a 40 MiB buffer peaked at {memory} bytes: {run}"
+    );
+    assert!(
+        memory <= 128 * 1024 * 1024,
+        "within the pool's 128 MiB: {memory}"
+    );
+
+    let m = r["too_much_memory"]["message"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{r}"));
+    assert_eq!(
+        m,
+        format!(
+            "run_memory_limit cannot exceed the configured limit of {}",
+            128 * 1024 * 1024
+        )
+    );
+
+    // The native API reports the same measurements.
+    let (s, b) = h.execute("python", json!({"code": "print(1)"})).await;
+    assert_eq!(s, 200, "{b}");
+    assert!(
+        b["timings"]["cpu_ms"].is_u64() && b["timings"]["memory_bytes"].is_u64(),
+        "{b}"
+    );
+
+    h.finish().await;
+}
