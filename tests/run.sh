@@ -4,8 +4,9 @@
 #   2. builds the small test image (skipped when it is up to date),
 #   3. checks formatting and lints, and the Helm chart and kustomize base
 #      offline (helm lint/template, kubectl kustomize),
-#   4. runs the unit tests and the end-to-end tests against the real LXD,
-#   5. fails if any test left a container or an LXD project behind.
+#   4. installs the real npm Piston client the Piston API is tested with,
+#   5. runs the unit tests and the end-to-end tests against the real LXD,
+#   6. fails if any test left a container or an LXD project behind.
 # Usage: tests/run.sh   (extra arguments go to `cargo test`)
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -24,6 +25,12 @@ cargo clippy --all-targets --locked -- -D warnings
 
 step "Kubernetes manifests (offline)"
 tests/k8s-static.sh
+
+step "Piston client (npm piston-client, for tests/e2e_piston.rs)"
+if ! command -v npm >/dev/null 2>&1; then
+    apt-get update -qq && apt-get install -y -qq --no-install-recommends nodejs npm >/dev/null
+fi
+npm ci --prefix tests/piston --no-audit --no-fund --loglevel=error
 
 step "cargo test (unit, mocked API server, end-to-end on LXD)"
 status=0
