@@ -7,37 +7,89 @@ use std::fmt::Write;
 
 use crate::agent::CatalogEntry;
 
-/// Languages the service can serve (name, aliases), all candidates when the
-/// corpus is measured, so that near neighbours compete too.
+/// Languages the service can serve (name, aliases): those of the polyglot
+/// image (images/polyglot/versions), all candidates when a corpus is
+/// measured, so that near neighbours compete too. Languages without content
+/// features in the lexicon are told by their shebang only.
 pub const SERVED: &[(&str, &[&str])] = &[
     ("python", &["py", "python3"]),
+    ("pypy", &["pypy3"]),
     ("javascript", &["js", "node"]),
     ("typescript", &["ts"]),
-    ("java", &[]),
-    ("kotlin", &["kt"]),
-    ("scala", &[]),
-    ("csharp", &["c#", "cs"]),
+    ("coffeescript", &["coffee"]),
+    ("ruby", &["rb"]),
+    ("perl", &["pl"]),
+    ("php", &[]),
+    ("lua", &["lua5.4"]),
+    ("luajit", &[]),
+    ("bash", &[]),
+    ("sh", &["dash"]),
+    ("zsh", &[]),
+    ("ksh", &[]),
+    ("fish", &[]),
+    ("tcsh", &[]),
     ("c", &[]),
     ("cpp", &["c++"]),
     ("objective-c", &["objc"]),
+    ("fortran", &["f90"]),
+    ("ada", &[]),
+    ("d", &[]),
+    ("d-ldc", &[]),
+    ("modula-2", &[]),
     ("go", &["golang"]),
+    ("go-gccgo", &[]),
     ("rust", &["rs"]),
-    ("php", &[]),
-    ("ruby", &["rb"]),
-    ("perl", &["pl"]),
-    ("bash", &["sh"]),
-    ("lua", &["lua5.4"]),
-    ("r", &["rscript"]),
-    ("sql", &["sqlite3"]),
-    ("tcl", &["tclsh"]),
+    ("java", &[]),
+    ("kotlin", &["kt"]),
+    ("scala", &[]),
+    ("groovy", &[]),
+    ("clojure", &["clj"]),
     ("haskell", &["hs"]),
     ("ocaml", &["ml"]),
-    ("elixir", &["ex"]),
     ("erlang", &["erl"]),
-    ("clojure", &["clj"]),
-    ("fortran", &["f90"]),
+    ("elixir", &["ex"]),
+    ("r", &["rscript"]),
     ("pascal", &["fpc"]),
+    ("cobol", &[]),
+    ("nim", &[]),
+    ("crystal", &[]),
+    ("tcl", &["tclsh"]),
+    ("scheme-guile", &["guile"]),
+    ("scheme-chicken", &["csi"]),
+    ("racket", &[]),
+    ("common-lisp", &["sbcl"]),
+    ("common-lisp-clisp", &["clisp"]),
+    ("prolog", &["swipl"]),
+    ("prolog-gnu", &["gprolog"]),
+    ("forth", &[]),
     ("awk", &["gawk"]),
+    ("sed", &[]),
+    ("sql", &["sqlite3"]),
+    ("bc", &[]),
+    ("octave", &[]),
+    ("assembly", &[]),
+    ("csharp", &["c#", "cs"]),
+    ("vala", &[]),
+    ("haxe", &[]),
+    ("elisp", &[]),
+    ("basic", &[]),
+    ("basic-yabasic", &[]),
+    ("brainfuck", &[]),
+    ("jq", &[]),
+    ("raku", &[]),
+    ("sml", &[]),
+    ("rexx", &[]),
+    ("pike", &[]),
+    ("algol68", &[]),
+    ("icon", &[]),
+    ("verilog", &[]),
+    ("vhdl", &[]),
+    ("newlisp", &[]),
+    ("picolisp", &[]),
+    ("nickle", &[]),
+    ("pari-gp", &[]),
+    ("m4", &[]),
+    ("ratfor", &[]),
 ];
 
 /// The measuring catalog: every [`SERVED`] language, plus any of `extra`
@@ -276,6 +328,11 @@ mod tests {
         assert_eq!(c.iter().filter(|e| e.name == "python").count(), 1);
         assert!(c.iter().any(|e| e.name == "zig"));
         assert!(c.iter().any(|e| e.name == "kotlin"));
+        assert_eq!(c.len(), SERVED.len() + 1);
+        let mut names: Vec<&str> = SERVED.iter().map(|s| s.0).collect();
+        names.sort();
+        names.dedup();
+        assert_eq!(names.len(), SERVED.len(), "a name twice");
     }
 
     #[test]

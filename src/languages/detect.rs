@@ -53,9 +53,8 @@ fn entry_language(e: &CatalogEntry) -> Option<&'static str> {
 fn served_by_name<'a>(word: &str, catalog: &'a [CatalogEntry]) -> Option<&'a CatalogEntry> {
     let mut w = word.to_ascii_lowercase();
     loop {
-        let by_name = catalog
-            .iter()
-            .find(|e| e.name == w || e.aliases.iter().any(|a| *a == w));
+        let by_name = (catalog.iter().find(|e| e.name == w))
+            .or_else(|| catalog.iter().find(|e| e.aliases.iter().any(|a| *a == w)));
         let by_language = || {
             let c = canonical(&w)?;
             catalog.iter().find(|e| entry_language(e) == Some(c))
@@ -149,14 +148,22 @@ pub fn explain(code: &str, language: &str) -> Vec<(F, usize, f64)> {
 /// widely used), then by name.
 fn content_scores(code: &str, catalog: &[CatalogEntry]) -> Vec<(String, f64)> {
     let counts = compiled().index.count(code);
-    let mut scores: Vec<(String, f64, usize)> = Vec::new();
+    // One entry per language: variants of it (`sh` beside `bash`) do not
+    // compete with it on the same evidence; the entry named as the language
+    // speaks for it.
+    let mut chosen: Vec<(&'static str, &CatalogEntry)> = Vec::new();
     for e in catalog {
         let Some(language) = entry_language(e) else {
             continue;
         };
-        if scores.iter().any(|(n, _, _)| *n == e.name) {
-            continue;
+        match chosen.iter_mut().find(|(l, _)| *l == language) {
+            Some(slot) if e.name == language => slot.1 = e,
+            Some(_) => {}
+            None => chosen.push((language, e)),
         }
+    }
+    let mut scores: Vec<(String, f64, usize)> = Vec::new();
+    for (language, e) in chosen {
         let score: f64 = contributions(&counts, language).iter().map(|c| c.2).sum();
         let rank = LANGUAGES.iter().position(|(n, _)| *n == language);
         if score > 0.0 {
@@ -409,6 +416,22 @@ mod tests {
     }
 
     #[test]
+    fn variants_of_a_language_do_not_split_its_confidence() {
+        let mut c = served();
+        c.push(CatalogEntry {
+            name: "sh".into(),
+            aliases: vec![],
+            version: None,
+            pools: vec![],
+        });
+        let code = "for f in \"$@\"; do\n  if [ -f \"$f\" ]; then\n    echo \"$f\"\n  fi\ndone\n";
+        let d = detect(code, &c).unwrap();
+        assert_eq!(d.language, "bash");
+        assert!(d.alternatives.iter().all(|a| a.0 != "sh"), "{d:?}");
+        assert_eq!(detect("#!/bin/sh\necho hi\n", &c).unwrap().language, "sh");
+    }
+
+    #[test]
     fn shebangs_by_interpreter_synonyms() {
         let c = served();
         for (line, language) in [
@@ -416,7 +439,8 @@ mod tests {
             ("#!/usr/bin/Rscript --vanilla", "r"),
             ("#!/usr/bin/tclsh8.6", "tcl"),
             ("#!/usr/bin/awk -f", "awk"),
-            ("#!/bin/dash", "bash"),
+            ("#!/bin/dash", "sh"),
+            ("#!/usr/bin/pypy3", "pypy"),
         ] {
             let d = detect(&format!("{line}\nx\n"), &c).unwrap();
             assert_eq!((d.language.as_str(), d.method), (language, "shebang"));

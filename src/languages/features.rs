@@ -56,6 +56,10 @@ pub struct Index {
     text: Vec<Vec<usize>>,
     /// `HasCi`, `WordCi`: by first byte, scanned over the lower-cased text.
     lower: Vec<Vec<usize>>,
+    /// For `text` and `lower`: per first byte, the second bytes their
+    /// patterns have (a 256-bit set), to skip most positions at once.
+    text_next: Vec<[u64; 4]>,
+    lower_next: Vec<[u64; 4]>,
     /// Line kinds: by the first byte of the line start they need.
     start: Vec<Vec<usize>>,
     /// `StartCi`: by first byte, over lower-cased lines.
@@ -78,6 +82,8 @@ impl Index {
             features: Vec::new(),
             text: buckets(),
             lower: buckets(),
+            text_next: vec![[0; 4]; 256],
+            lower_next: vec![[0; 4]; 256],
             start: buckets(),
             start_ci: buckets(),
             end: buckets(),
@@ -104,6 +110,18 @@ impl Index {
                 Some(b) => table[usize::from(b)].push(id),
                 None => ix.once.push(id),
             }
+            let next = match kind {
+                Kind::Has | Kind::Word => &mut ix.text_next,
+                Kind::HasCi | Kind::WordCi => &mut ix.lower_next,
+                _ => continue,
+            };
+            if let Some(b) = byte {
+                let set = &mut next[usize::from(b)];
+                match pat.as_bytes().get(1) {
+                    Some(&c) => set[usize::from(c >> 6)] |= 1 << (c & 63),
+                    None => *set = [u64::MAX; 4],
+                }
+            }
         }
         ix
     }
@@ -123,8 +141,8 @@ impl Index {
         let text = &code[..end];
         let lower = text.to_ascii_lowercase();
         let mut counts = vec![0; self.features.len()];
-        self.scan(text.as_bytes(), &self.text, &mut counts);
-        self.scan(lower.as_bytes(), &self.lower, &mut counts);
+        self.scan(text.as_bytes(), &self.text, &self.text_next, &mut counts);
+        self.scan(lower.as_bytes(), &self.lower, &self.lower_next, &mut counts);
         let lines = || text.lines().map(str::trim).filter(|l| !l.is_empty());
         for line in lines() {
             let b = line.as_bytes();
@@ -134,12 +152,10 @@ impl Index {
             for &id in &self.end[usize::from(b[b.len() - 1])] {
                 counts[id] += usize::from(line.ends_with(self.features[id].1));
             }
-            let first = b[0].to_ascii_lowercase();
-            if !self.start_ci[usize::from(first)].is_empty() {
-                let low = line.to_ascii_lowercase();
-                for &id in &self.start_ci[usize::from(first)] {
-                    counts[id] += usize::from(low.starts_with(self.features[id].1));
-                }
+            for &id in &self.start_ci[usize::from(b[0].to_ascii_lowercase())] {
+                let p = self.features[id].1.as_bytes();
+                let head = b.get(..p.len());
+                counts[id] += usize::from(head.is_some_and(|h| h.eq_ignore_ascii_case(p)));
             }
         }
         for &id in &self.once {
@@ -157,8 +173,14 @@ impl Index {
         counts
     }
 
-    fn scan(&self, bytes: &[u8], buckets: &[Vec<usize>], counts: &mut [usize]) {
+    fn scan(&self, bytes: &[u8], buckets: &[Vec<usize>], next: &[[u64; 4]], counts: &mut [usize]) {
         for (i, b) in bytes.iter().enumerate() {
+            let set = &next[usize::from(*b)];
+            let c = bytes.get(i + 1).copied().unwrap_or(0);
+            // No pattern here has this second byte (one-byte patterns have all).
+            if set[usize::from(c >> 6)] & (1 << (c & 63)) == 0 {
+                continue;
+            }
             for &id in &buckets[usize::from(*b)] {
                 let (kind, pat) = self.features[id];
                 let p = pat.as_bytes();

@@ -40,6 +40,16 @@ pub const LANGUAGES: &[(&str, &[&[F]])] = &[
     ("fortran", &[FORTRAN]),
     ("pascal", &[PASCAL]),
     ("awk", &[AWK]),
+    ("groovy", &[GROOVY]),
+    ("d", &[D]),
+    ("crystal", &[CRYSTAL]),
+    ("nim", &[NIM]),
+    ("prolog", &[PROLOG]),
+    ("raku", &[RAKU]),
+    ("scheme", &[SCHEME]),
+    ("common-lisp", &[COMMON_LISP]),
+    ("coffeescript", &[COFFEESCRIPT]),
+    ("octave", &[OCTAVE]),
 ];
 
 /// Other names of the canonical languages, as catalogs and shebangs spell them.
@@ -78,6 +88,27 @@ pub const SYNONYMS: &[(&str, &str)] = &[
     ("sqlite3", "sql"),
     ("psql", "sql"),
     ("fpc", "pascal"),
+    ("pypy", "python"),
+    ("luajit", "lua"),
+    ("go-gccgo", "go"),
+    ("d-ldc", "d"),
+    ("ldc2", "d"),
+    ("gdc", "d"),
+    ("rdmd", "d"),
+    ("prolog-gnu", "prolog"),
+    ("swipl", "prolog"),
+    ("gprolog", "prolog"),
+    ("perl6", "raku"),
+    ("rakudo", "raku"),
+    ("scheme-guile", "scheme"),
+    ("scheme-chicken", "scheme"),
+    ("guile", "scheme"),
+    ("csi", "scheme"),
+    ("racket", "scheme"),
+    ("common-lisp-clisp", "common-lisp"),
+    ("sbcl", "common-lisp"),
+    ("clisp", "common-lisp"),
+    ("coffee", "coffeescript"),
 ];
 
 const PYTHON: &[F] = &[
@@ -796,4 +827,106 @@ const AWK: &[F] = &[
     F(Has, "getline", 4.0),
     F(Has, "gsub(", 2.0),
     F(Has, "$1", 1.0),
+];
+
+const GROOVY: &[F] = &[
+    F(Start, "import groovy.", 6.0),
+    F(Has, "println ", 3.0),
+    F(Start, "def ", 1.0),
+    F(Has, ".each {", 5.0),
+    F(Has, ".collect {", 4.0),
+    F(Has, " as String", 3.0),
+    F(Has, "it.", 1.0),
+];
+
+const D: &[F] = &[
+    F(Start, "import std.", 8.0),
+    F(Has, "writeln(", 3.0),
+    F(Has, "immutable ", 4.0),
+    F(Has, "@safe", 5.0),
+    F(Has, "@nogc", 6.0),
+    F(Start, "unittest", 5.0),
+    F(Word, "auto", 1.0),
+];
+
+const CRYSTAL: &[F] = &[
+    F(Has, ": Int32", 5.0),
+    F(Has, "Int64", 3.0),
+    F(Has, "of String", 4.0),
+    F(Start, "getter ", 4.0),
+    F(Start, "property ", 3.0),
+    F(Has, ".as(", 3.0),
+    F(Has, "{% ", 4.0),
+    F(Line, "end", 1.0),
+    F(Start, "def ", 1.0),
+];
+
+const NIM: &[F] = &[
+    F(StartEnd, "proc …=", 6.0),
+    F(Start, "import std/", 8.0),
+    F(End, "= object", 5.0),
+    F(End, "= ref object", 6.0),
+    F(Has, "discard ", 4.0),
+    F(Has, "seq[", 5.0),
+    F(Has, ": int", 2.0),
+    F(Start, "echo ", 1.0),
+];
+
+const PROLOG: &[F] = &[
+    F(Start, ":- module(", 8.0),
+    F(Start, ":- use_module(", 8.0),
+    F(End, ":-", 4.0),
+    F(Has, ") :- ", 5.0),
+    F(Start, ":- ", 3.0),
+    F(End, ").", 1.0),
+];
+
+const RAKU: &[F] = &[
+    F(Start, "use v6", 8.0),
+    F(Start, "sub MAIN", 5.0),
+    F(Has, ".say", 4.0),
+    F(Start, "multi ", 4.0),
+    F(Has, "has $.", 6.0),
+    F(Start, "say ", 1.5),
+];
+
+const SCHEME: &[F] = &[
+    F(Start, "(define ", 6.0),
+    F(Start, "(define-syntax", 6.0),
+    F(Has, "(lambda (", 5.0),
+    F(Has, "(let* (", 4.0),
+    F(Has, "(display ", 5.0),
+    F(Start, "#lang ", 10.0),
+    F(Has, "(cond ", 3.0),
+    F(Start, ";;", 1.0),
+];
+
+const COMMON_LISP: &[F] = &[
+    F(Start, "(defun ", 8.0),
+    F(Start, "(defvar ", 6.0),
+    F(Start, "(defparameter ", 7.0),
+    F(Has, "(format t ", 7.0),
+    F(Has, "(setf ", 5.0),
+    F(Start, "(in-package ", 8.0),
+    F(Start, "(defpackage ", 8.0),
+    F(Start, ";;;", 2.0),
+];
+
+const COFFEESCRIPT: &[F] = &[
+    F(Has, ") ->", 5.0),
+    F(Has, " isnt ", 5.0),
+    F(End, " ->", 2.0),
+    F(Has, "console.log ", 3.0),
+    F(Has, " unless ", 1.0),
+    F(Has, "require '", 1.0),
+];
+
+const OCTAVE: &[F] = &[
+    F(Line, "endfunction", 8.0),
+    F(Line, "endif", 6.0),
+    F(Line, "endfor", 6.0),
+    F(Has, "disp(", 4.0),
+    F(Has, "zeros(", 3.0),
+    F(Has, "fprintf(", 1.0),
+    F(Start, "%", 0.5),
 ];
