@@ -54,7 +54,7 @@ fn served_by_name<'a>(word: &str, catalog: &'a [CatalogEntry]) -> Option<&'a Cat
     let mut w = word.to_ascii_lowercase();
     loop {
         let by_name = (catalog.iter().find(|e| e.name == w))
-            .or_else(|| catalog.iter().find(|e| e.aliases.iter().any(|a| *a == w)));
+            .or_else(|| catalog.iter().find(|e| e.aliases.contains(&w)));
         let by_language = || {
             let c = canonical(&w)?;
             catalog.iter().find(|e| entry_language(e) == Some(c))

@@ -1,8 +1,10 @@
 //! How a content feature is matched and counted. The features themselves,
 //! with their weights, are in [`super::lexicon`]. Pure.
 
+use std::collections::HashMap;
+
 /// Where a feature's pattern must occur.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Kind {
     /// Anywhere in the text.
     Has,
@@ -52,6 +54,7 @@ pub const MAX_BYTES: usize = 32 * 1024;
 /// few patterns that can start there.
 pub struct Index {
     features: Vec<(Kind, &'static str)>,
+    ids: HashMap<(Kind, &'static str), usize>,
     /// `Has`, `Word`: by first byte, scanned over the text.
     text: Vec<Vec<usize>>,
     /// `HasCi`, `WordCi`: by first byte, scanned over the lower-cased text.
@@ -80,6 +83,7 @@ impl Index {
         let buckets = || vec![Vec::new(); 256];
         let mut ix = Index {
             features: Vec::new(),
+            ids: HashMap::new(),
             text: buckets(),
             lower: buckets(),
             text_next: vec![[0; 4]; 256],
@@ -95,6 +99,7 @@ impl Index {
             }
             let id = ix.features.len();
             ix.features.push((kind, pat));
+            ix.ids.insert((kind, pat), id);
             let first = split(pat).0.bytes().next();
             let (table, byte) = match kind {
                 Kind::Has | Kind::Word => (&mut ix.text, first),
@@ -128,7 +133,7 @@ impl Index {
 
     /// The position of a feature in [`Index::count`]'s answer.
     pub fn id(&self, kind: Kind, pat: &str) -> Option<usize> {
-        self.features.iter().position(|f| *f == (kind, pat))
+        self.ids.get(&(kind, pat)).copied()
     }
 
     /// How many times each feature occurs in `code` (its first
