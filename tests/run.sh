@@ -6,7 +6,9 @@
 #      offline (helm lint/template, kubectl kustomize),
 #   4. installs the real npm Piston client the Piston API is tested with,
 #   5. runs the unit tests and the end-to-end tests against the real LXD,
-#   6. fails if any test left a container or an LXD project behind.
+#   6. measures language detection on a held-out corpus of Debian sources
+#      (tests/detection/corpus.sh) and fails below 95% top-1 accuracy,
+#   7. fails if any test left a container or an LXD project behind.
 # Usage: tests/run.sh   (extra arguments go to `cargo test`)
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -36,6 +38,15 @@ step "cargo test (unit, mocked API server, end-to-end on LXD)"
 status=0
 # One test at a time: the end-to-end tests share one LXD daemon.
 cargo test --all-targets --locked --no-fail-fast "$@" -- --test-threads=1 || status=$?
+
+step "language detection accuracy (held-out corpus of Debian sources)"
+if tests/detection/corpus.sh --set eval >/dev/null; then
+    cargo run --quiet --locked -- detect-accuracy --corpus target/detection-corpus/eval \
+        --min-accuracy 0.95 | tail -n 6 || status=1
+else
+    echo "could not build the detection corpus"
+    status=1
+fi
 
 step "leftovers"
 left=0
