@@ -6,8 +6,9 @@
 # Run as root on a host prepared by images/lxd-host.sh.
 #
 # When the recipe has a `versions` file (lines "<language><TAB><command>"),
-# each command is run inside the finished root and the first line it prints
-# is recorded in the image properties as unsandbox.version.<language>.
+# each command is run inside the image root once the packages are installed,
+# and the first line it prints is recorded in the image properties as
+# unsandbox.version.<language>. Long steps print their progress every 10 s.
 #
 # Usage: images/build.sh NAME [--force]
 #
@@ -352,10 +353,10 @@ pack_progress() {
     read_bytes=$(awk '$1 == "rchar:" { print $2 }' "/proc/$bg_pid/io" 2>/dev/null) || read_bytes=""
     if [[ -n $read_bytes ]] && ((rootfs_bytes > 0)); then
         ((read_bytes <= rootfs_bytes)) || read_bytes=$rootfs_bytes
-        note "packed $((read_bytes / 1048576)) of $((rootfs_bytes / 1048576)) MiB" \
-            "($((read_bytes * 100 / rootfs_bytes))%), $(($(stat -c %s "$work/rootfs.tar.gz") / 1048576)) MiB compressed"
+        note "read $((read_bytes / 1048576)) of $((rootfs_bytes / 1048576)) MiB of files" \
+            "($((read_bytes * 100 / rootfs_bytes))%), $(($(stat -c %s "$work/rootfs.tar.gz") / 1048576)) MiB written"
     else
-        note "$(($(stat -c %s "$work/rootfs.tar.gz") / 1048576)) MiB compressed"
+        note "$(($(stat -c %s "$work/rootfs.tar.gz") / 1048576)) MiB written"
     fi
 }
 : >"$work/tar.log"
