@@ -170,7 +170,7 @@ async fn run_detects_the_language_and_lists_languages() {
         .await;
     assert_eq!(s, 200, "{b}");
     assert_eq!(b["language"], "lua");
-    assert_eq!(b["stdout"], "2\n");
+    assert_eq!(b["stdout"], "2\n", "{b}");
     assert_eq!(b["detected"]["method"], "shebang");
 
     let (s, b) = h

@@ -168,7 +168,12 @@ async fn check_language(
             },
             ..*limits
         };
-        let verdict = match execution::run(lxd, container, &job, &limits).await {
+        let mut result = execution::run(lxd, container, &job, &limits).await;
+        if matches!(result, Err(crate::lxd::LxdError::OutputLost)) {
+            // LXD before 5.14 can drop output on a busy host: once more.
+            result = execution::run(lxd, container, &job, &limits).await;
+        }
+        let verdict = match result {
             Ok(outcome) => {
                 if let Some(c) = &outcome.compile {
                     check.compile_ms = Some(check.compile_ms.unwrap_or(0).max(c.exec_ms));

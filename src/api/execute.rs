@@ -269,37 +269,57 @@ pub(crate) async fn run_local(
         subdir: None,
     };
     let deadline = started + Duration::from_millis(choice.spec.execution.queue_timeout_ms);
-    let lease = app
-        .agent
-        .acquire(&choice.pool, deadline)
-        .await
-        .map_err(|e| match e {
-            AcquireError::NoCapacity(_) => {
-                let mut err = ApiError::new(
+    // LXD before 5.14 can drop the end of an exec's output on a busy host;
+    // the code then runs once more, in a fresh container: it has no network
+    // and nothing outlives its container, so a second run changes nothing
+    // but the answer.
+    let mut attempts = 0;
+    let (outcome, container, queue_ms) = loop {
+        attempts += 1;
+        let lease = app
+            .agent
+            .acquire(&choice.pool, deadline)
+            .await
+            .map_err(|e| match e {
+                AcquireError::NoCapacity(_) => {
+                    let mut err = ApiError::new(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "no_capacity",
+                        format!("{e}; retry shortly"),
+                    );
+                    err.retry_after = Some(1);
+                    err
+                }
+                AcquireError::PoolGone(_) => ApiError::new(
                     StatusCode::SERVICE_UNAVAILABLE,
-                    "no_capacity",
-                    format!("{e}; retry shortly"),
+                    "pool_unavailable",
+                    e.to_string(),
+                ),
+            })?;
+        let span = tracing::info_span!("execute", pool = %lease.pool, container = %lease.container, language = %choice.language.name);
+        let outcome = execution::run(app.agent.lxd(), &lease.container, &job, &limits)
+            .instrument(span)
+            .await;
+        let container = lease.container.clone();
+        let queue_ms = lease.queued.as_millis() as u64;
+        drop(lease);
+        match outcome {
+            Err(crate::lxd::LxdError::OutputLost) if attempts < 2 => {
+                tracing::warn!(
+                    container,
+                    "LXD lost the end of the output; running the code again in a fresh container"
                 );
-                err.retry_after = Some(1);
-                err
             }
-            AcquireError::PoolGone(_) => ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "pool_unavailable",
-                e.to_string(),
-            ),
-        })?;
-    let span = tracing::info_span!("execute", pool = %lease.pool, container = %lease.container, language = %choice.language.name);
-    let outcome = execution::run(app.agent.lxd(), &lease.container, &job, &limits)
-        .instrument(span)
-        .await;
-    let container = lease.container.clone();
-    let queue_ms = lease.queued.as_millis() as u64;
-    drop(lease);
-    let outcome = outcome.unwrap_or_else(|e| {
-        tracing::error!(container, error = %e, "execution failed inside unsandbox");
-        execution::Outcome::internal("the container could not run the code; it was destroyed")
-    });
+            Ok(o) => break (o, container, queue_ms),
+            Err(e) => {
+                tracing::error!(container, error = %e, "execution failed inside unsandbox");
+                let o = execution::Outcome::internal(
+                    "the container could not run the code; it was destroyed",
+                );
+                break (o, container, queue_ms);
+            }
+        }
+    };
     let m = app.agent.metrics();
     let pool_labels = PoolLabels {
         pool: choice.pool.clone(),

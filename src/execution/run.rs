@@ -31,7 +31,8 @@ pub struct Limits {
 
 /// Runs `job` in the running container `container`. The container must be
 /// destroyed afterwards whatever the result: the code may still be running
-/// after a timeout or an output flood.
+/// after a timeout or an output flood. `LxdError::OutputLost` means LXD
+/// dropped output: the code ran, but its answer is unknown.
 pub async fn run(
     lxd: &Lxd,
     container: &str,
@@ -68,10 +69,14 @@ pub async fn run(
 }
 
 /// Runs one stage's exec, with the CPU time and peak memory its container
-/// used meanwhile.
+/// used meanwhile. Output that LXD lost is an error, never a short answer:
+/// the caller runs the job again in a fresh container.
 async fn measured(lxd: &Lxd, container: &str, exec: ExecSpec) -> Result<StageOutcome, LxdError> {
     let meter = Meter::start(lxd.project(), container);
     let mut out = stage(lxd.exec(container, exec).await?);
+    if out.lost_output {
+        return Err(LxdError::OutputLost);
+    }
     let usage = meter.finish();
     out.cpu_ms = usage.cpu_ms;
     out.memory_bytes = usage.memory_bytes;

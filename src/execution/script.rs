@@ -39,6 +39,19 @@ impl Job {
     }
 }
 
+/// Written by the runner's shell at the end of stdout and of stderr once the
+/// stage's command has exited. LXD 5.0 can drop the last bytes of an exec's
+/// output when the process exits while the host is busy (fixed in LXD
+/// 5.14); a stream that exited normally without this mark lost output, and
+/// the verdict says so instead of reporting a shortened stream as complete.
+pub const END_MARK: &[u8] = b"\x1eunsandbox:end\x1e";
+
+/// Shell lines that end a stage: keep the command's status, mark the end of
+/// both streams, exit with that status (128+N for a command ended by signal
+/// N, as LXD reports it).
+const END_STREAMS: &str =
+    "rc=$?\nprintf '\\036unsandbox:end\\036'\nprintf '\\036unsandbox:end\\036' >&2\nexit $rc\n";
+
 /// Quotes a string for POSIX sh.
 pub fn sh_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', r"'\''"))
@@ -70,13 +83,14 @@ pub fn command(job: &Job) -> (Vec<String>, Vec<u8>) {
     let argv = match &job.language.compile {
         Some(compile) => {
             inner.push_str(&format!(
-                "exec /bin/sh -c {} </dev/null\n",
-                sh_quote(compile)
+                "/bin/sh -c {} </dev/null\n{}",
+                sh_quote(compile),
+                END_STREAMS
             ));
             as_runner(&format!(": > {USED_MARKER} || exit 125"), inner)
         }
         None => {
-            inner.push_str(&format!("exec {} \"$@\"\n", job.language.run));
+            inner.push_str(&format!("{} \"$@\"\n{END_STREAMS}", job.language.run));
             stdin.extend_from_slice(&job.stdin);
             let mut argv = as_runner(&format!(": > {USED_MARKER} || exit 125"), inner);
             argv.extend(job.args.iter().cloned());
@@ -93,7 +107,7 @@ pub fn run_command(job: &Job) -> (Vec<String>, Vec<u8>) {
     if let Some(dir) = &job.subdir {
         inner.push_str(&format!("cd {} || exit 125\n", sh_quote(dir)));
     }
-    inner.push_str(&format!("exec {} \"$@\"\n", job.language.run));
+    inner.push_str(&format!("{} \"$@\"\n{END_STREAMS}", job.language.run));
     let mut argv = as_runner(":", inner);
     argv.extend(job.args.iter().cloned());
     (argv, job.stdin.clone())
@@ -164,7 +178,7 @@ mod tests {
         assert!(argv[2].contains("--no-new-privs"));
         assert!(argv[4].contains("head -c 9 > 'main.py'"));
         assert!(argv[4].contains("head -c 3 > 'data.txt'"));
-        assert!(argv[4].ends_with("exec python3 main.py \"$@\"\n"));
+        assert!(argv[4].ends_with(&format!("python3 main.py \"$@\"\n{END_STREAMS}")));
         // Arguments travel as argv entries, never through the shell text.
         assert_eq!(&argv[5..], ["a b", "$(rm -rf /)"]);
     }
@@ -202,12 +216,14 @@ mod tests {
         assert_eq!(argv.len(), 5);
         assert!(argv[2].contains(USED_MARKER));
         assert!(argv[4].contains("rm -rf -- 'smoke-1' && mkdir 'smoke-1' && cd 'smoke-1'"));
-        assert!(argv[4].ends_with("exec /bin/sh -c 'gcc -o main main.c' </dev/null\n"));
+        assert!(argv[4].ends_with(&format!(
+            "/bin/sh -c 'gcc -o main main.c' </dev/null\n{END_STREAMS}"
+        )));
         let (argv, stdin) = run_command(&job);
         assert_eq!(stdin, b"in");
         assert!(!argv[2].contains(USED_MARKER));
         assert!(argv[2].contains("--no-new-privs"));
-        assert!(argv[4].starts_with("cd 'smoke-1' || exit 125\nexec ./main \"$@\""));
+        assert!(argv[4].starts_with("cd 'smoke-1' || exit 125\n./main \"$@\"\nrc=$?"));
         assert_eq!(&argv[5..], ["x"]);
     }
 

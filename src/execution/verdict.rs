@@ -61,6 +61,9 @@ pub struct StageOutcome {
     /// Peak memory of the container during the stage, in bytes, from its
     /// cgroup; `None` when the cgroup could not be read.
     pub memory_bytes: Option<u64>,
+    /// The command exited on its own but a stream lacks the end mark (see
+    /// `script::END_MARK`): LXD lost the end of the output.
+    pub lost_output: bool,
 }
 
 /// An execution's result: its stages and the overall status.
@@ -115,18 +118,35 @@ pub fn overall(compile: Option<&StageOutcome>, run: Option<&StageOutcome>) -> St
 /// A stage's outcome from its exec.
 pub fn stage(out: crate::lxd::ExecOutcome) -> StageOutcome {
     let (status, exit_code, signal) = verdict(&out);
+    let (mut stdout, mut stderr) = (out.stdout, out.stderr);
+    let marked = strip_mark(&mut stdout) & strip_mark(&mut stderr);
+    // The runner's shell marks both streams whenever it exits on its own; a
+    // shell killed by a signal (the kernel's OOM killer) cannot.
+    let exited_on_its_own = out.stopped == Stopped::Exited && signal.is_none();
     StageOutcome {
+        lost_output: exited_on_its_own && !marked,
         status,
         exit_code,
         signal,
-        stdout: out.stdout,
-        stderr: out.stderr,
+        stdout,
+        stderr,
         stdout_truncated: out.stdout_truncated,
         stderr_truncated: out.stderr_truncated,
         exec_ms: out.elapsed.as_millis() as u64,
         message: None,
         cpu_ms: None,
         memory_bytes: None,
+    }
+}
+
+/// Removes the end mark from the end of a stream; whether it was there.
+fn strip_mark(stream: &mut Vec<u8>) -> bool {
+    let mark = super::script::END_MARK;
+    if stream.ends_with(mark) {
+        stream.truncate(stream.len() - mark.len());
+        true
+    } else {
+        false
     }
 }
 
@@ -193,6 +213,30 @@ mod tests {
             verdict(&exited(None, Stopped::OutputLimit)).0,
             Status::OutputLimitExceeded
         );
+    }
+
+    #[test]
+    fn end_marks_are_stripped_and_their_absence_is_lost_output() {
+        let mark = crate::execution::script::END_MARK;
+        let mut out = exited(Some(0), Stopped::Exited);
+        out.stdout = [b"2\n".as_slice(), mark].concat();
+        out.stderr = mark.to_vec();
+        let s = stage(out.clone());
+        assert_eq!(
+            (s.stdout.as_slice(), s.stderr.as_slice()),
+            (b"2\n".as_slice(), b"".as_slice())
+        );
+        assert!(!s.lost_output);
+        // LXD dropped the last chunk of stdout.
+        out.stdout = b"2".to_vec();
+        let s = stage(out.clone());
+        assert!(s.lost_output);
+        assert_eq!(s.stdout, b"2");
+        // A shell killed by a signal, a timeout or an output flood: no marks expected.
+        out.exit_code = Some(137);
+        assert!(!stage(out.clone()).lost_output);
+        out.stopped = Stopped::Timeout;
+        assert!(!stage(out).lost_output);
     }
 
     #[test]

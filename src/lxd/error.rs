@@ -27,6 +27,10 @@ pub enum LxdError {
     /// LXD did not finish in time.
     #[error("LXD did not answer within {0:?}")]
     Timeout(std::time::Duration),
+    /// LXD lost the end of an exec's output (a race in LXD before 5.14 when
+    /// the process exits on a busy host).
+    #[error("LXD lost the end of the command's output")]
+    OutputLost,
 }
 
 impl LxdError {
@@ -57,6 +61,7 @@ impl LxdError {
             LxdError::Decode(_) => "decode",
             LxdError::Stream(_) => "stream",
             LxdError::Timeout(_) => "timeout",
+            LxdError::OutputLost => "output_lost",
         }
     }
 }
