@@ -24,13 +24,14 @@ use crate::metrics::Metrics;
 
 #[derive(Debug, Args)]
 pub struct BenchArgs {
-    /// File or folder with the LanguageImage to measure.
+    /// Files or folders (comma-separated) with the LanguageImages to measure.
     #[arg(
         long,
         env = "UNSANDBOX_BENCH_CONFIG",
+        value_delimiter = ',',
         default_value = "manifests/samples/languageimage-small.yaml"
     )]
-    pub config: PathBuf,
+    pub config: Vec<PathBuf>,
     /// LanguageImage name.
     #[arg(long, default_value = "small")]
     pub image: String,
@@ -62,6 +63,9 @@ pub struct BenchArgs {
     /// template and from the image.
     #[arg(long, value_delimiter = ',')]
     pub refill: Vec<String>,
+    /// Containers created at the same time (as `standalone --launch-parallelism`).
+    #[arg(long, default_value_t = 2)]
+    pub launch_parallelism: usize,
     /// Containers taken and refilled per image and mode with `--refill`.
     #[arg(long, default_value_t = 5)]
     pub refill_samples: usize,
@@ -112,7 +116,13 @@ async fn start_agent(
     tokio::sync::watch::Sender<bool>,
     tokio::task::JoinHandle<()>,
 )> {
-    let (mut res, _) = crate::standalone::files::load(std::slice::from_ref(&args.config))?;
+    let (mut res, _) = crate::standalone::files::load(&args.config)?;
+    // The limits of a pool of this image in the files, if there is one.
+    let model = res
+        .pools
+        .iter()
+        .find(|p| p.spec.image == image)
+        .map(|p| p.spec.clone());
     res.pools.clear();
     anyhow::ensure!(
         res.images
@@ -121,7 +131,10 @@ async fn start_agent(
         "no LanguageImage {image} in {:?}",
         args.config
     );
-    let mut spec: ExecutorPoolSpec = serde_yaml::from_str(&format!("image: {image}"))?;
+    let mut spec: ExecutorPoolSpec = match model {
+        Some(spec) => spec,
+        None => serde_yaml::from_str(&format!("image: {image}"))?,
+    };
     spec.warm = warm;
     spec.max_concurrent = args.concurrency.max(1) as u32 * 2;
     spec.execution.queue_timeout_ms = 120_000;
@@ -133,7 +146,7 @@ async fn start_agent(
         node: node.to_string(),
         storage_pool: args.storage_pool.clone(),
         images_dir: Some(PathBuf::from("images")),
-        launch_parallelism: 4,
+        launch_parallelism: args.launch_parallelism,
         resync_interval: Duration::from_secs(30),
         templates,
     };
@@ -155,47 +168,63 @@ async fn start_agent(
 /// (its replacement launches at once) and time until the pool is full
 /// again; for each image, from a template and from the image.
 async fn refill(args: &BenchArgs, lxd: &Lxd, node: &str) -> anyhow::Result<()> {
+    const WARM: u32 = 4;
     println!(
-        "unsandbox bench: refill time per container, {} samples each",
-        args.refill_samples
+        "unsandbox bench: refill time per container ({WARM} warm, {} launches at a time)",
+        args.launch_parallelism
     );
     println!(
-        "{:<12} {:<10} {:>9} {:>9}",
-        "image", "launch", "p50 s", "max s"
+        "{:<10} {:<9} {:>12} {:>12} {:>22}",
+        "image", "launch", "one p50 s", "one max s", "burst of 4, s/container"
     );
     for image in &args.refill {
         for templates in [true, false] {
-            let (agent, stop, task) = start_agent(args, lxd, node, image, 2, templates).await?;
+            let (agent, stop, task) = start_agent(args, lxd, node, image, WARM, templates).await?;
             let result = async {
-                wait_warm(&agent, 2, Duration::from_secs(1800)).await?;
-                let mut samples = Vec::new();
+                wait_warm(&agent, WARM, Duration::from_secs(1800)).await?;
+                // One container taken at a time: its replacement's latency.
+                let mut one = Vec::new();
                 for _ in 0..args.refill_samples {
                     let t = Instant::now();
                     let lease = agent
                         .acquire("bench/bench", Instant::now() + Duration::from_secs(60))
                         .await?;
                     drop(lease);
-                    wait_warm(&agent, 2, Duration::from_secs(600)).await?;
-                    samples.push(t.elapsed().as_secs_f64());
+                    wait_warm(&agent, WARM, Duration::from_secs(600)).await?;
+                    one.push(t.elapsed().as_secs_f64());
                     // Let the destroy of the taken container finish.
                     agent.settle(Duration::from_secs(60)).await;
                 }
-                anyhow::Ok(samples)
+                // The whole pool taken at once: refill throughput.
+                let t = Instant::now();
+                let mut leases = Vec::new();
+                for _ in 0..WARM {
+                    leases.push(
+                        agent
+                            .acquire("bench/bench", Instant::now() + Duration::from_secs(60))
+                            .await?,
+                    );
+                }
+                drop(leases);
+                wait_warm(&agent, WARM, Duration::from_secs(600)).await?;
+                let burst = t.elapsed().as_secs_f64() / f64::from(WARM);
+                anyhow::Ok((one, burst))
             }
             .await;
             let _ = stop.send(true);
             let _ = task.await;
             agent.settle(Duration::from_secs(60)).await;
             agent.destroy_all().await?;
-            let mut samples = result?;
-            samples.sort_by(f64::total_cmp);
-            let max = samples.last().copied().unwrap_or(f64::NAN);
+            let (mut one, burst) = result?;
+            one.sort_by(f64::total_cmp);
+            let max = one.last().copied().unwrap_or(f64::NAN);
             println!(
-                "{:<12} {:<10} {:>9.2} {:>9.2}",
+                "{:<10} {:<9} {:>12.2} {:>12.2} {:>22.2}",
                 image,
                 if templates { "template" } else { "image" },
-                percentile(&samples, 50.0),
-                max
+                percentile(&one, 50.0),
+                max,
+                burst
             );
         }
     }
