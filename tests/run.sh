@@ -40,13 +40,17 @@ status=0
 cargo test --all-targets --locked --no-fail-fast "$@" -- --test-threads=1 || status=$?
 
 step "language detection accuracy (held-out corpus of Debian sources)"
-if tests/detection/corpus.sh --set eval >/dev/null; then
+corpus_log=$(mktemp)
+if tests/detection/corpus.sh --set eval >"$corpus_log" 2>&1; then
+    tail -n 1 "$corpus_log"
     cargo run --quiet --locked -- detect-accuracy --corpus target/detection-corpus/eval \
         --min-accuracy 0.95 | tail -n 6 || status=1
 else
+    cat "$corpus_log"
     echo "could not build the detection corpus"
     status=1
 fi
+rm -f "$corpus_log"
 
 step "leftovers"
 left=0
