@@ -260,6 +260,24 @@ impl Agent {
         }
     }
 
+    /// Creates, starts and readies one container of a pool: a copy of the
+    /// pool's id-mapped template when templates are on, else from the image.
+    async fn create(
+        &self,
+        name: &str,
+        spec: &crate::crd::ExecutorPoolSpec,
+        at: &Placement<'_>,
+        ready: Vec<String>,
+    ) -> Result<(), crate::lxd::LxdError> {
+        let template = if self.inner.cfg.templates {
+            let _one_at_a_time = self.inner.template_lock.lock().await;
+            Some(launcher::ensure_template(&self.inner.lxd, spec, at).await?)
+        } else {
+            None
+        };
+        launcher::launch(&self.inner.lxd, name, template.as_deref(), spec, at, ready).await
+    }
+
     async fn launch_one(
         &self,
         key: String,
@@ -285,21 +303,7 @@ impl Agent {
                 fingerprint: &fp,
                 hash: &hash,
             };
-            let template = if self.inner.cfg.templates {
-                let _one_at_a_time = self.inner.template_lock.lock().await;
-                launcher::ensure_template(&self.inner.lxd, &spec, &at)
-                    .await
-                    .map(Some)
-            } else {
-                Ok(None)
-            };
-            match template {
-                Ok(t) => Some(
-                    launcher::launch(&self.inner.lxd, &name, t.as_deref(), &spec, &at, warmup)
-                        .await,
-                ),
-                Err(e) => Some(Err(e)),
-            }
+            Some(self.create(&name, &spec, &at, warmup).await)
         } else {
             None
         };
@@ -443,20 +447,7 @@ impl Agent {
                 hash: &hash,
             };
             let ready = crate::execution::ready_command(&languages);
-            let template = if self.inner.cfg.templates {
-                let _one_at_a_time = self.inner.template_lock.lock().await;
-                launcher::ensure_template(&self.inner.lxd, &spec, &at)
-                    .await
-                    .map(Some)
-            } else {
-                Ok(None)
-            };
-            match template {
-                Ok(t) => {
-                    launcher::launch(&self.inner.lxd, &name, t.as_deref(), &spec, &at, ready).await
-                }
-                Err(e) => Err(e),
-            }
+            self.create(&name, &spec, &at, ready).await
         };
         let checks = match launched {
             Ok(()) => {
