@@ -185,14 +185,7 @@ async fn run_detects_the_language_and_lists_languages() {
     assert_eq!(b["stdout"], "42\n");
     assert_eq!(b["detected"]["method"], "content");
 
-    let (s, langs) = h.call("GET", "/languages", None).await;
-    assert_eq!(s, 200);
-    let names: Vec<&str> = langs
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|l| l["name"].as_str().unwrap())
-        .collect();
+    let names = h.language_names().await;
     assert_eq!(names, ["bash", "lua", "python"]);
     let (s, _) = h.call("GET", "/readyz", None).await;
     assert_eq!(s, 200);

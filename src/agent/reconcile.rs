@@ -260,22 +260,30 @@ impl Agent {
         }
     }
 
-    /// Creates, starts and readies one container of a pool: a copy of the
-    /// pool's id-mapped template when templates are on, else from the image.
+    /// Creates, starts and readies one container of pool `key` (image
+    /// `fingerprint`, shape `hash`): a copy of the pool's id-mapped template
+    /// when templates are on, else from the image.
     async fn create(
         &self,
         name: &str,
         spec: &crate::crd::ExecutorPoolSpec,
-        at: &Placement<'_>,
+        (key, fingerprint, hash): (&str, &str, &str),
         ready: Vec<String>,
     ) -> Result<(), crate::lxd::LxdError> {
+        let at = Placement {
+            node: &self.inner.cfg.node,
+            pool_key: key,
+            storage_pool: &self.inner.cfg.storage_pool,
+            fingerprint,
+            hash,
+        };
         let template = if self.inner.cfg.templates {
             let _one_at_a_time = self.inner.template_lock.lock().await;
-            Some(launcher::ensure_template(&self.inner.lxd, spec, at).await?)
+            Some(launcher::ensure_template(&self.inner.lxd, spec, &at).await?)
         } else {
             None
         };
-        launcher::launch(&self.inner.lxd, name, template.as_deref(), spec, at, ready).await
+        launcher::launch(&self.inner.lxd, name, template.as_deref(), spec, &at, ready).await
     }
 
     async fn launch_one(
@@ -296,14 +304,7 @@ impl Agent {
             .get(&key)
             .is_some_and(|p| p.hash.as_deref() == Some(&hash));
         let result = if still_wanted {
-            let at = Placement {
-                node: &self.inner.cfg.node,
-                pool_key: &key,
-                storage_pool: &self.inner.cfg.storage_pool,
-                fingerprint: &fp,
-                hash: &hash,
-            };
-            Some(self.create(&name, &spec, &at, warmup).await)
+            Some(self.create(&name, &spec, (&key, &fp, &hash), warmup).await)
         } else {
             None
         };
@@ -439,15 +440,8 @@ impl Agent {
         };
         let launched = {
             let _slot = self.inner.launch_slots.acquire().await;
-            let at = Placement {
-                node: &self.inner.cfg.node,
-                pool_key: &key,
-                storage_pool: &self.inner.cfg.storage_pool,
-                fingerprint: &fp,
-                hash: &hash,
-            };
             let ready = crate::execution::ready_command(&languages);
-            self.create(&name, &spec, &at, ready).await
+            self.create(&name, &spec, (&key, &fp, &hash), ready).await
         };
         let checks = match launched {
             Ok(()) => {

@@ -183,6 +183,18 @@ impl Harness {
         v
     }
 
+    /// Names of the languages `GET /languages` lists.
+    pub async fn language_names(&self) -> Vec<String> {
+        let (s, langs) = self.call("GET", "/languages", None).await;
+        assert_eq!(s, 200, "{langs}");
+        langs
+            .as_array()
+            .expect("a list")
+            .iter()
+            .map(|l| l["name"].as_str().expect("a name").to_string())
+            .collect()
+    }
+
     /// Waits until the pool's smoke tests have run on this host.
     pub async fn wait_proven(&self, pool: &str) {
         let agent = self.agent.clone();
