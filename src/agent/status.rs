@@ -40,6 +40,7 @@ pub fn node_status(p: &PoolRuntime, node: &str) -> NodePoolStatus {
             .collect(),
         unavailable_languages: p.unavailable_languages(),
         endpoint: None,
+        heartbeat_time: None,
     }
 }
 

@@ -21,7 +21,7 @@ use super::condition::Condition;
     status = "ExecutorPoolStatus",
     printcolumn = r#"{"name":"Image","type":"string","jsonPath":".spec.image"}"#,
     printcolumn = r#"{"name":"Network","type":"string","jsonPath":".spec.network"}"#,
-    printcolumn = r#"{"name":"Warm/Host","type":"integer","jsonPath":".spec.warm"}"#,
+    printcolumn = r#"{"name":"Desired","type":"integer","jsonPath":".status.desired"}"#,
     printcolumn = r#"{"name":"Warm","type":"integer","jsonPath":".status.warm"}"#,
     printcolumn = r#"{"name":"Busy","type":"integer","jsonPath":".status.busy"}"#,
     printcolumn = r#"{"name":"Nodes","type":"string","jsonPath":".status.nodesReady"}"#,
@@ -31,10 +31,12 @@ use super::condition::Condition;
 #[serde(rename_all = "camelCase")]
 pub struct ExecutorPoolSpec {
     /// Name of the LanguageImage whose containers this pool keeps warm.
+    #[schemars(length(min = 1, max = 253))]
     pub image: String,
     /// Labels a node must have to host this pool. Empty: every node that runs
     /// the unsandbox agent. Standalone mode ignores it (it covers its one host).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend("maxProperties" = 64))]
     pub node_selector: BTreeMap<String, String>,
     /// Warm containers kept ready on each host.
     #[serde(default = "default_warm")]
@@ -42,6 +44,8 @@ pub struct ExecutorPoolSpec {
     pub warm: u32,
     /// Per-node warm counts that replace `warm` on the named nodes.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 5000))]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["node"]))]
     pub node_overrides: Vec<NodeOverride>,
     /// Network isolation tier: `zerotrust` (no network interface at all) or
     /// `semitrusted` (egress only through a filtering proxy).
@@ -71,6 +75,7 @@ fn default_max_concurrent() -> u32 {
 #[serde(rename_all = "camelCase")]
 pub struct NodeOverride {
     /// Node name.
+    #[schemars(length(min = 1, max = 253))]
     pub node: String,
     /// Warm containers kept ready on that node.
     #[schemars(range(max = 1000))]
@@ -258,6 +263,10 @@ pub struct ExecutorPoolStatus {
     /// The generation of the spec this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
+    /// Warm containers wanted across all covered hosts (`warm`, or the
+    /// host's `nodeOverrides` entry, summed over the hosts).
+    #[serde(default)]
+    pub desired: u32,
     /// Warm containers across all hosts.
     #[serde(default)]
     pub warm: u32,
@@ -307,6 +316,11 @@ pub struct NodePoolStatus {
     /// Base URL of this host's execution API, for routing between hosts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub endpoint: Option<String>,
+    /// When the host's agent last confirmed this entry. The agent refreshes
+    /// it periodically; an entry older than the controller's staleness
+    /// limit is not counted as ready and gets no forwarded requests.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub heartbeat_time: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>,
 }
 
 /// A language a host does not serve, and why.

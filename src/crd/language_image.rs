@@ -26,8 +26,8 @@ use super::condition::Condition;
 pub struct LanguageImageSpec {
     /// Where a host gets the LXD image from.
     pub source: ImageSource,
-    /// The languages this image provides. Names and aliases must be unique.
-    #[x_kube(validation = Rule::new("size(self) >= 1").message("an image must provide at least one language"))]
+    /// The languages this image provides (1 to 256). Names and aliases must be unique.
+    #[schemars(length(min = 1, max = 256))]
     pub languages: Vec<LanguageSpec>,
 }
 
@@ -43,16 +43,17 @@ pub struct ImageSource {
     /// Alias of an image in the host's LXD image store. Defaults to
     /// `unsandbox-<recipe>` when a recipe is named.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 256))]
     pub alias: Option<String>,
     /// Fingerprint (or a unique prefix of at least 12 hex digits) of an image
     /// in the host's LXD image store. Takes precedence over the alias.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[x_kube(validation = Rule::new("self.matches('^[0-9a-f]{12,64}$')").message("a fingerprint is 12 to 64 lowercase hex digits"))]
+    #[schemars(length(max = 64), pattern(r"^[0-9a-f]{12,64}$"))]
     pub fingerprint: Option<String>,
     /// Name of a build recipe folder under `images/` (for example `small`),
     /// built with `images/build.sh` when the image is missing on a host.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[x_kube(validation = Rule::new("self.matches('^[a-z0-9][a-z0-9-]*$')").message("a recipe name is lowercase letters, digits and dashes"))]
+    #[schemars(length(max = 63), pattern(r"^[a-z0-9][a-z0-9-]*$"))]
     pub recipe: Option<String>,
 }
 
@@ -70,47 +71,61 @@ impl ImageSource {
 #[serde(rename_all = "camelCase")]
 pub struct LanguageSpec {
     /// Canonical name, used in `POST /execute/{language}` (for example `python`).
-    #[x_kube(validation = Rule::new("self.matches('^[a-z0-9][a-z0-9+#._-]*$')").message("a language name is lowercase and has no spaces"))]
+    #[schemars(length(max = 63), pattern(r"^[a-z0-9][a-z0-9+#._-]*$"))]
     pub name: String,
     /// Other names users type for this language (for example `py`, `python3`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(
+        length(max = 32),
+        inner(length(min = 1, max = 63), pattern(r"^[A-Za-z0-9][A-Za-z0-9+#._-]*$"))
+    )]
     pub aliases: Vec<String>,
     /// Toolchain version. Normally left out: image builds record each
     /// toolchain's own report of its version in the image (property
     /// `unsandbox.version.<name>`), and hosts serve that. Set only for
     /// images built elsewhere.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 256))]
     pub version: Option<String>,
     /// File name the submitted code is written to, in the working directory
     /// (for example `main.py`).
-    #[x_kube(validation = Rule::new("self.matches('^[A-Za-z0-9][A-Za-z0-9._-]*$')").message("a plain file name without directories"))]
+    #[schemars(length(max = 255), pattern(r"^[A-Za-z0-9][A-Za-z0-9._-]*$"))]
     pub source_file: String,
     /// Shell command that compiles the source, run in the working directory
     /// as its own stage with its own limits (the pool's `execution.compileTimeMs`
     /// and `limits.compileMemoryMib`). A non-zero exit is a `compile_error`
     /// and the run stage is skipped. Absent for interpreted languages.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 8192))]
     pub compile: Option<String>,
     /// Shell command that runs the program, in the working directory. The
     /// request's arguments are appended to it.
+    #[schemars(length(min = 1, max = 8192))]
     pub run: String,
     /// File name extensions of this language, without the dot, used to detect
     /// the language of extra files and scripts.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(
+        length(max = 32),
+        inner(length(min = 1, max = 32), pattern(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$"))
+    )]
     pub extensions: Vec<String>,
     /// Extra environment variables for compile and run.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend("maxProperties" = 64))]
     pub env: BTreeMap<String, String>,
     /// Shell command run once in every fresh container, as the runner user,
     /// before the container counts as warm: it loads the toolchain into
     /// memory so the first execution starts as fast as later ones would
     /// (for example `python3 -c pass`). Its output is discarded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 8192))]
     pub warmup: Option<String>,
     /// Programs that must print their expected output, on every host, in a
     /// fresh container of each pool, before the host serves the language
     /// (typically `hello`, `stdin` and `args`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
     pub smoke_tests: Vec<SmokeTest>,
 }
 
@@ -127,17 +142,21 @@ impl LanguageSpec {
 #[serde(rename_all = "camelCase")]
 pub struct SmokeTest {
     /// Short name of what the test proves (for example `hello`, `stdin`, `args`).
-    #[x_kube(validation = Rule::new("self.matches('^[a-z0-9][a-z0-9-]*$')").message("a test name is lowercase letters, digits and dashes"))]
+    #[schemars(length(max = 63), pattern(r"^[a-z0-9][a-z0-9-]*$"))]
     pub name: String,
     /// Source code of the test program.
+    #[schemars(length(min = 1, max = 65536))]
     pub code: String,
     /// Standard input given to the program.
     #[serde(default, skip_serializing_if = "String::is_empty")]
+    #[schemars(length(max = 65536))]
     pub stdin: String,
     /// Arguments given to the program.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64), inner(length(max = 4096)))]
     pub args: Vec<String>,
     /// The exact standard output the program must print.
+    #[schemars(length(max = 65536))]
     pub expected_stdout: String,
 }
 
