@@ -40,6 +40,15 @@ suffix used below ("-controller-metrics", 19 characters) within 63.
 {{- default (include "unsandbox.controller.fullname" .) .Values.controller.leaseName }}
 {{- end }}
 
+{{/* agent.nodeSelector as "key=value,key=value", sorted by key, for the controller. */}}
+{{- define "unsandbox.agentSelector" -}}
+{{- $pairs := list }}
+{{- range $k, $v := .Values.agent.nodeSelector }}
+{{- $pairs = append $pairs (printf "%s=%s" $k $v) }}
+{{- end }}
+{{- join "," $pairs }}
+{{- end }}
+
 {{/* The container image, tag defaulting to the chart's appVersion. */}}
 {{- define "unsandbox.image" -}}
 {{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
