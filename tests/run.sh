@@ -5,7 +5,10 @@
 #   3. checks formatting and lints, and the Helm chart and kustomize base
 #      offline (helm lint/template, kubectl kustomize),
 #   4. installs the real npm Piston client the Piston API is tested with,
-#   5. runs the unit tests and the end-to-end tests against the real LXD,
+#   5. runs the unit tests, the end-to-end tests against the real LXD, and the
+#      real-cluster tests (tests/cluster.rs: etcd and kube-apiserver started on
+#      loopback) when a kube-apiserver binary is there
+#      (UNSANDBOX_KUBE_APISERVER, PATH or /usr/local/bin; README),
 #   6. measures language detection on a held-out corpus of Debian sources
 #      (tests/detection/corpus.sh) and fails below 95% top-1 accuracy,
 #   7. fails if any test left a container or an LXD project behind.
@@ -34,7 +37,27 @@ if ! command -v npm >/dev/null 2>&1; then
 fi
 npm ci --prefix tests/piston --no-audit --no-fund --loglevel=error
 
-step "cargo test (unit, mocked API server, end-to-end on LXD)"
+step "real Kubernetes control plane (tests/cluster.rs)"
+apiserver=${UNSANDBOX_KUBE_APISERVER:-}
+[[ -n $apiserver ]] || apiserver=$(command -v kube-apiserver || true)
+if [[ -z $apiserver && -x /usr/local/bin/kube-apiserver ]]; then
+    apiserver=/usr/local/bin/kube-apiserver
+fi
+if [[ -n $apiserver && -x $apiserver ]]; then
+    need=()
+    command -v etcd >/dev/null 2>&1 || need+=(etcd-server)
+    command -v kubectl >/dev/null 2>&1 || need+=(kubernetes-client)
+    command -v openssl >/dev/null 2>&1 || need+=(openssl)
+    command -v curl >/dev/null 2>&1 || need+=(curl)
+    if ((${#need[@]})); then
+        apt-get update -qq && apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+    fi
+    echo "real-cluster tests run against $("$apiserver" --version) ($apiserver) and etcd $(etcd --version | awk 'NR==1 {print $3}')"
+else
+    echo "real-cluster tests skipped: no kube-apiserver binary (set UNSANDBOX_KUBE_APISERVER or put one on PATH; README, \"Real-cluster tests\")"
+fi
+
+step "cargo test (unit, mocked API server, end-to-end on LXD, real control plane)"
 status=0
 # One test at a time: the end-to-end tests share one LXD daemon.
 cargo test --all-targets --locked --no-fail-fast "$@" -- --test-threads=1 || status=$?
