@@ -104,6 +104,10 @@ pub struct ControllerArgs {
     /// never reported its containers removed (its agent is gone).
     #[arg(long, env = "UNSANDBOX_CLEANUP_GRACE_SECONDS", default_value_t = 300)]
     pub cleanup_grace_seconds: u64,
+    /// Seconds after which a node's entry in a pool's status, not confirmed
+    /// by its agent's heartbeat, no longer counts (warm, busy, ready nodes).
+    #[arg(long, env = "UNSANDBOX_NODE_STALE_SECONDS", default_value_t = 30)]
+    pub node_stale_seconds: u64,
     /// Name of the leader-election Lease.
     #[arg(
         long,

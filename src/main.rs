@@ -203,7 +203,13 @@ async fn run_controller(args: ControllerArgs) -> anyhow::Result<()> {
         .clone()
         .unwrap_or_else(unsandbox::cli::hostname);
     let mut registry = prometheus_client::registry::Registry::with_prefix("unsandbox");
-    let ctx = controller::Context::new(client, cfg, &identity, &mut registry);
+    let ctx = controller::Context::with_node_stale(
+        client,
+        cfg,
+        Duration::from_secs(args.node_stale_seconds),
+        &identity,
+        &mut registry,
+    );
     let registry = Arc::new(registry);
     let http = axum::Router::new()
         .route("/healthz", axum::routing::get(|| async { "ok" }))
@@ -227,9 +233,13 @@ async fn run_controller(args: ControllerArgs) -> anyhow::Result<()> {
         identity,
         duration: Duration::from_secs(args.lease_seconds),
     };
-    tokio::select! {
-        r = controller::lead(ctx, lease) => r?,
-        _ = shutdown_signal() => {}
-    }
+    // SIGTERM stops the reconcilers (those in flight finish), then the
+    // leader releases its lease so a standby takes over at once.
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        let _ = stop_tx.send(true);
+    });
+    controller::lead(ctx, lease, stop_rx).await?;
     Ok(())
 }

@@ -1,23 +1,44 @@
 //! Peer agents that can run an execution this node cannot run right now,
-//! found from the pools' status entries. Pure over the stores.
+//! found from the pools' status entries. Pure over the stores. An entry
+//! whose agent stopped confirming it (stale heartbeat) gets no requests:
+//! its warm count is from before the agent went silent.
 
+use std::time::Duration;
+
+use k8s_openapi::jiff::Timestamp;
+
+use crate::controller::heartbeat::{DEFAULT_STALE_AFTER, freshness};
 use crate::crd::{ExecutorPool, LanguageImage, NetworkTier};
 
 /// A peer that reports warm containers for a language and tier.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Peer {
+    /// The peer's node name.
     pub node: String,
+    /// Base URL of its execution API.
     pub endpoint: String,
+    /// Warm containers it reports for the language and tier.
     pub warm: u32,
 }
 
-/// Peers other than `me` that serve `language` with `tier`, most warm first.
+/// When an entry counts as current.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Liveness {
+    /// The current time.
+    pub now: Timestamp,
+    /// Entries without a heartbeat within this long are skipped.
+    pub stale_after: Duration,
+}
+
+/// Peers other than `me` that serve `language` with `tier` and confirmed
+/// their entry recently, most warm first.
 pub fn candidates(
     pools: &[ExecutorPool],
     images: &[LanguageImage],
     language: &str,
     tier: NetworkTier,
     me: &str,
+    live: Liveness,
 ) -> Vec<Peer> {
     let mut out: Vec<Peer> = Vec::new();
     for pool in pools
@@ -37,7 +58,7 @@ pub fn candidates(
             let Some(endpoint) = &e.endpoint else {
                 continue;
             };
-            if e.node == me || e.warm == 0 {
+            if e.node == me || e.warm == 0 || !freshness(e, live.now, live.stale_after).is_fresh() {
                 continue;
             }
             match out.iter_mut().find(|p| p.node == e.node) {
@@ -54,10 +75,20 @@ pub fn candidates(
     out
 }
 
-/// Peers from the agent's watch stores.
+/// Peers from the agent's watch stores, with entries older than
+/// [`DEFAULT_STALE_AFTER`] skipped.
 pub struct StorePeers {
+    /// The agent's watch stores.
     pub stores: super::source::Stores,
+    /// This node's name (never its own peer).
     pub node: String,
+}
+
+impl StorePeers {
+    /// Peers of `node` from `stores`.
+    pub fn new(stores: super::source::Stores, node: String) -> Self {
+        Self { stores, node }
+    }
 }
 
 impl crate::api::forward::PeerFinder for StorePeers {
@@ -76,13 +107,25 @@ impl crate::api::forward::PeerFinder for StorePeers {
             .iter()
             .map(|i| (**i).clone())
             .collect();
-        candidates(&pools, &images, language, tier, &self.node)
+        let live = Liveness {
+            now: Timestamp::now(),
+            stale_after: DEFAULT_STALE_AFTER,
+        };
+        candidates(&pools, &images, language, tier, &self.node, live)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Heartbeats in the fixture are at 1 000 000 s; "now" is 10 s later.
+    fn live() -> Liveness {
+        Liveness {
+            now: Timestamp::from_second(1_000_010).unwrap(),
+            stale_after: Duration::from_secs(30),
+        }
+    }
 
     #[test]
     fn peers_with_warm_containers_for_the_language_most_warm_first() {
@@ -91,7 +134,7 @@ mod tests {
         )
         .unwrap();
         let pool: ExecutorPool = serde_yaml::from_str(
-            "apiVersion: unsandbox.com/v1alpha1\nkind: ExecutorPool\nmetadata: {name: p, namespace: t}\nspec: {image: small}\nstatus:\n  nodes:\n  - {node: me, desired: 2, warm: 5, busy: 0, launching: 0, ready: true, endpoint: 'http://10.0.0.1:8080'}\n  - {node: b, desired: 2, warm: 1, busy: 0, launching: 0, ready: true, endpoint: 'http://10.0.0.2:8080'}\n  - {node: c, desired: 2, warm: 3, busy: 0, launching: 0, ready: true, endpoint: 'http://10.0.0.3:8080'}\n  - {node: d, desired: 2, warm: 0, busy: 2, launching: 0, ready: true, endpoint: 'http://10.0.0.4:8080'}\n  - {node: e, desired: 2, warm: 4, busy: 0, launching: 0, ready: true}\n",
+            "apiVersion: unsandbox.com/v1alpha1\nkind: ExecutorPool\nmetadata: {name: p, namespace: t}\nspec: {image: small}\nstatus:\n  nodes:\n  - {node: me, desired: 2, warm: 5, busy: 0, launching: 0, ready: true, heartbeatTime: '1970-01-12T13:46:40Z', endpoint: 'http://10.0.0.1:8080'}\n  - {node: b, desired: 2, warm: 1, busy: 0, launching: 0, ready: true, heartbeatTime: '1970-01-12T13:46:40Z', endpoint: 'http://10.0.0.2:8080'}\n  - {node: c, desired: 2, warm: 3, busy: 0, launching: 0, ready: true, heartbeatTime: '1970-01-12T13:46:40Z', endpoint: 'http://10.0.0.3:8080'}\n  - {node: d, desired: 2, warm: 0, busy: 2, launching: 0, ready: true, heartbeatTime: '1970-01-12T13:46:40Z', endpoint: 'http://10.0.0.4:8080'}\n  - {node: e, desired: 2, warm: 4, busy: 0, launching: 0, ready: true}\n  - {node: f, desired: 2, warm: 9, busy: 0, launching: 0, ready: true, heartbeatTime: '1970-01-12T13:45:00Z', endpoint: 'http://10.0.0.6:8080'}\n  - {node: g, desired: 2, warm: 9, busy: 0, launching: 0, ready: true, endpoint: 'http://10.0.0.7:8080'}\n",
         )
         .unwrap();
         let peers = candidates(
@@ -100,7 +143,9 @@ mod tests {
             "py",
             NetworkTier::Zerotrust,
             "me",
+            live(),
         );
+        // f's heartbeat is 110 s old and g has none: both are skipped.
         let nodes: Vec<&str> = peers.iter().map(|p| p.node.as_str()).collect();
         assert_eq!(nodes, ["c", "b"]);
         assert!(
@@ -109,10 +154,21 @@ mod tests {
                 std::slice::from_ref(&image),
                 "ruby",
                 NetworkTier::Zerotrust,
-                "me"
+                "me",
+                live()
             )
             .is_empty()
         );
-        assert!(candidates(&[pool], &[image], "py", NetworkTier::Semitrusted, "me").is_empty());
+        assert!(
+            candidates(
+                &[pool],
+                &[image],
+                "py",
+                NetworkTier::Semitrusted,
+                "me",
+                live()
+            )
+            .is_empty()
+        );
     }
 }

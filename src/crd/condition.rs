@@ -9,17 +9,28 @@ use k8s_openapi::jiff::Timestamp;
 pub const READY: &str = "Ready";
 /// Condition type: the resource works, but less than it asks for.
 pub const DEGRADED: &str = "Degraded";
+/// Condition type (kstatus): the controller is still working towards the
+/// spec (nodes filling, cleanup running); `False` once it is done or stuck.
+pub const RECONCILING: &str = "Reconciling";
+/// Condition type (kstatus): no progress is possible without a change to the
+/// spec (invalid spec, missing or invalid image, unsupported network tier).
+pub const STALLED: &str = "Stalled";
 
 /// A desired condition, before timestamps are attached.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Desired {
+    /// Condition type, one of the constants above.
     pub type_: &'static str,
+    /// `True` or `False`.
     pub status: bool,
+    /// One CamelCase word a program can match on.
     pub reason: String,
+    /// What a person should know.
     pub message: String,
 }
 
 impl Desired {
+    /// A desired condition.
     pub fn new(
         type_: &'static str,
         status: bool,
