@@ -122,7 +122,13 @@ fn install_chart(cp: &ControlPlane) {
     let _ = output(&mut cp.kubectl(&["create", "namespace", NAMESPACE]), None);
     let rendered = Command::new(helm())
         .current_dir(root())
-        .args(["template", RELEASE, "charts/unsandbox", "--namespace", NAMESPACE])
+        .args([
+            "template",
+            RELEASE,
+            "charts/unsandbox",
+            "--namespace",
+            NAMESPACE,
+        ])
         .output()
         .unwrap();
     assert!(rendered.status.success(), "helm template failed");
@@ -211,6 +217,15 @@ impl Proc {
 impl Drop for Proc {
     fn drop(&mut self) {
         self.kill();
+        if std::thread::panicking() {
+            let log = self.log();
+            let lines: Vec<&str> = log.lines().collect();
+            eprintln!(
+                "--- last lines of {}:\n{}",
+                self.log.display(),
+                lines[lines.len().saturating_sub(40)..].join("\n")
+            );
+        }
     }
 }
 
@@ -224,14 +239,25 @@ fn free_port() -> u16 {
 
 /// A controller replica as the chart's Deployment runs it, authenticated
 /// as the chart's controller ServiceAccount.
-fn controller(cp: &ControlPlane, kubeconfig: &Path, identity: &str, extra: &[(&str, String)]) -> Proc {
+fn controller(
+    cp: &ControlPlane,
+    kubeconfig: &Path,
+    identity: &str,
+    extra: &[(&str, String)],
+) -> Proc {
     let mut env = vec![
         ("KUBECONFIG", kubeconfig.display().to_string()),
         ("POD_NAME", identity.to_string()),
         ("POD_NAMESPACE", NAMESPACE.to_string()),
         ("UNSANDBOX_LEASE_NAME", LEASE.to_string()),
-        ("UNSANDBOX_AGENT_NODE_SELECTOR", format!("{AGENT_LABEL}=true")),
-        ("UNSANDBOX_METRICS_LISTEN", format!("127.0.0.1:{}", free_port())),
+        (
+            "UNSANDBOX_AGENT_NODE_SELECTOR",
+            format!("{AGENT_LABEL}=true"),
+        ),
+        (
+            "UNSANDBOX_METRICS_LISTEN",
+            format!("127.0.0.1:{}", free_port()),
+        ),
     ];
     env.extend(extra.iter().cloned());
     Proc::start(cp.dir.path(), identity, &["controller"], &env)
@@ -251,7 +277,11 @@ fn no_forbidden(p: &Proc, who: &str) {
         .lines()
         .filter(|l| l.contains("forbidden") || l.contains("Forbidden") || l.contains(" 403"))
         .collect();
-    assert!(bad.is_empty(), "{who} was refused by RBAC:\n{}", bad.join("\n"));
+    assert!(
+        bad.is_empty(),
+        "{who} was refused by RBAC:\n{}",
+        bad.join("\n")
+    );
 }
 
 const IMAGE_NAME_BAD: &str = "apiVersion: unsandbox.com/v1alpha1\nkind: LanguageImage\nmetadata: {name: bad}\nspec:\n  source: {recipe: small}\n  languages: [{name: 'Python 3', sourceFile: main.py, run: python3 main.py}]\n";
@@ -262,49 +292,104 @@ fn crds_chart_and_base_install_explain_and_invalid_objects_are_rejected() {
         return;
     };
     install_chart(&cp);
-    kubectl(&cp, &["apply", "--server-side", "-k", "manifests/base"], None);
+    kubectl(
+        &cp,
+        &["apply", "--server-side", "-k", "manifests/base"],
+        None,
+    );
     // Every sample, including the 77-language image, fits the schema's bounds.
     for dir in ["manifests/samples", "manifests/polyglot"] {
         kubectl(&cp, &["apply", "--server-side", "-f", dir], None);
     }
     let crds = kubectl(&cp, &["get", "crd", "-o", "name"], None);
-    assert!(crds.contains("languageimages.unsandbox.com") && crds.contains("executorpools.unsandbox.com"));
+    assert!(
+        crds.contains("languageimages.unsandbox.com")
+            && crds.contains("executorpools.unsandbox.com")
+    );
 
     let explain = kubectl(&cp, &["explain", "languageimages.spec.languages"], None);
-    assert!(explain.contains("The languages this image provides"), "{explain}");
+    assert!(
+        explain.contains("The languages this image provides"),
+        "{explain}"
+    );
     assert!(explain.contains("smokeTests"), "{explain}");
     let explain = kubectl(&cp, &["explain", "executorpools.spec.network"], None);
     assert!(explain.contains("Network isolation tier"), "{explain}");
 
     let table = kubectl(&cp, &["get", "executorpools", "-n", "default"], None);
     let header = table.lines().next().unwrap_or_default();
-    for column in ["IMAGE", "NETWORK", "DESIRED", "WARM", "BUSY", "NODES", "READY", "AGE"] {
+    for column in [
+        "IMAGE", "NETWORK", "DESIRED", "WARM", "BUSY", "NODES", "READY", "AGE",
+    ] {
         assert!(header.contains(column), "no {column} column in {header:?}");
     }
 
     let image = |spec: &str| {
-        format!("apiVersion: unsandbox.com/v1alpha1\nkind: LanguageImage\nmetadata: {{name: bad}}\nspec:\n{spec}")
+        format!(
+            "apiVersion: unsandbox.com/v1alpha1\nkind: LanguageImage\nmetadata: {{name: bad}}\nspec:\n{spec}"
+        )
     };
     let lang = "[{name: python, sourceFile: main.py, run: python3 main.py}]";
     let pool = |spec: &str| {
-        format!("apiVersion: unsandbox.com/v1alpha1\nkind: ExecutorPool\nmetadata: {{name: bad, namespace: default}}\nspec:\n  image: small\n{spec}")
+        format!(
+            "apiVersion: unsandbox.com/v1alpha1\nkind: ExecutorPool\nmetadata: {{name: bad, namespace: default}}\nspec:\n  image: small\n{spec}"
+        )
     };
     let cases: Vec<(String, &str)> = vec![
-        (IMAGE_NAME_BAD.to_string(), "spec.languages[0].name in body should match"),
-        (image("  source: {recipe: small}\n  languages: []\n"), "spec.languages in body should have at least 1 items"),
-        (image(&format!("  source: {{}}\n  languages: {lang}\n")), "set alias, fingerprint or recipe"),
-        (image(&format!("  source: {{fingerprint: XYZ}}\n  languages: {lang}\n")), "spec.source.fingerprint in body should match"),
-        (image("  source: {recipe: small}\n  languages: [{name: python, sourceFile: ../etc/passwd, run: python3 main.py}]\n"), "spec.languages[0].sourceFile in body should match"),
-        (image("  source: {recipe: Small_One}\n  languages: [{name: python, sourceFile: main.py, run: x}]\n"), "spec.source.recipe in body should match"),
-        (pool("  execution: {wallTimeMs: {default: 10, max: 1}}\n"), "default must not exceed max"),
-        (pool("  warm: 5000\n"), "spec.warm in body should be less than or equal to 1000"),
+        (
+            IMAGE_NAME_BAD.to_string(),
+            "spec.languages[0].name in body should match",
+        ),
+        (
+            image("  source: {recipe: small}\n  languages: []\n"),
+            "spec.languages in body should have at least 1 items",
+        ),
+        (
+            image(&format!("  source: {{}}\n  languages: {lang}\n")),
+            "set alias, fingerprint or recipe",
+        ),
+        (
+            image(&format!(
+                "  source: {{fingerprint: XYZ}}\n  languages: {lang}\n"
+            )),
+            "spec.source.fingerprint in body should match",
+        ),
+        (
+            image(
+                "  source: {recipe: small}\n  languages: [{name: python, sourceFile: ../etc/passwd, run: python3 main.py}]\n",
+            ),
+            "spec.languages[0].sourceFile in body should match",
+        ),
+        (
+            image(
+                "  source: {recipe: Small_One}\n  languages: [{name: python, sourceFile: main.py, run: x}]\n",
+            ),
+            "spec.source.recipe in body should match",
+        ),
+        (
+            pool("  execution: {wallTimeMs: {default: 10, max: 1}}\n"),
+            "default must not exceed max",
+        ),
+        (
+            pool("  warm: 5000\n"),
+            "spec.warm in body should be less than or equal to 1000",
+        ),
         (pool("  network: open\n"), "Unsupported value: \"open\""),
-        (pool("  maxConcurrent: 0\n"), "spec.maxConcurrent in body should be greater than or equal to 1"),
-        (pool("  limits: {memoryMib: 8}\n"), "spec.limits.memoryMib in body should be greater than or equal to 32"),
+        (
+            pool("  maxConcurrent: 0\n"),
+            "spec.maxConcurrent in body should be greater than or equal to 1",
+        ),
+        (
+            pool("  limits: {memoryMib: 8}\n"),
+            "spec.limits.memoryMib in body should be greater than or equal to 32",
+        ),
     ];
     for (yaml, message) in cases {
         let err = kubectl_fails(&cp, &["apply", "--server-side", "-f", "-"], &yaml);
-        assert!(err.contains(message), "expected {message:?} for\n{yaml}\ngot: {err}");
+        assert!(
+            err.contains(message),
+            "expected {message:?} for\n{yaml}\ngot: {err}"
+        );
     }
 }
 
@@ -319,9 +404,11 @@ fn lease_holder(cp: &ControlPlane) -> Option<String> {
 /// How long until `to` holds the lease.
 fn takeover(cp: &ControlPlane, to: &str) -> Duration {
     let start = Instant::now();
-    wait_for(&format!("{to} to take the lease"), Duration::from_secs(60), || {
-        lease_holder(cp).as_deref() == Some(to)
-    });
+    wait_for(
+        &format!("{to} to take the lease"),
+        Duration::from_secs(60),
+        || lease_holder(cp).as_deref() == Some(to),
+    );
     start.elapsed()
 }
 
@@ -340,53 +427,106 @@ fn controllers_as_the_charts_service_account_reconcile_and_hand_over_the_lease()
     let mut b = controller(&cp, &kc, "ctl-b", &[]);
 
     // The leader reconciles: finalizers under its own field manager, status, events.
-    kubectl(&cp, &["apply", "--server-side", "-f", "manifests/samples"], None);
-    wait_for("the pool's finalizer and status", Duration::from_secs(30), || {
-        let p = json(&cp, &["get", "xp", "small", "-n", "default"]);
-        p["metadata"]["finalizers"].to_string().contains("unsandbox.com/containers")
-            && p["status"]["nodesReady"] == "0/1"
-            && condition(&p, "Ready").is_some()
-    });
-    let p = json(&cp, &["get", "xp", "small", "-n", "default", "--show-managed-fields"]);
+    kubectl(
+        &cp,
+        &["apply", "--server-side", "-f", "manifests/samples"],
+        None,
+    );
+    wait_for(
+        "the pool's finalizer and status",
+        Duration::from_secs(30),
+        || {
+            let p = json(&cp, &["get", "xp", "small", "-n", "default"]);
+            p["metadata"]["finalizers"]
+                .to_string()
+                .contains("unsandbox.com/containers")
+                && p["status"]["nodesReady"] == "0/1"
+                && condition(&p, "Ready").is_some()
+        },
+    );
+    let p = json(
+        &cp,
+        &[
+            "get",
+            "xp",
+            "small",
+            "-n",
+            "default",
+            "--show-managed-fields",
+        ],
+    );
     let managers: Vec<&str> = p["metadata"]["managedFields"]
         .as_array()
         .unwrap()
         .iter()
         .filter_map(|m| m["manager"].as_str())
         .collect();
-    assert!(!managers.contains(&"unknown"), "a write without a field manager: {managers:?}");
+    assert!(
+        !managers.contains(&"unknown"),
+        "a write without a field manager: {managers:?}"
+    );
     assert!(managers.contains(&"unsandbox-controller"), "{managers:?}");
     assert_eq!(p["status"]["desired"], 4, "{}", p["status"]);
     // kstatus: a pool waiting for its node is still reconciling, not stalled.
     assert!(condition_is(&p, "Reconciling", "True"), "{}", p["status"]);
     assert!(condition_is(&p, "Stalled", "False"), "{}", p["status"]);
-    wait_for("the image's in-use finalizer", Duration::from_secs(30), || {
-        json(&cp, &["get", "languageimage", "small"])["metadata"]["finalizers"]
-            .to_string()
-            .contains("unsandbox.com/in-use")
-    });
+    wait_for(
+        "the image's in-use finalizer",
+        Duration::from_secs(30),
+        || {
+            json(&cp, &["get", "languageimage", "small"])["metadata"]["finalizers"]
+                .to_string()
+                .contains("unsandbox.com/in-use")
+        },
+    );
 
     // A pool with a wrong spec is stalled, with a Warning event.
     let bad = "apiVersion: unsandbox.com/v1alpha1\nkind: ExecutorPool\nmetadata: {name: ghost, namespace: default}\nspec: {image: nowhere}\n";
     kubectl(&cp, &["apply", "-f", "-"], Some(bad));
-    wait_for("the ghost pool to be stalled", Duration::from_secs(30), || {
-        let p = json(&cp, &["get", "xp", "ghost", "-n", "default"]);
-        condition_is(&p, "Stalled", "True") && condition(&p, "Ready").is_some_and(|c| c["reason"] == "ImageNotFound")
-    });
+    wait_for(
+        "the ghost pool to be stalled",
+        Duration::from_secs(30),
+        || {
+            let p = json(&cp, &["get", "xp", "ghost", "-n", "default"]);
+            condition_is(&p, "Stalled", "True")
+                && condition(&p, "Ready").is_some_and(|c| c["reason"] == "ImageNotFound")
+        },
+    );
     wait_for("a Warning event", Duration::from_secs(30), || {
-        kubectl(&cp, &["get", "events", "-n", "default", "-o", "json"], None).contains("ImageNotFound")
+        kubectl(&cp, &["get", "events", "-n", "default", "-o", "json"], None)
+            .contains("ImageNotFound")
     });
 
     // An image in use is kept until its pools are gone.
-    kubectl(&cp, &["delete", "languageimage", "small", "--wait=false"], None);
-    wait_for("the image to say it is in use", Duration::from_secs(30), || {
-        let i = json(&cp, &["get", "languageimage", "small"]);
-        condition(&i, "Ready").is_some_and(|c| c["reason"] == "InUse")
-    });
+    kubectl(
+        &cp,
+        &["delete", "languageimage", "small", "--wait=false"],
+        None,
+    );
+    wait_for(
+        "the image to say it is in use",
+        Duration::from_secs(30),
+        || {
+            let i = json(&cp, &["get", "languageimage", "small"]);
+            condition(&i, "Ready").is_some_and(|c| c["reason"] == "InUse")
+        },
+    );
 
     // Deleting the pools: no node holds containers, the finalizer goes, and
     // then the image goes too.
-    kubectl(&cp, &["delete", "xp", "small", "ghost", "-n", "default", "--timeout=60s"], None);
+    kubectl(
+        &cp,
+        &[
+            "delete",
+            "xp",
+            "small",
+            "ghost",
+            "-n",
+            "default",
+            "--timeout=60s",
+        ],
+        None,
+    );
     wait_for("the image to be deleted", Duration::from_secs(60), || {
         try_json(&cp, &["get", "languageimage", "small"]).is_none()
     });
@@ -407,10 +547,19 @@ fn controllers_as_the_charts_service_account_reconcile_and_hand_over_the_lease()
         after_term.as_secs_f64(),
         after_kill.as_secs_f64()
     );
-    assert!(after_term < Duration::from_secs(6), "takeover after SIGTERM took {after_term:?}");
-    assert!(after_kill < Duration::from_secs(30), "takeover after SIGKILL took {after_kill:?}");
+    assert!(
+        after_term < Duration::from_secs(6),
+        "takeover after SIGTERM took {after_term:?}"
+    );
+    assert!(
+        after_kill < Duration::from_secs(30),
+        "takeover after SIGKILL took {after_kill:?}"
+    );
     let b_log = b.log();
-    assert!(b_log.contains("standing by"), "the standby says so:\n{b_log}");
+    assert!(
+        b_log.contains("standing by"),
+        "the standby says so:\n{b_log}"
+    );
     no_forbidden(&a, "controller ctl-a");
     no_forbidden(&b, "controller ctl-b");
     a.terminate(Duration::from_secs(15));
@@ -443,7 +592,9 @@ fn lxd_available() -> bool {
         .output()
         .is_ok_and(|o| o.status.success());
     if !ok {
-        eprintln!("skipped: no LXD with the image unsandbox-small (tests/run.sh starts LXD and builds it)");
+        eprintln!(
+            "skipped: no LXD with the image unsandbox-small (tests/run.sh starts LXD and builds it)"
+        );
     }
     ok
 }
@@ -507,7 +658,10 @@ fn a_pool_on_a_real_agent_serves_scales_survives_restarts_and_cleans_up() {
         ("UNSANDBOX_NODE_NAME", node.clone()),
         ("UNSANDBOX_LXD_PROJECT", project.clone()),
         ("UNSANDBOX_LISTEN", format!("127.0.0.1:{port}")),
-        ("UNSANDBOX_ADVERTISE_URL", format!("http://127.0.0.1:{port}")),
+        (
+            "UNSANDBOX_ADVERTISE_URL",
+            format!("http://127.0.0.1:{port}"),
+        ),
         ("UNSANDBOX_IMAGES_DIR", "none".to_string()),
         ("UNSANDBOX_REPORT_MS", "500".to_string()),
         ("UNSANDBOX_HEARTBEAT_MS", "1000".to_string()),
@@ -516,11 +670,22 @@ fn a_pool_on_a_real_agent_serves_scales_survives_restarts_and_cleans_up() {
     let mut agent = start_agent();
     let cleanup = scopeguard(project.clone());
 
-    kubectl(&cp, &["apply", "--server-side", "-f", "manifests/samples/languageimage-small.yaml"], None);
+    kubectl(
+        &cp,
+        &[
+            "apply",
+            "--server-side",
+            "-f",
+            "manifests/samples/languageimage-small.yaml",
+        ],
+        None,
+    );
     kubectl(&cp, &["apply", "-f", "-"], Some(&pool_yaml(1)));
-    wait_for("the pool to be Ready with 1 warm", Duration::from_secs(120), || {
-        pool_ready(&cp, 1)
-    });
+    wait_for(
+        "the pool to be Ready with 1 warm",
+        Duration::from_secs(120),
+        || pool_ready(&cp, 1),
+    );
     let p = json(&cp, &["get", "xp", "small", "-n", "default"]);
     assert_eq!(p["status"]["nodesReady"], "1/1");
     let entry = &p["status"]["nodes"][0];
@@ -535,22 +700,31 @@ fn a_pool_on_a_real_agent_serves_scales_survives_restarts_and_cleans_up() {
 
     // Scaling follows the spec.
     kubectl(&cp, &["apply", "-f", "-"], Some(&pool_yaml(2)));
-    wait_for("the pool to be Ready with 2 warm", Duration::from_secs(120), || {
-        pool_ready(&cp, 2)
-    });
-    wait_for("2 running containers on LXD", Duration::from_secs(60), || {
-        lxd_containers(&project).0.len() == 2
-    });
+    wait_for(
+        "the pool to be Ready with 2 warm",
+        Duration::from_secs(120),
+        || pool_ready(&cp, 2),
+    );
+    wait_for(
+        "2 running containers on LXD",
+        Duration::from_secs(60),
+        || lxd_containers(&project).0.len() == 2,
+    );
 
     // A restart adopts the warm containers and the template: nothing is destroyed.
     let before = lxd_containers(&project);
     agent.terminate(Duration::from_secs(40));
     agent = start_agent();
-    wait_for("the restarted agent to serve python", Duration::from_secs(120), || {
-        execute_ok_without_taking(&cp, &node)
-    });
+    wait_for(
+        "the restarted agent to serve python",
+        Duration::from_secs(120),
+        || execute_ok_without_taking(&cp, &node),
+    );
     let after = lxd_containers(&project);
-    assert_eq!(before, after, "a restart replaced containers (before, after)");
+    assert_eq!(
+        before, after,
+        "a restart replaced containers (before, after)"
+    );
     assert!(
         !agent.log().contains("does not use"),
         "the restarted agent removed containers:\n{}",
@@ -559,22 +733,43 @@ fn a_pool_on_a_real_agent_serves_scales_survives_restarts_and_cleans_up() {
 
     // A silent agent: its entry goes stale, the pool stops counting it.
     agent.kill();
-    wait_for("the pool to notice the silent node", Duration::from_secs(60), || {
-        let p = json(&cp, &["get", "xp", "small", "-n", "default"]);
-        condition_is(&p, "Ready", "False") && p["status"]["warm"] == 0 && p["status"]["nodesReady"] == "0/1"
-    });
+    wait_for(
+        "the pool to notice the silent node",
+        Duration::from_secs(60),
+        || {
+            let p = json(&cp, &["get", "xp", "small", "-n", "default"]);
+            condition_is(&p, "Ready", "False")
+                && p["status"]["warm"] == 0
+                && p["status"]["nodesReady"] == "0/1"
+        },
+    );
     let p = json(&cp, &["get", "xp", "small", "-n", "default"]);
     let message = condition(&p, "Ready").unwrap()["message"].to_string();
-    assert!(message.contains(&node) && message.contains("heartbeat"), "{message}");
+    assert!(
+        message.contains(&node) && message.contains("heartbeat"),
+        "{message}"
+    );
     agent = start_agent();
-    wait_for("the pool to be Ready again", Duration::from_secs(120), || pool_ready(&cp, 2));
+    wait_for(
+        "the pool to be Ready again",
+        Duration::from_secs(120),
+        || pool_ready(&cp, 2),
+    );
 
     // Deletion: the agent removes the containers, the finalizer goes.
-    kubectl(&cp, &["delete", "xp", "small", "-n", "default", "--timeout=120s"], None);
-    wait_for("the pool's containers to be gone", Duration::from_secs(120), || {
-        let (running, stopped) = lxd_containers(&project);
-        running.is_empty() && stopped.is_empty()
-    });
+    kubectl(
+        &cp,
+        &["delete", "xp", "small", "-n", "default", "--timeout=120s"],
+        None,
+    );
+    wait_for(
+        "the pool's containers to be gone",
+        Duration::from_secs(120),
+        || {
+            let (running, stopped) = lxd_containers(&project);
+            running.is_empty() && stopped.is_empty()
+        },
+    );
     no_forbidden(&agent, "the agent");
     no_forbidden(&ctl, "the controller");
     let ctl_log = ctl.log();
@@ -597,7 +792,8 @@ fn execute_ok_without_taking(cp: &ControlPlane, node: &str) -> bool {
                 && e["ready"] == true
                 && e["warm"] == 2
                 && e["languages"].to_string().contains("python")
-                && e.get("unavailableLanguages").is_none_or(|u| u.as_array().is_none_or(|a| a.is_empty()))
+                && e.get("unavailableLanguages")
+                    .is_none_or(|u| u.as_array().is_none_or(|a| a.is_empty()))
         })
     })
 }

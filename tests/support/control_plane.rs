@@ -79,8 +79,19 @@ fn make_certificates(dir: &Path) {
     openssl(
         dir,
         &[
-            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj",
-            "/CN=unsandbox-test-ca", "-keyout", "ca.key", "-out", "ca.crt",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=unsandbox-test-ca",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.crt",
         ],
     );
     std::fs::write(
@@ -92,7 +103,11 @@ fn make_certificates(dir: &Path) {
     std::fs::write(dir.join("client.ext"), "extendedKeyUsage=clientAuth\n").unwrap();
     for (name, subject, ext) in [
         ("server", "/CN=kube-apiserver", "server.ext"),
-        ("admin", "/O=system:masters/CN=unsandbox-test-admin", "client.ext"),
+        (
+            "admin",
+            "/O=system:masters/CN=unsandbox-test-admin",
+            "client.ext",
+        ),
     ] {
         let (key, csr, crt) = (
             format!("{name}.key"),
@@ -102,15 +117,28 @@ fn make_certificates(dir: &Path) {
         openssl(
             dir,
             &[
-                "req", "-newkey", "rsa:2048", "-nodes", "-subj", subject, "-keyout", &key,
-                "-out", &csr,
+                "req", "-newkey", "rsa:2048", "-nodes", "-subj", subject, "-keyout", &key, "-out",
+                &csr,
             ],
         );
         openssl(
             dir,
             &[
-                "x509", "-req", "-in", &csr, "-CA", "ca.crt", "-CAkey", "ca.key",
-                "-CAcreateserial", "-days", "2", "-extfile", ext, "-out", &crt,
+                "x509",
+                "-req",
+                "-in",
+                &csr,
+                "-CA",
+                "ca.crt",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-days",
+                "2",
+                "-extfile",
+                ext,
+                "-out",
+                &crt,
             ],
         );
     }
@@ -287,14 +315,7 @@ impl ControlPlane {
     /// RBAC rights.
     pub fn service_account_kubeconfig(&self, namespace: &str, account: &str) -> PathBuf {
         let out = self
-            .kubectl(&[
-                "create",
-                "token",
-                account,
-                "-n",
-                namespace,
-                "--duration=2h",
-            ])
+            .kubectl(&["create", "token", account, "-n", namespace, "--duration=2h"])
             .output()
             .expect("kubectl create token");
         assert!(
