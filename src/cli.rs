@@ -86,6 +86,11 @@ pub struct AgentModeArgs {
     /// How often this node's status entries are compared and applied, in milliseconds.
     #[arg(long, env = "UNSANDBOX_REPORT_MS", default_value_t = 2000)]
     pub report_ms: u64,
+    /// The longest an unchanged status entry goes without being applied
+    /// again (with a fresh `heartbeatTime`), in milliseconds; the
+    /// controller treats entries much older than this as a dead agent's.
+    #[arg(long, env = "UNSANDBOX_HEARTBEAT_MS", default_value_t = 10_000)]
+    pub heartbeat_ms: u64,
 }
 
 #[derive(Debug, Args)]

@@ -44,13 +44,16 @@ async fn main() -> anyhow::Result<()> {
             let (stores, resources) =
                 cluster::source::watch_resources(client.clone(), node.clone());
             let agent = start_agent(&args.lxd, &args.agent, resources).await?;
-            let interval = Duration::from_millis(args.report_ms);
+            let report = cluster::report::ReportSettings {
+                endpoint: args.advertise_url.clone(),
+                interval: Duration::from_millis(args.report_ms),
+                heartbeat: Duration::from_millis(args.heartbeat_ms.max(1)),
+            };
             tokio::spawn(cluster::report::run(
                 client,
                 agent.clone(),
                 stores.clone(),
-                args.advertise_url.clone(),
-                interval,
+                report,
             ));
             let peers = Arc::new(cluster::peers::StorePeers { stores, node });
             let forwarder = api::forward::Forwarder::new(peers);

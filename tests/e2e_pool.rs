@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use common::{Harness, resources, wait_for};
 use serde_json::json;
+use unsandbox::agent::Resources;
 
 const POOL: &str = "apiVersion: unsandbox.com/v1alpha1\nkind: ExecutorPool\nmetadata: {name: small, namespace: t}\nspec:\n  image: small\n  warm: 2\n";
 
@@ -222,6 +223,132 @@ async fn a_restarted_agent_adopts_unused_containers_and_removes_used_ones() {
         );
     }
     assert!(!tracked.contains(&used));
+    second.finish().await;
+}
+
+/// Every instance in the project, by name, with whether it is running.
+async fn instances(lxd: &unsandbox::lxd::Lxd) -> Vec<(String, bool)> {
+    let mut v: Vec<(String, bool)> = lxd
+        .instances()
+        .await
+        .expect("list")
+        .into_iter()
+        .map(|i| (i.name.clone(), i.is_running()))
+        .collect();
+    v.sort();
+    v
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_waits_for_a_complete_listing_then_adopts_warm_containers_and_the_template() {
+    let mut first = Harness::start("adopt", resources(POOL)).await;
+    first.wait_warm("t/small", 2).await;
+    first.halt().await;
+    let before = instances(&first.lxd).await;
+    let warm = first.running().await;
+    assert_eq!(warm.len(), 2, "{before:?}");
+    let templates: Vec<String> = before
+        .iter()
+        .map(|(n, _)| n.clone())
+        .filter(|n| n.starts_with("us-tpl-"))
+        .collect();
+    if std::env::var("UNSANDBOX_TEST_TEMPLATES").map_or(true, |v| v != "0") {
+        assert_eq!(templates.len(), 1, "{before:?}");
+    }
+    // Its name is fixed by shape and node: a mark shows a rebuilt one.
+    for t in &templates {
+        first
+            .lxd
+            .set_config(t, &[("user.test-mark", "first-run".to_string())])
+            .await
+            .unwrap();
+    }
+
+    // The second agent's watches have not listed yet: it sees no pool at
+    // all, and must take that for "not known" rather than "deleted".
+    let second =
+        Harness::start_on(first.lxd.clone(), first.node.clone(), Resources::default()).await;
+    tokio::time::sleep(Duration::from_secs(3)).await; // three resync intervals
+    assert_eq!(instances(&second.lxd).await, before, "nothing touched");
+    assert!(second.agent.tracked().is_empty());
+    let probe = json!({"code": "print(1)", "timeout_ms": 0});
+    let (s, b) = second.execute("python", probe.clone()).await;
+    assert_eq!(
+        (s.as_u16(), b["error"].as_str()),
+        (503, Some("agent_starting")),
+        "{b}"
+    );
+    let (s, b) = second.call("GET", "/readyz", None).await;
+    assert_eq!(s, 503, "{b}");
+
+    // The complete listing: while the host gets ready it says so with a
+    // 503 (never a 4xx); then the request reaches the pool, whose limits
+    // refuse `timeout_ms: 0` (so no container is used).
+    second.tx.send(resources(POOL)).unwrap();
+    let (router, seen) = (
+        second.router.clone(),
+        std::sync::Arc::new(std::sync::Mutex::new(Vec::new())),
+    );
+    let log = seen.clone();
+    wait_for("the pool to serve python", Duration::from_secs(120), || {
+        let (router, log, probe) = (router.clone(), log.clone(), probe.clone());
+        async move {
+            let (s, b) =
+                common::call(&router, "POST", "/execute/python", Some(&probe.to_string())).await;
+            log.lock()
+                .unwrap()
+                .push(format!("{} {}", s.as_u16(), b["error"]));
+            s == 422 && b["error"] == "invalid_request"
+        }
+    })
+    .await;
+    for answer in seen
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|a| !a.starts_with("422"))
+    {
+        assert!(
+            [
+                "503 \"agent_starting\"",
+                "503 \"image_pending\"",
+                "503 \"languages_not_ready\""
+            ]
+            .contains(&answer.as_str()),
+            "a host getting ready answered {answer}"
+        );
+    }
+    second.wait_warm("t/small", 2).await;
+    assert_eq!(
+        second.running().await,
+        warm,
+        "the same warm containers, adopted"
+    );
+    let tracked = second.agent.tracked();
+    assert!(warm.iter().all(|c| tracked.contains(c)), "{tracked:?}");
+    for t in &templates {
+        let tpl = second
+            .lxd
+            .instance(t)
+            .await
+            .unwrap()
+            .expect("template kept");
+        assert_eq!(
+            tpl.config.get("user.test-mark").map(String::as_str),
+            Some("first-run"),
+            "the template was kept, not rebuilt"
+        );
+    }
+    let (s, b) = second.call("GET", "/readyz", None).await;
+    assert_eq!(s, 200, "{b}");
+    assert!(
+        b["serving"][0]["languages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|l| l == "python"),
+        "{b}"
+    );
     second.finish().await;
 }
 

@@ -138,12 +138,23 @@ async fn a_language_that_fails_its_smoke_tests_is_not_served() {
     let names = h.language_names().await;
     assert_eq!(names, ["bash", "bashc", "lua", "python"]);
 
+    // Waiting will not help: a 4xx that names the cause, not the tier.
     let (s, b) = h.execute("broken", json!({"code": "echo hello"})).await;
     assert_eq!(s, 422, "{b}");
+    assert_eq!(b["error"], "language_unavailable", "{b}");
     assert!(
         b["message"].as_str().unwrap().contains("smoke")
             || b["message"].as_str().unwrap().contains("printed"),
         "{b}"
     );
+    let piston =
+        json!({"language": "broken", "version": "*", "files": [{"content": "echo hello"}]});
+    let (s, b) = h
+        .call("POST", "/api/v2/execute", Some(&piston.to_string()))
+        .await;
+    assert_eq!(s, 400, "{b}");
+    let message = b["message"].as_str().unwrap();
+    assert!(message.starts_with("broken-* runtime is unknown: "), "{b}");
+    assert!(message.contains("failed its smoke tests"), "{b}");
     h.finish().await;
 }

@@ -1,6 +1,7 @@
 //! Routing between agents, without LXD: a node that cannot run a request
 //! forwards it to a peer that reports warm containers, marks it as
-//! forwarded, and a forwarded request is never forwarded again.
+//! forwarded, and a forwarded request is never forwarded again. A host that
+//! is still starting answers 503 with `Retry-After`, and is not ready.
 
 use std::sync::{Arc, Mutex};
 
@@ -50,9 +51,17 @@ async fn fake_peer(seen: Arc<Mutex<Vec<String>>>) -> String {
     format!("http://{addr}")
 }
 
-/// An agent with no pools at all (its LXD is never contacted).
-fn idle_agent() -> Agent {
-    let (_tx, rx) = watch::channel(Resources::default());
+/// An agent with no pools at all (its LXD is never contacted), after one
+/// pass over a complete, empty listing.
+async fn idle_agent() -> Agent {
+    let agent = agent_with(Resources::listed(vec![], vec![], None));
+    assert!(agent.reconcile(false).await);
+    agent
+}
+
+/// An agent on `res` whose reconcile loop has not run.
+fn agent_with(res: Resources) -> Agent {
+    let (_tx, rx) = watch::channel(res);
     let cfg = AgentConfig {
         node: "here".into(),
         storage_pool: "unsandbox".into(),
@@ -79,7 +88,7 @@ async fn forwards_to_a_warm_peer_once_and_never_loops() {
         warm: 3,
     }]);
     let state = AppState {
-        agent: idle_agent(),
+        agent: idle_agent().await,
         forwarder: Some(Forwarder::new(Arc::new(peers))),
     };
     let app = router(state, 1 << 20);
@@ -115,4 +124,67 @@ async fn forwards_to_a_warm_peer_once_and_never_loops() {
     let resp = app.oneshot(req(true)).await.unwrap();
     assert_eq!(resp.status(), 404);
     assert_eq!(seen.lock().unwrap().len(), 1, "no second hop");
+}
+
+async fn send(app: &axum::Router, method: &str, path: &str, body: &str) -> (u16, HeaderMap, Value) {
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
+    let req = axum::http::Request::builder()
+        .method(method)
+        .uri(path)
+        .header("content-type", "application/json")
+        .body(axum::body::Body::from(body.to_string()))
+        .unwrap();
+    let resp = app.clone().oneshot(req).await.unwrap();
+    let (parts, body) = resp.into_parts();
+    let bytes = body.collect().await.unwrap().to_bytes();
+    let value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    (parts.status.as_u16(), parts.headers, value)
+}
+
+#[tokio::test]
+async fn a_starting_host_answers_503_with_retry_after_on_both_apis() {
+    // The watches have not listed yet: the host cannot know what it serves.
+    let app = router(AppState::local(agent_with(Resources::default())), 1 << 20);
+    let (status, headers, body) = send(&app, "POST", "/execute/python", r#"{"code": "1"}"#).await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["error"], "agent_starting");
+    assert!(headers.contains_key("retry-after"), "{headers:?}");
+    // Nor can it detect a language it does not know it serves yet.
+    let (status, _, body) = send(&app, "POST", "/run", r#"{"code": "print(1)"}"#).await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["error"], "agent_starting");
+
+    let (status, headers, body) = send(
+        &app,
+        "POST",
+        "/api/v2/execute",
+        r#"{"language": "python", "version": "*", "files": [{"content": "print(1)"}]}"#,
+    )
+    .await;
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        body["message"].as_str().unwrap().contains("starting"),
+        "{body}"
+    );
+    assert_eq!(body.as_object().unwrap().len(), 1, "Piston's shape: {body}");
+    assert!(headers.contains_key("retry-after"));
+
+    let (status, _, body) = send(&app, "GET", "/readyz", "").await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["ready"], false);
+}
+
+#[tokio::test]
+async fn a_host_serving_nothing_is_not_ready_and_refuses_unknown_languages() {
+    let app = router(AppState::local(idle_agent().await), 1 << 20);
+    let (status, _, body) = send(&app, "GET", "/readyz", "").await;
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        body["message"].as_str().unwrap().contains("no pool"),
+        "{body}"
+    );
+    let (status, _, body) = send(&app, "POST", "/execute/python", r#"{"code": "1"}"#).await;
+    assert_eq!(status, 404, "{body}");
+    assert_eq!(body["error"], "unknown_language");
 }

@@ -15,6 +15,27 @@ pub struct Resources {
     /// Labels of this node, matched against pools' node selectors. `None`
     /// (standalone): every pool covers this host.
     pub node_labels: Option<BTreeMap<String, String>>,
+    /// Whether this is a complete listing (files loaded, or every watch has
+    /// listed once). Until it is, an empty list means "not known yet", not
+    /// "none": the agent decides nothing, so a restart cannot mistake its
+    /// warm containers for leftovers. `Default` is incomplete.
+    pub complete: bool,
+}
+
+impl Resources {
+    /// A complete listing of exactly these resources.
+    pub fn listed(
+        pools: Vec<ExecutorPool>,
+        images: Vec<LanguageImage>,
+        node_labels: Option<BTreeMap<String, String>>,
+    ) -> Self {
+        Self {
+            pools,
+            images,
+            node_labels,
+            complete: true,
+        }
+    }
 }
 
 /// Why a pool is not served on this host.

@@ -2,6 +2,7 @@
 //! hands one out per execution and destroys it afterwards. The same code runs
 //! standalone (resources from files) and on Kubernetes (from the API server).
 
+pub mod choose;
 pub mod desired;
 pub mod image;
 pub mod keys;
@@ -20,10 +21,11 @@ use std::time::Duration;
 
 use tokio::sync::{Notify, Semaphore, watch};
 
-use crate::crd::{LanguageSpec, NetworkTier};
+use crate::crd::NetworkTier;
 use crate::lxd::Lxd;
 use crate::metrics::Metrics;
 
+pub use choose::{Blocker, Choice, ChoiceError};
 pub use desired::Resources;
 pub use lease::{AcquireError, Lease};
 pub use status::PoolReport;
@@ -94,30 +96,6 @@ pub struct CatalogEntry {
     pub pools: Vec<(String, NetworkTier, u32)>,
 }
 
-/// The pool chosen for an execution, with what the request needs from it.
-#[derive(Debug, Clone)]
-pub struct Choice {
-    pub pool: String,
-    pub language: LanguageSpec,
-    pub spec: crate::crd::ExecutorPoolSpec,
-}
-
-/// Why no pool can take an execution.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ChoiceError {
-    #[error("unknown language {language:?}")]
-    UnknownLanguage {
-        language: String,
-        available: Vec<String>,
-    },
-    #[error("no pool serves {language} with network tier {tier}{}", detail.as_deref().map(|d| format!(": {d}")).unwrap_or_default())]
-    NoPool {
-        language: String,
-        tier: NetworkTier,
-        detail: Option<String>,
-    },
-}
-
 impl Agent {
     pub fn new(
         lxd: Lxd,
@@ -175,67 +153,15 @@ impl Agent {
     }
 
     /// Picks the pool for `language` (a name or alias) and `tier`: among the
-    /// pools that serve it, the one with the most warm containers.
+    /// pools that serve it, the one with the most warm containers; else why
+    /// none can (see `choose::Blocker`).
     pub fn choose(&self, language: &str, tier: NetworkTier) -> Result<Choice, ChoiceError> {
-        let st = self.inner.lock();
-        let mut known = false;
-        let mut detail = None;
-        let mut best: Option<(u32, Choice)> = None;
-        for (key, p) in &st.pools {
-            let Some(lang) = p.languages().iter().find(|l| l.answers_to(language)) else {
-                continue;
-            };
-            known = true;
-            if p.resolved.spec.network != tier {
-                continue;
-            }
-            if !p.serving() {
-                detail = p
-                    .problem()
-                    .map(|pr| format!("pool {key}: {}", pr.message))
-                    .or(detail);
-                continue;
-            }
-            if !p.served_languages().iter().any(|l| l.name == lang.name) {
-                detail = p
-                    .unavailable_languages()
-                    .into_iter()
-                    .find(|u| u.name == lang.name)
-                    .map(|u| {
-                        format!(
-                            "pool {key} does not serve {} on this host: {}",
-                            u.name, u.message
-                        )
-                    })
-                    .or(detail);
-                continue;
-            }
-            let warm = p.warm.len() as u32;
-            if best.as_ref().is_none_or(|(w, _)| warm > *w) {
-                let choice = Choice {
-                    pool: key.clone(),
-                    language: lang.clone(),
-                    spec: p.resolved.spec.clone(),
-                };
-                best = Some((warm, choice));
-            }
-        }
-        match best {
-            Some((_, c)) => Ok(c),
-            None if known => Err(ChoiceError::NoPool {
-                language: language.to_string(),
-                tier,
-                detail,
-            }),
-            None => {
-                drop(st);
-                let available = self.catalog().into_iter().map(|e| e.name).collect();
-                Err(ChoiceError::UnknownLanguage {
-                    language: language.to_string(),
-                    available,
-                })
-            }
-        }
+        choose::choose(&self.inner.lock(), language, tier)
+    }
+
+    /// What this host is still getting ready for (see `choose::pending`).
+    pub fn pending(&self) -> Option<Blocker> {
+        choose::pending(&self.inner.lock())
     }
 
     /// Each pool's report for this host.
@@ -261,10 +187,11 @@ impl Agent {
             .collect()
     }
 
-    /// Whether every served pool has been filled to its warm count.
-    pub fn ready(&self) -> bool {
-        let st = self.inner.lock();
-        st.pools.values().filter(|p| p.serving()).all(|p| p.ready())
+    /// What this host serves right now: the pools that are ready (proven
+    /// and filled once) with the languages they serve. Empty while it
+    /// serves nothing.
+    pub fn serving(&self) -> Vec<status::Serving> {
+        status::serving(&self.inner.lock())
     }
 
     /// Warm containers of one pool right now.

@@ -31,8 +31,8 @@ impl Agent {
         let span = tracing::info_span!("agent", node = %self.inner.cfg.node);
         loop {
             let resync = Instant::now() >= next_resync;
-            self.reconcile(resync).instrument(span.clone()).await;
-            if resync {
+            let acted = self.reconcile(resync).instrument(span.clone()).await;
+            if resync && acted {
                 next_resync = Instant::now() + self.inner.cfg.resync_interval;
             }
             tokio::select! {
@@ -51,12 +51,21 @@ impl Agent {
     }
 
     /// One pass. `resync` also lists LXD to catch out-of-band changes.
-    pub async fn reconcile(&self, resync: bool) {
+    /// Returns `false`, having done nothing, while the resources are not a
+    /// complete listing: an empty or partial list then means "not known
+    /// yet", and acting on it would remove pools and destroy (instead of
+    /// adopt) the warm containers and templates of an earlier run.
+    pub async fn reconcile(&self, resync: bool) -> bool {
+        let res = self.inner.resources.borrow().clone();
+        if !res.complete {
+            tracing::debug!("waiting for a complete listing of pools, images and this node");
+            return false;
+        }
         let start = Instant::now();
         // A pool whose shape just became known (or changed) is compared with
         // LXD before it is filled, so containers left by an earlier run are
         // adopted instead of launched again.
-        let shape_changed = self.apply_desired();
+        let shape_changed = self.apply_desired(&res);
         if resync || shape_changed {
             self.resync().await;
         }
@@ -67,20 +76,21 @@ impl Agent {
             .metrics
             .reconcile_seconds
             .observe(start.elapsed().as_secs_f64());
+        true
     }
 
-    /// Brings the pool map in line with the desired resources. Returns
-    /// whether some pool's container shape changed.
-    fn apply_desired(&self) -> bool {
+    /// Brings the pool map in line with the desired resources (a complete
+    /// listing). Returns whether some pool's container shape changed.
+    fn apply_desired(&self, res: &super::Resources) -> bool {
         let mut shape_changed = false;
-        let res = self.inner.resources.borrow().clone();
         let cfg = &self.inner.cfg;
-        let resolved = desired::resolve(&res, &cfg.node);
+        let resolved = desired::resolve(res, &cfg.node);
         let now = Instant::now();
         let mut destroy = Vec::new();
         let mut image_jobs: BTreeSet<ImageSource> = BTreeSet::new();
         {
             let mut st = self.inner.lock();
+            st.listed = true;
             let wanted: BTreeSet<&str> = resolved.iter().map(|r| r.key.as_str()).collect();
             let removed: Vec<String> = st
                 .pools
@@ -615,5 +625,82 @@ impl Agent {
         let n = super::cleanup(&self.inner.lxd, &self.inner.cfg.node).await?;
         self.inner.lock().tracked.clear();
         Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use tokio::sync::watch;
+
+    use super::super::{AgentConfig, Blocker, ChoiceError, Resources};
+    use super::*;
+    use crate::crd::NetworkTier;
+
+    fn resources(complete: bool) -> Resources {
+        let image = serde_yaml::from_str(
+            "apiVersion: unsandbox.com/v1alpha1\nkind: LanguageImage\nmetadata: {name: small}\nspec:\n  source: {recipe: small}\n  languages: [{name: python, sourceFile: m.py, run: python3 m.py}]\n",
+        )
+        .unwrap();
+        let pool = serde_yaml::from_str(
+            "apiVersion: unsandbox.com/v1alpha1\nkind: ExecutorPool\nmetadata: {name: p, namespace: t}\nspec: {image: small, warm: 1}\n",
+        )
+        .unwrap();
+        Resources {
+            pools: vec![pool],
+            images: vec![image],
+            node_labels: None,
+            complete,
+        }
+    }
+
+    /// An agent whose LXD does not exist: any call to it fails.
+    fn agent(res: Resources) -> (Agent, watch::Sender<Resources>) {
+        let (tx, rx) = watch::channel(res);
+        let cfg = AgentConfig {
+            node: "n1".into(),
+            storage_pool: "unsandbox".into(),
+            images_dir: None,
+            launch_parallelism: 1,
+            resync_interval: Duration::from_secs(60),
+            templates: true,
+        };
+        let lxd = crate::lxd::Lxd::new("/nonexistent/unix.socket", "unsandbox");
+        let metrics = Arc::new(crate::metrics::Metrics::new());
+        (Agent::new(lxd, cfg, rx, metrics), tx)
+    }
+
+    #[tokio::test]
+    async fn nothing_is_decided_before_a_complete_listing() {
+        let (agent, tx) = agent(resources(false));
+        assert!(!agent.reconcile(true).await, "an incomplete listing waits");
+        assert!(agent.reports().is_empty(), "no pool applied");
+        let starting = agent.choose("python", NetworkTier::Zerotrust);
+        assert!(
+            matches!(
+                starting,
+                Err(ChoiceError::Blocked {
+                    blocker: Blocker::Starting,
+                    ..
+                })
+            ),
+            "{starting:?}"
+        );
+
+        tx.send(resources(true)).unwrap();
+        assert!(agent.reconcile(false).await);
+        assert_eq!(agent.reports().len(), 1);
+        let pending = agent.choose("python", NetworkTier::Zerotrust);
+        assert!(
+            matches!(
+                pending,
+                Err(ChoiceError::Blocked {
+                    blocker: Blocker::ImagePending { .. },
+                    ..
+                })
+            ),
+            "{pending:?}"
+        );
     }
 }

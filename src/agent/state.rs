@@ -228,6 +228,9 @@ impl PoolRuntime {
 /// Everything the agent tracks.
 #[derive(Debug, Default)]
 pub struct State {
+    /// Whether the pools have been applied from a complete listing at least
+    /// once; until then the agent does not know what it serves.
+    pub listed: bool,
     pub pools: BTreeMap<String, PoolRuntime>,
     /// Every container the agent is responsible for, by name: (pool key, phase).
     pub tracked: HashMap<String, (String, Phase)>,
@@ -335,6 +338,37 @@ mod tests {
         p.hash = Some("other".into());
         assert!(p.served_languages().is_empty());
         assert!(p.smoke_results().is_none());
+    }
+
+    #[test]
+    fn a_host_serves_what_its_ready_pools_proved() {
+        let mut p = pool(1);
+        p.resolved.image = Some(
+            serde_yaml::from_str(
+                "source: {recipe: small}\nlanguages:\n- {name: python, sourceFile: m.py, run: python3 m.py}\n",
+            )
+            .unwrap(),
+        );
+        let mut st = State {
+            listed: true,
+            ..Default::default()
+        };
+        st.pools.insert("ns/p".into(), p);
+        assert!(crate::agent::status::serving(&st).is_empty(), "not proven");
+        let p = st.pools.get_mut("ns/p").unwrap();
+        let passed = LanguageCheck {
+            language: "python".into(),
+            passed: true,
+            error: None,
+            compile_ms: None,
+            run_ms: 1,
+        };
+        p.smoke = Some((p.smoke_key().unwrap(), vec![passed]));
+        assert!(crate::agent::status::serving(&st).is_empty(), "not filled");
+        st.pools.get_mut("ns/p").unwrap().filled_once = true;
+        let serving = crate::agent::status::serving(&st);
+        assert_eq!(serving.len(), 1);
+        assert_eq!(serving[0].languages, ["python"]);
     }
 
     #[test]

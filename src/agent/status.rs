@@ -5,7 +5,33 @@ use serde::Serialize;
 use crate::crd::condition::{DEGRADED, Desired, READY};
 use crate::crd::{ExecutorPoolSpec, NodePoolStatus};
 
-use super::state::PoolRuntime;
+use super::state::{PoolRuntime, State};
+
+/// A pool that is ready on this host, with the languages it serves.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Serving {
+    /// The pool's key, `namespace/name`.
+    pub pool: String,
+    /// Languages that passed their smoke tests here, by name.
+    pub languages: Vec<String>,
+}
+
+/// The ready pools that serve at least one language. Pure.
+pub fn serving(st: &State) -> Vec<Serving> {
+    st.pools
+        .iter()
+        .filter(|(_, p)| p.ready())
+        .map(|(key, p)| Serving {
+            pool: key.clone(),
+            languages: p
+                .served_languages()
+                .iter()
+                .map(|l| l.name.clone())
+                .collect(),
+        })
+        .filter(|s| !s.languages.is_empty())
+        .collect()
+}
 
 /// One pool as this host reports it.
 #[derive(Debug, Clone, Serialize)]

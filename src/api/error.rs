@@ -7,6 +7,8 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
+use crate::agent::{Blocker, ChoiceError};
+
 /// An error answer.
 #[derive(Debug)]
 pub struct ApiError {
@@ -57,6 +59,53 @@ impl From<JsonRejection> for ApiError {
     }
 }
 
+/// Status and code for a language that cannot be served now. Temporary
+/// conditions are 503 (with `Retry-After`, see `Blocker::retry_after`); a
+/// pool that needs fixing is 503 without it; only what the request itself
+/// cannot get here (a tier, a language that failed its smoke tests) is 422.
+pub fn blocked_status(blocker: &Blocker) -> (StatusCode, &'static str) {
+    match blocker {
+        Blocker::Starting => (StatusCode::SERVICE_UNAVAILABLE, "agent_starting"),
+        Blocker::ImagePending { .. } => (StatusCode::SERVICE_UNAVAILABLE, "image_pending"),
+        Blocker::Proving { .. } => (StatusCode::SERVICE_UNAVAILABLE, "languages_not_ready"),
+        Blocker::ImageFailed { .. } => (StatusCode::SERVICE_UNAVAILABLE, "image_unavailable"),
+        Blocker::PoolInvalid { .. } => (StatusCode::SERVICE_UNAVAILABLE, "pool_misconfigured"),
+        Blocker::LanguageFailed { .. } => {
+            (StatusCode::UNPROCESSABLE_ENTITY, "language_unavailable")
+        }
+        Blocker::TierUnavailable { .. } => {
+            (StatusCode::UNPROCESSABLE_ENTITY, "network_unavailable")
+        }
+    }
+}
+
+impl From<ChoiceError> for ApiError {
+    fn from(e: ChoiceError) -> Self {
+        let message = e.to_string();
+        match e {
+            ChoiceError::UnknownLanguage { available, .. } => {
+                ApiError::new(StatusCode::NOT_FOUND, "unknown_language", message)
+                    .with(json!({"available": available}))
+            }
+            ChoiceError::Blocked { blocker, .. } => ApiError::blocked(&blocker, message),
+        }
+    }
+}
+
+impl ApiError {
+    /// The answer for a request `blocker` keeps from running, with
+    /// `Retry-After` when the condition is temporary.
+    pub fn blocked(blocker: &Blocker, message: String) -> Self {
+        let (status, code) = blocked_status(blocker);
+        let mut err = ApiError::new(status, code, message);
+        if let Blocker::TierUnavailable { offered } = blocker {
+            err = err.with(json!({"offered": offered}));
+        }
+        err.retry_after = blocker.retry_after();
+        err
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let mut body = json!({"error": self.code, "message": self.message});
@@ -69,5 +118,94 @@ impl IntoResponse for ApiError {
                 .insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
         resp
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crd::NetworkTier;
+
+    fn blocked(blocker: Blocker) -> ApiError {
+        ChoiceError::Blocked {
+            language: "python".into(),
+            tier: NetworkTier::Zerotrust,
+            blocker,
+        }
+        .into()
+    }
+
+    #[test]
+    fn temporary_conditions_are_503_with_retry_after() {
+        let pool = || "t/p".to_string();
+        for (blocker, code) in [
+            (Blocker::Starting, "agent_starting"),
+            (Blocker::ImagePending { pool: pool() }, "image_pending"),
+            (Blocker::Proving { pool: pool() }, "languages_not_ready"),
+            (
+                Blocker::ImageFailed {
+                    pool: pool(),
+                    message: "x".into(),
+                },
+                "image_unavailable",
+            ),
+        ] {
+            let e = blocked(blocker);
+            assert_eq!((e.status, e.code), (StatusCode::SERVICE_UNAVAILABLE, code));
+            assert!(e.retry_after.is_some(), "{code}");
+        }
+        let e = blocked(Blocker::Proving { pool: pool() });
+        assert!(
+            e.message.contains("smoke tests still running on this host"),
+            "{}",
+            e.message
+        );
+        let resp = e.into_response();
+        assert_eq!(resp.headers()[header::RETRY_AFTER], "2");
+    }
+
+    #[test]
+    fn permanent_conditions_name_their_cause() {
+        let e = blocked(Blocker::LanguageFailed {
+            pool: "t/p".into(),
+            message: "hello: printed \"\"".into(),
+        });
+        assert_eq!(
+            (e.status, e.code, e.retry_after),
+            (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "language_unavailable",
+                None
+            )
+        );
+        let e = blocked(Blocker::TierUnavailable {
+            offered: vec![NetworkTier::Zerotrust],
+        });
+        assert_eq!(
+            (e.status, e.code, e.retry_after),
+            (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "network_unavailable",
+                None
+            )
+        );
+        assert_eq!(e.extra.unwrap()["offered"], json!(["zerotrust"]));
+        let e = blocked(Blocker::PoolInvalid {
+            pool: "t/p".into(),
+            message: "LanguageImage \"x\" does not exist".into(),
+        });
+        assert_eq!(
+            (e.status, e.code, e.retry_after),
+            (StatusCode::SERVICE_UNAVAILABLE, "pool_misconfigured", None)
+        );
+        let e: ApiError = ChoiceError::UnknownLanguage {
+            language: "cobol".into(),
+            available: vec!["python".into()],
+        }
+        .into();
+        assert_eq!(
+            (e.status, e.code),
+            (StatusCode::NOT_FOUND, "unknown_language")
+        );
     }
 }

@@ -11,7 +11,7 @@ use base64::Engine;
 use serde_json::json;
 use tracing::Instrument;
 
-use crate::agent::{AcquireError, ChoiceError};
+use crate::agent::AcquireError;
 use crate::crd::validate::valid_file_name;
 use crate::execution::{self, Job};
 use crate::languages::detect;
@@ -65,6 +65,10 @@ pub async fn run(
             None => {
                 let catalog = app.agent.catalog();
                 let d = detect::detect(&req.code, &catalog).ok_or_else(|| {
+                    // Languages not proven yet cannot be detected either.
+                    if let Some(b) = app.agent.pending() {
+                        return ApiError::blocked(&b, format!("cannot detect the language yet: {b}"));
+                    }
                     ApiError::invalid("could not tell the language of this code; name it in `language` or use /execute/{language}")
                         .with(json!({"available": catalog.iter().map(|e| &e.name).collect::<Vec<_>>()}))
                 })?;
@@ -351,18 +355,7 @@ pub(crate) fn choose(
     language: &str,
     tier: crate::crd::NetworkTier,
 ) -> Result<crate::agent::Choice, ApiError> {
-    app.agent.choose(language, tier).map_err(|e| match e {
-        ChoiceError::UnknownLanguage { ref available, .. } => {
-            let available = available.clone();
-            ApiError::new(StatusCode::NOT_FOUND, "unknown_language", e.to_string())
-                .with(json!({"available": available}))
-        }
-        ChoiceError::NoPool { .. } => ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "network_unavailable",
-            e.to_string(),
-        ),
-    })
+    Ok(app.agent.choose(language, tier)?)
 }
 
 fn lossy(b: &[u8]) -> String {

@@ -6,6 +6,8 @@ use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use serde_json::{Value, json};
 
+use crate::agent::PoolReport;
+use crate::agent::status::Serving;
 use crate::crd::condition;
 
 use super::AppState;
@@ -62,16 +64,42 @@ pub async fn healthz() -> Json<Value> {
     Json(json!({"status": "ok"}))
 }
 
-/// `GET /readyz`: every served pool has reached its warm count once.
+/// `GET /readyz`: 200 while this host serves something (at least one
+/// language of a ready pool), saying what; else 503, saying why each pool
+/// is not ready.
 pub async fn readyz(State(app): State<AppState>) -> impl IntoResponse {
-    if app.agent.ready() {
-        (StatusCode::OK, Json(json!({"ready": true})))
-    } else {
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({"ready": false, "message": "a pool has not reached its warm count yet"})),
-        )
+    let (status, body) = readiness(&app.agent.serving(), app.agent.reports());
+    (status, Json(body))
+}
+
+/// The readiness answer from what is served and each pool's report. Pure.
+fn readiness(serving: &[Serving], reports: Vec<PoolReport>) -> (StatusCode, Value) {
+    if !serving.is_empty() {
+        return (StatusCode::OK, json!({"ready": true, "serving": serving}));
     }
+    let pools: Vec<Value> = reports
+        .into_iter()
+        .filter_map(|r| {
+            let ready = r
+                .conditions
+                .into_iter()
+                .find(|c| c.type_ == condition::READY)?;
+            Some(json!({
+                "pool": format!("{}/{}", r.namespace, r.name),
+                "reason": ready.reason,
+                "message": ready.message,
+            }))
+        })
+        .collect();
+    let message = if pools.is_empty() {
+        "this host has no pool to serve (none covers it, or its pools are not listed yet)"
+    } else {
+        "no pool on this host serves a language yet"
+    };
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        json!({"ready": false, "message": message, "pools": pools}),
+    )
 }
 
 /// `GET /metrics`: Prometheus text format.
@@ -83,4 +111,46 @@ pub async fn metrics(State(app): State<AppState>) -> impl IntoResponse {
         )],
         app.agent.metrics().render(),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crd::condition::Desired;
+
+    fn report(reason: &str) -> PoolReport {
+        PoolReport {
+            namespace: "t".into(),
+            name: "p".into(),
+            generation: None,
+            spec: serde_yaml::from_str("image: small").unwrap(),
+            node: Default::default(),
+            conditions: vec![Desired::new(
+                condition::READY,
+                false,
+                reason,
+                "running the languages' smoke tests on this host",
+            )],
+        }
+    }
+
+    #[test]
+    fn ready_only_while_some_language_is_served() {
+        let (status, body) = readiness(&[], vec![]);
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(body["ready"], false);
+
+        let (status, body) = readiness(&[], vec![report("ProvingLanguages")]);
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(body["pools"][0]["pool"], "t/p");
+        assert_eq!(body["pools"][0]["reason"], "ProvingLanguages");
+
+        let serving = [Serving {
+            pool: "t/p".into(),
+            languages: vec!["python".into()],
+        }];
+        let (status, body) = readiness(&serving, vec![report("Warm")]);
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(body["serving"][0]["languages"][0], "python");
+    }
 }

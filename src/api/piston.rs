@@ -143,6 +143,22 @@ async fn run(
     ))
 }
 
+/// Piston's answer when no pool can take the language: 400 "runtime is
+/// unknown" for what this host will not serve, and the native API's 503
+/// with `Retry-After` while it is still getting ready (starting, fetching an
+/// image, proving its languages).
+fn choice_error(e: ChoiceError, unknown: &str) -> PistonError {
+    if matches!(e, ChoiceError::UnknownLanguage { .. }) {
+        return PistonError::bad(unknown);
+    }
+    let detail = e.to_string();
+    let mut err = PistonError::from(ApiError::from(e));
+    if err.status == StatusCode::BAD_REQUEST {
+        err.message = format!("{unknown}: {detail}");
+    }
+    err
+}
+
 /// The pool and served version for a language and version selector.
 fn lookup(
     app: &AppState,
@@ -153,10 +169,7 @@ fn lookup(
     let choice = app
         .agent
         .choose(language, NetworkTier::Zerotrust)
-        .map_err(|e| match e {
-            ChoiceError::UnknownLanguage { .. } => PistonError::bad(&unknown),
-            ChoiceError::NoPool { .. } => PistonError::bad(format!("{unknown}: {e}")),
-        })?;
+        .map_err(|e| choice_error(e, &unknown))?;
     let served = app
         .agent
         .catalog()

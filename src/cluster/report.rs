@@ -1,9 +1,14 @@
 //! Reports this node's entry in each pool's `status.nodes` with server-side
 //! apply under a field manager of its own (`unsandbox-agent-<node>`): agents
 //! never touch each other's entries, and the controller owns the rest.
+//! Every entry sent carries `heartbeatTime`, and an unchanged entry is sent
+//! again every heartbeat, so the controller can tell a live agent (fresh
+//! heartbeat) from a dead one whose last entry would otherwise look current.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use kube::api::{Patch, PatchParams};
 use kube::{Api, Client, ResourceExt};
@@ -79,31 +84,80 @@ fn has_entry(pool: &ExecutorPool, node: &str) -> bool {
         .any(|e| e.node == node)
 }
 
-/// Applies changed entries every `interval`, until the process ends.
-pub async fn run(
-    client: Client,
-    agent: Agent,
-    stores: Stores,
-    endpoint: Option<String>,
-    interval: Duration,
-) {
+/// How the report loop is paced.
+#[derive(Debug, Clone)]
+pub struct ReportSettings {
+    /// URL peers reach this agent at, put in every entry.
+    pub endpoint: Option<String>,
+    /// How often entries are compared with what was last applied.
+    pub interval: Duration,
+    /// The longest an unchanged entry goes without being applied again.
+    pub heartbeat: Duration,
+}
+
+/// An entry as last applied (without its heartbeat), and when.
+#[derive(Debug, Clone)]
+pub struct Sent {
+    pub entry: NodePoolStatus,
+    pub at: Instant,
+}
+
+/// Whether two entries report the same, whatever their heartbeats. Pure.
+pub fn same(a: &NodePoolStatus, b: &NodePoolStatus) -> bool {
+    let bare = |e: &NodePoolStatus| NodePoolStatus {
+        heartbeat_time: None,
+        ..e.clone()
+    };
+    bare(a) == bare(b)
+}
+
+/// Whether to apply `entry` now: it was never applied, it differs from
+/// what was (heartbeat aside), or the last apply is `heartbeat` old. Pure.
+pub fn due(last: Option<&Sent>, entry: &NodePoolStatus, now: Instant, heartbeat: Duration) -> bool {
+    match last {
+        None => true,
+        Some(s) => !same(&s.entry, entry) || now.saturating_duration_since(s.at) >= heartbeat,
+    }
+}
+
+/// The entry as sent: stamped with the time it is sent at.
+pub fn stamped(entry: &NodePoolStatus, now: Time) -> NodePoolStatus {
+    NodePoolStatus {
+        heartbeat_time: Some(now),
+        ..entry.clone()
+    }
+}
+
+/// Applies entries that changed, or whose heartbeat is due, until the
+/// process ends.
+pub async fn run(client: Client, agent: Agent, stores: Stores, settings: ReportSettings) {
     let params = PatchParams::apply(&manager(agent.node())).force();
-    let mut sent: BTreeMap<String, NodePoolStatus> = BTreeMap::new();
+    let mut sent: BTreeMap<String, Sent> = BTreeMap::new();
+    let pause = settings.interval.min(settings.heartbeat);
     loop {
-        let now = entries(&agent, &stores, endpoint.as_deref(), &sent);
+        let reported: BTreeMap<String, NodePoolStatus> = sent
+            .iter()
+            .map(|(k, s)| (k.clone(), s.entry.clone()))
+            .collect();
+        let now = entries(&agent, &stores, settings.endpoint.as_deref(), &reported);
         for (key, entry) in &now {
-            if sent.get(key) == Some(entry) {
+            if !due(sent.get(key), entry, Instant::now(), settings.heartbeat) {
                 continue;
             }
             let (ns, name) = key.split_once('/').unwrap_or(("default", key));
             let api: Api<ExecutorPool> = Api::namespaced(client.clone(), ns);
-            match api
-                .patch_status(name, &params, &Patch::Apply(patch_body(entry)))
-                .await
-            {
+            let body = patch_body(&stamped(entry, Time(k8s_openapi::jiff::Timestamp::now())));
+            match api.patch_status(name, &params, &Patch::Apply(body)).await {
                 Ok(p) => {
                     tracing::debug!(pool = %p.name_any(), "reported node status");
-                    sent.insert(key.clone(), entry.clone());
+                    let at = Instant::now();
+                    sent.insert(
+                        key.clone(),
+                        Sent {
+                            entry: entry.clone(),
+                            at,
+                        },
+                    );
                 }
                 Err(kube::Error::Api(e)) if e.code == 404 => {
                     sent.remove(key);
@@ -112,7 +166,7 @@ pub async fn run(
             }
         }
         sent.retain(|k, _| now.contains_key(k));
-        tokio::time::sleep(interval).await;
+        tokio::time::sleep(pause).await;
     }
 }
 
@@ -136,5 +190,49 @@ mod tests {
             "conditions belong to the controller"
         );
         assert_eq!(manager("n1"), "unsandbox-agent-n1");
+    }
+
+    #[test]
+    fn sent_entries_carry_their_heartbeat() {
+        let at = Time(k8s_openapi::jiff::Timestamp::from_second(1_700_000_000).unwrap());
+        let entry = NodePoolStatus {
+            node: "n1".into(),
+            ..Default::default()
+        };
+        let body = patch_body(&stamped(&entry, at));
+        assert_eq!(
+            body["status"]["nodes"][0]["heartbeatTime"],
+            "2023-11-14T22:13:20Z"
+        );
+    }
+
+    #[test]
+    fn an_entry_is_sent_when_it_changes_or_its_heartbeat_is_due() {
+        let hb = Duration::from_secs(10);
+        let t0 = Instant::now();
+        let entry = NodePoolStatus {
+            node: "n1".into(),
+            warm: 1,
+            ..Default::default()
+        };
+        assert!(due(None, &entry, t0, hb), "never sent");
+        let last = Sent {
+            entry: entry.clone(),
+            at: t0,
+        };
+        assert!(!due(Some(&last), &entry, t0 + Duration::from_secs(2), hb));
+        assert!(
+            due(Some(&last), &entry, t0 + hb, hb),
+            "unchanged, but the heartbeat is due"
+        );
+        let changed = NodePoolStatus {
+            warm: 2,
+            ..entry.clone()
+        };
+        assert!(due(Some(&last), &changed, t0 + Duration::from_secs(1), hb));
+        // The heartbeat itself is not a change.
+        let beat = stamped(&entry, Time(k8s_openapi::jiff::Timestamp::now()));
+        assert!(same(&beat, &entry));
+        assert!(!due(Some(&last), &beat, t0 + Duration::from_secs(1), hb));
     }
 }

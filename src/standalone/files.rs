@@ -100,6 +100,8 @@ pub fn load(paths: &[PathBuf]) -> Result<(Resources, Stamp), LoadError> {
         })?;
         parse_into(&text, &path, &mut res, &mut origin)?;
     }
+    // The files are all there is: what they do not name does not exist.
+    res.complete = true;
     Ok((res, before))
 }
 
@@ -207,6 +209,15 @@ mod tests {
         assert_eq!(res.images.len(), 1);
         assert_eq!(res.pools.len(), 1);
         assert_eq!(summary(&res), "pools {\"default/py\"}, images {\"small\"}");
+    }
+
+    #[test]
+    fn loaded_files_are_a_complete_listing() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("none.yaml"), "").unwrap();
+        let (res, _) = load(&[dir.path().to_path_buf()]).unwrap();
+        assert!(res.complete, "no pool in the files means no pool at all");
+        assert!(res.pools.is_empty());
     }
 
     #[test]

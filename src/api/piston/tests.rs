@@ -344,3 +344,39 @@ fn errors_are_a_message_and_native_422s_become_400() {
     assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(resp.headers()[header::RETRY_AFTER], "1");
 }
+
+#[test]
+fn a_host_still_getting_ready_is_503_and_what_it_will_not_serve_is_400() {
+    use crate::agent::Blocker;
+    let blocked = |blocker| ChoiceError::Blocked {
+        language: "python".into(),
+        tier: NetworkTier::Zerotrust,
+        blocker,
+    };
+    let unknown = "python-* runtime is unknown";
+    let e = choice_error(blocked(Blocker::Proving { pool: "t/p".into() }), unknown);
+    assert_eq!(e.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(e.message.contains("smoke tests still running"), "{e:?}");
+    assert_eq!(e.retry_after, Some(2));
+    let e = choice_error(
+        blocked(Blocker::LanguageFailed {
+            pool: "t/p".into(),
+            message: "hello: printed \"\"".into(),
+        }),
+        unknown,
+    );
+    assert_eq!(e.status, StatusCode::BAD_REQUEST);
+    assert!(e.message.starts_with(unknown), "{e:?}");
+    assert!(e.message.contains("failed its smoke tests"), "{e:?}");
+    let e = choice_error(
+        ChoiceError::UnknownLanguage {
+            language: "cobol".into(),
+            available: vec![],
+        },
+        "cobol-* runtime is unknown",
+    );
+    assert_eq!(
+        (e.status, e.message.as_str()),
+        (StatusCode::BAD_REQUEST, "cobol-* runtime is unknown")
+    );
+}
