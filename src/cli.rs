@@ -91,6 +91,11 @@ pub struct AgentModeArgs {
     /// controller treats entries much older than this as a dead agent's.
     #[arg(long, env = "UNSANDBOX_HEARTBEAT_MS", default_value_t = 10_000)]
     pub heartbeat_ms: u64,
+    /// Peers whose pool entries have had no heartbeat for this many seconds
+    /// get no forwarded requests (the controller's setting of the same name
+    /// stops counting them).
+    #[arg(long, env = "UNSANDBOX_NODE_STALE_SECONDS", default_value_t = 30)]
+    pub node_stale_seconds: u64,
 }
 
 #[derive(Debug, Args)]

@@ -55,7 +55,10 @@ async fn main() -> anyhow::Result<()> {
                 stores.clone(),
                 report,
             ));
-            let peers = Arc::new(cluster::peers::StorePeers { stores, node });
+            let peers = Arc::new(cluster::peers::StorePeers {
+                stale_after: Duration::from_secs(args.node_stale_seconds),
+                ..cluster::peers::StorePeers::new(stores, node)
+            });
             let forwarder = api::forward::Forwarder::new(peers);
             serve(
                 agent,

@@ -75,19 +75,24 @@ pub fn candidates(
     out
 }
 
-/// Peers from the agent's watch stores, with entries older than
-/// [`DEFAULT_STALE_AFTER`] skipped.
+/// Peers from the agent's watch stores, with stale entries skipped.
 pub struct StorePeers {
     /// The agent's watch stores.
     pub stores: super::source::Stores,
     /// This node's name (never its own peer).
     pub node: String,
+    /// Entries without a heartbeat for this long get no requests.
+    pub stale_after: Duration,
 }
 
 impl StorePeers {
-    /// Peers of `node` from `stores`.
+    /// Peers of `node` from `stores`, stale after [`DEFAULT_STALE_AFTER`].
     pub fn new(stores: super::source::Stores, node: String) -> Self {
-        Self { stores, node }
+        Self {
+            stores,
+            node,
+            stale_after: DEFAULT_STALE_AFTER,
+        }
     }
 }
 
@@ -109,7 +114,7 @@ impl crate::api::forward::PeerFinder for StorePeers {
             .collect();
         let live = Liveness {
             now: Timestamp::now(),
-            stale_after: DEFAULT_STALE_AFTER,
+            stale_after: self.stale_after,
         };
         candidates(&pools, &images, language, tier, &self.node, live)
     }
