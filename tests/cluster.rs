@@ -815,6 +815,7 @@ impl Drop for ProjectCleanup {
         }
         let _ = Command::new("lxc")
             .args(["project", "delete", &self.0])
+            .stdout(Stdio::null())
             .stderr(Stdio::null())
             .status();
     }
