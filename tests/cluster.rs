@@ -154,7 +154,7 @@ struct Proc {
 }
 
 impl Proc {
-    fn start(dir: &Path, name: &str, args: &[&str], env: &[(&str, String)]) -> Self {
+    fn start(dir: &Path, name: &str, args: &[&str], env: &[(String, String)]) -> Self {
         let log = dir.join(format!("{name}.log"));
         let file = std::fs::OpenOptions::new()
             .create(true)
@@ -239,6 +239,37 @@ fn free_port() -> u16 {
 
 /// A controller replica as the chart's Deployment runs it, authenticated
 /// as the chart's controller ServiceAccount.
+/// The plain `value` environment variables of a container of the installed
+/// chart (`valueFrom` ones are the kubelet's to fill: the caller sets them).
+fn chart_env(cp: &ControlPlane, kind: &str, name: &str) -> Vec<(String, String)> {
+    let obj = json(cp, &["get", kind, name, "-n", NAMESPACE]);
+    obj["spec"]["template"]["spec"]["containers"][0]["env"]
+        .as_array()
+        .expect("the container has an environment")
+        .iter()
+        .filter_map(|e| {
+            Some((
+                e["name"].as_str()?.to_string(),
+                e["value"].as_str()?.to_string(),
+            ))
+        })
+        .collect()
+}
+
+/// `base` with `overrides` replacing or adding variables.
+fn with_env(
+    mut base: Vec<(String, String)>,
+    overrides: &[(&str, String)],
+) -> Vec<(String, String)> {
+    for (k, v) in overrides {
+        base.retain(|(name, _)| name != k);
+        base.push((k.to_string(), v.clone()));
+    }
+    base
+}
+
+/// A controller replica with the chart Deployment's environment,
+/// authenticated as the chart's controller ServiceAccount.
 fn controller(
     cp: &ControlPlane,
     kubeconfig: &Path,
@@ -247,19 +278,23 @@ fn controller(
 ) -> Proc {
     let mut env = vec![
         ("KUBECONFIG", kubeconfig.display().to_string()),
+        // What the kubelet fills from the pod (fieldRef).
         ("POD_NAME", identity.to_string()),
         ("POD_NAMESPACE", NAMESPACE.to_string()),
-        ("UNSANDBOX_LEASE_NAME", LEASE.to_string()),
-        (
-            "UNSANDBOX_AGENT_NODE_SELECTOR",
-            format!("{AGENT_LABEL}=true"),
-        ),
+        ("UNSANDBOX_LOG_FORMAT", "text".to_string()),
         (
             "UNSANDBOX_METRICS_LISTEN",
             format!("127.0.0.1:{}", free_port()),
         ),
     ];
     env.extend(extra.iter().cloned());
+    let env = with_env(chart_env(cp, "deployment", CONTROLLER_SA), &env);
+    assert!(
+        env.iter()
+            .any(|(k, v)| k == "UNSANDBOX_AGENT_NODE_SELECTOR"
+                && v == &format!("{AGENT_LABEL}=true")),
+        "the chart tells the controller which nodes run the agent: {env:?}"
+    );
     Proc::start(cp.dir.path(), identity, &["controller"], &env)
 }
 
@@ -653,19 +688,28 @@ fn a_pool_on_a_real_agent_serves_scales_survives_restarts_and_cleans_up() {
     );
     let port = free_port();
     // The DaemonSet's environment, with the node and the LXD project of this test.
-    let agent_env = vec![
-        ("KUBECONFIG", agent_kc.display().to_string()),
-        ("UNSANDBOX_NODE_NAME", node.clone()),
-        ("UNSANDBOX_LXD_PROJECT", project.clone()),
-        ("UNSANDBOX_LISTEN", format!("127.0.0.1:{port}")),
-        (
-            "UNSANDBOX_ADVERTISE_URL",
-            format!("http://127.0.0.1:{port}"),
-        ),
-        ("UNSANDBOX_IMAGES_DIR", "none".to_string()),
-        ("UNSANDBOX_REPORT_MS", "500".to_string()),
-        ("UNSANDBOX_HEARTBEAT_MS", "1000".to_string()),
-    ];
+    // The DaemonSet's environment, with what the kubelet would fill in, and
+    // this test's node, LXD project and port.
+    let agent_env = with_env(
+        chart_env(&cp, "daemonset", AGENT_SA),
+        &[
+            ("KUBECONFIG", agent_kc.display().to_string()),
+            ("UNSANDBOX_NODE_NAME", node.clone()),
+            ("UNSANDBOX_LXD_PROJECT", project.clone()),
+            ("UNSANDBOX_LISTEN", format!("127.0.0.1:{port}")),
+            (
+                "UNSANDBOX_ADVERTISE_URL",
+                format!("http://127.0.0.1:{port}"),
+            ),
+            ("UNSANDBOX_LOG_FORMAT", "text".to_string()),
+            ("UNSANDBOX_REPORT_MS", "500".to_string()),
+            ("UNSANDBOX_HEARTBEAT_MS", "1000".to_string()),
+        ],
+    );
+    assert!(
+        agent_env.contains(&("UNSANDBOX_IMAGES_DIR".to_string(), "none".to_string())),
+        "{agent_env:?}"
+    );
     let start_agent = || Proc::start(cp.dir.path(), "agent", &["agent"], &agent_env);
     let mut agent = start_agent();
     let cleanup = scopeguard(project.clone());
