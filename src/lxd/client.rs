@@ -67,15 +67,6 @@ impl Lxd {
             .expect("the semaphore is never closed")
     }
 
-    /// The same daemon, another project.
-    pub fn with_project(&self, project: &str) -> Self {
-        Self {
-            socket: self.socket.clone(),
-            project: project.into(),
-            lifecycle: self.lifecycle.clone(),
-        }
-    }
-
     pub fn project(&self) -> &str {
         &self.project
     }
