@@ -88,10 +88,7 @@ pub fn pool_key(pool: &ExecutorPool) -> String {
 pub fn covers(spec: &ExecutorPoolSpec, node_labels: Option<&BTreeMap<String, String>>) -> bool {
     match node_labels {
         None => true,
-        Some(labels) => spec
-            .node_selector
-            .iter()
-            .all(|(k, v)| labels.get(k) == Some(v)),
+        Some(labels) => crate::crd::labels::selects(&spec.node_selector, labels),
     }
 }
 

@@ -10,7 +10,7 @@ use k8s_openapi::jiff::Timestamp;
 
 use super::heartbeat::{Freshness, freshness};
 use crate::crd::condition::{DEGRADED, Desired, READY, RECONCILING, STALLED};
-use crate::crd::{ExecutorPool, LanguageImage, NetworkTier, NodePoolStatus, validate};
+use crate::crd::{ExecutorPool, LanguageImage, NetworkTier, NodePoolStatus, labels, validate};
 
 /// Nodes that run the agent (match `agent_selector`) and match the pool's
 /// node selector, sorted.
@@ -23,9 +23,8 @@ pub fn covered_nodes<'a>(
         .into_iter()
         .filter(|n| {
             let labels = n.metadata.labels.clone().unwrap_or_default();
-            let matches =
-                |sel: &BTreeMap<String, String>| sel.iter().all(|(k, v)| labels.get(k) == Some(v));
-            matches(agent_selector) && matches(&pool.spec.node_selector)
+            labels::selects(agent_selector, &labels)
+                && labels::selects(&pool.spec.node_selector, &labels)
         })
         .filter_map(|n| n.metadata.name.clone())
         .collect();
@@ -243,11 +242,7 @@ fn no_nodes_message(pool: &ExecutorPool, agent_selector: &BTreeMap<String, Strin
 
 /// `k=v,k2=v2`.
 pub fn selector_string(selector: &BTreeMap<String, String>) -> String {
-    selector
-        .iter()
-        .map(|(k, v)| format!("{k}={v}"))
-        .collect::<Vec<_>>()
-        .join(",")
+    labels::to_string(selector)
 }
 
 /// The conditions of a pool being deleted while `waiting` (node names) still

@@ -3,6 +3,7 @@
 
 pub mod condition;
 pub mod executor_pool;
+pub mod labels;
 pub mod language_image;
 pub mod validate;
 
