@@ -1,10 +1,10 @@
 //! Piston's version selectors: a request's `version` is a node-semver range
-//! matched against the version a host serves. Covers what clients send: `*`,
-//! exact and partial versions (`3`, `3.11`, `3.11.x`), `^`, `~`, `<`, `<=`,
-//! `>`, `>=`, `=`, hyphen ranges, space-separated conjunctions and `||`.
-//! Pre-release tags are ignored. Pure.
+//! (`*`, `3`, `3.11.x`, `^`, `~`, comparisons, hyphen ranges, `||`), matched
+//! by the `nodejs-semver` crate against the version a host serves. What an
+//! image reports is not always semver (`5.2.15(1)-release`): it is coerced to
+//! its numeric part first, as node-semver's `coerce` does. Pure.
 
-use std::cmp::Ordering;
+use nodejs_semver::{Range, Version};
 
 /// The served version used when an image does not report one.
 pub const UNKNOWN: &str = "0.0.0";
@@ -17,14 +17,13 @@ pub fn matches(served: &str, selector: &str) -> bool {
     if selector == served || is_any(selector) {
         return true;
     }
-    let Some(v) = coerce(served) else {
+    let (Some([major, minor, patch]), Ok(range)) = (coerce(served), Range::parse(selector)) else {
         return false;
     };
-    selector
-        .split("||")
-        .any(|set| conjunction(v, set).unwrap_or(false))
+    range.satisfies(&Version::new(major, minor, patch, vec![], vec![]))
 }
 
+/// Selectors that mean any version; `latest` is Piston's, not node-semver's.
 fn is_any(s: &str) -> bool {
     matches!(s, "" | "*" | "x" | "X" | "latest")
 }
@@ -49,82 +48,6 @@ pub fn coerce(v: &str) -> Option<[u64; 3]> {
         }
     }
     (n > 0).then_some(out)
-}
-
-/// The specified components of a partial version: `3.11.x` is `[3, 11]`.
-fn partial(v: &str) -> Option<Vec<u64>> {
-    let v = v.trim_start_matches(['v', 'V']);
-    let v = v.split(['-', '+']).next().unwrap_or_default();
-    let mut out = Vec::new();
-    for part in v.split('.') {
-        if is_any(part) && !part.is_empty() {
-            break;
-        }
-        if out.len() == 3 {
-            return None;
-        }
-        out.push(part.parse().ok()?);
-    }
-    Some(out)
-}
-
-/// All comparators of one space-separated set.
-fn conjunction(v: [u64; 3], set: &str) -> Option<bool> {
-    // Glue operators written apart from their version (`>= 3`).
-    let mut tokens: Vec<String> = Vec::new();
-    for t in set.split_whitespace() {
-        match tokens.last_mut() {
-            Some(last) if is_operator(last) => last.push_str(t),
-            _ => tokens.push(t.to_string()),
-        }
-    }
-    if tokens.is_empty() {
-        return Some(true);
-    }
-    // Hyphen range: `a - b` is `>=a <=b`.
-    if let [a, dash, b] = tokens.as_slice()
-        && dash == "-"
-    {
-        return Some(comparator(v, &format!(">={a}"))? && comparator(v, &format!("<={b}"))?);
-    }
-    let mut all = true;
-    for t in &tokens {
-        all &= comparator(v, t)?;
-    }
-    Some(all)
-}
-
-fn is_operator(t: &str) -> bool {
-    matches!(t, ">" | ">=" | "<" | "<=" | "=" | "^" | "~" | "~>")
-}
-
-fn comparator(v: [u64; 3], c: &str) -> Option<bool> {
-    let op_len = c
-        .find(|ch: char| !matches!(ch, '<' | '>' | '=' | '^' | '~'))
-        .unwrap_or(c.len());
-    let (op, rest) = c.split_at(op_len);
-    let p = partial(rest)?;
-    let n = p.len();
-    let mut lo = [0u64; 3];
-    lo[..n].copy_from_slice(&p);
-    let prefix = v[..n].cmp(&p[..]);
-    Some(match op {
-        "" | "=" => prefix == Ordering::Equal,
-        ">=" => v >= lo,
-        "<" => v < lo,
-        ">" => prefix == Ordering::Greater,
-        "<=" => prefix != Ordering::Greater,
-        "~" | "~>" => {
-            let k = n.min(2);
-            v >= lo && v[..k] == p[..k]
-        }
-        "^" => {
-            // The left-most non-zero component may not change.
-            let k = p.iter().position(|&x| x != 0).map_or(n, |i| i + 1);
-            v >= lo && v[..k] == p[..k]
-        }
-        _ => return None,
-    })
 }
 
 #[cfg(test)]
