@@ -1,5 +1,6 @@
 //! End to end on the real LXD daemon: the API's answers to bad input, the
-//! isolation of the code it runs, and `POST /run`.
+//! isolation of the code it runs, `POST /run`, and a program's exit status
+//! or signal reported as its own.
 
 mod common;
 
@@ -201,6 +202,118 @@ async fn run_detects_the_language_and_lists_languages() {
     assert!(
         text.contains("unsandbox_agent_containers{pool=\"t/small\",state=\"warm\"}"),
         "{text}"
+    );
+    h.finish().await;
+}
+
+/// A pool with enough warm containers for a batch of short executions.
+const BATCH: &str = "apiVersion: unsandbox.com/v1alpha1\nkind: ExecutorPool\nmetadata: {name: small, namespace: t}\nspec:\n  image: small\n  warm: 4\n  limits: {memoryMib: 128, processes: 32, tmpfsMib: 16}\n  execution:\n    queueTimeoutMs: 60000\n";
+
+/// A language whose runner cannot start: `setpriv` is not on its PATH.
+fn runnerless() -> unsandbox::crd::LanguageSpec {
+    serde_yaml::from_str(
+        "{name: runnerless, sourceFile: main.sh, run: bash main.sh, env: {PATH: /nowhere}}",
+    )
+    .unwrap()
+}
+
+/// Programs that end with a status, each with what it prints before:
+/// (language, code, exit status). LXD itself fails an exec that exits 126
+/// or 127, so those statuses come in several ways.
+fn exiting() -> Vec<(&'static str, String, i32)> {
+    let mut cases: Vec<_> = [0, 1, 2, 125, 126, 127, 128, 255]
+        .into_iter()
+        .map(|n| ("bash", format!("echo before; echo oops >&2; exit {n}"), n))
+        .collect();
+    cases.extend([
+        (
+            "bash",
+            "echo before; echo oops >&2; no-such-command".into(),
+            127,
+        ),
+        ("bash", "echo before; echo oops >&2; ./main.sh".into(), 126),
+        (
+            "python",
+            "import sys\nprint('before')\nsys.stderr.write('oops\\n')\nsys.exit(126)".into(),
+            126,
+        ),
+        (
+            "lua",
+            "print('before')\nio.stderr:write('oops\\n')\nos.exit(127)".into(),
+            127,
+        ),
+    ]);
+    cases
+}
+
+/// Python programs that die by a signal after printing: (code, signal).
+fn signalled() -> Vec<(String, i32)> {
+    let head = "import os, signal, sys\nprint('before', flush=True)\nsys.stderr.write('oops\\n')\nsys.stderr.flush()\n";
+    // SIGHUP, SIGINT, SIGQUIT, SIGILL, SIGABRT, SIGBUS, SIGFPE, SIGKILL,
+    // SIGSEGV, SIGPIPE, SIGTERM.
+    let mut cases: Vec<_> = [1, 2, 3, 4, 6, 7, 8, 9, 11, 13, 15]
+        .into_iter()
+        .map(|s| {
+            let code = format!(
+                "{head}if {s} != 9: signal.signal({s}, signal.SIG_DFL)\nos.kill(os.getpid(), {s})\nsignal.pause()"
+            );
+            (code, s)
+        })
+        .collect();
+    // Faults the program commits itself (faulthandler dereferences NULL).
+    cases.push((
+        format!("{head}import faulthandler\nfaulthandler._sigsegv()"),
+        11,
+    ));
+    cases.push((format!("{head}os.abort()"), 6));
+    cases
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_exit_status_and_signal_is_the_programs_with_its_output() {
+    use futures::StreamExt;
+    let mut res = resources(BATCH);
+    res.images[0].spec.languages.push(runnerless());
+    let h = Harness::start("statuses", res).await;
+    h.wait_warm("t/small", 4).await;
+    let started = std::time::Instant::now();
+
+    let mut requests: Vec<(String, String, serde_json::Value)> = Vec::new();
+    for (lang, code, n) in exiting() {
+        let status = if n == 0 { "ok" } else { "runtime_error" };
+        let want = json!({"status": status, "exit_code": n, "signal": null, "stdout": "before\n"});
+        requests.push((lang.to_string(), code, want));
+    }
+    for (code, sig) in signalled() {
+        let status = if sig == 9 { "killed" } else { "runtime_error" };
+        let want =
+            json!({"status": status, "exit_code": 128 + sig, "signal": sig, "stdout": "before\n"});
+        requests.push(("python".to_string(), code, want));
+    }
+    let hr = &h;
+    let answers: Vec<_> = futures::stream::iter(requests)
+        .map(|(lang, code, want)| async move {
+            let (s, b) = hr.execute(&lang, json!({"code": code})).await;
+            (lang, code, want, s, b)
+        })
+        .buffer_unordered(4)
+        .collect()
+        .await;
+    for (lang, code, want, s, b) in answers {
+        assert_eq!(s, 200, "{b}");
+        let got = json!({"status": b["status"], "exit_code": b["exit_code"], "signal": b["signal"], "stdout": b["stdout"]});
+        assert_eq!(got, want, "{lang}: {code}\n{b}");
+        let stderr = b["stderr"].as_str().unwrap();
+        assert!(stderr.starts_with("oops\n"), "{lang}: {code}\n{b}");
+    }
+    // The runner's own command not found is unsandbox's failure, not the code's.
+    let (s, b) = h.execute("runnerless", json!({"code": "echo hi"})).await;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(b["status"], "internal_error", "{b}");
+    eprintln!(
+        "{} executions in {:?}",
+        exiting().len() + signalled().len() + 1,
+        started.elapsed()
     );
     h.finish().await;
 }

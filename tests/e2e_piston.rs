@@ -295,3 +295,113 @@ async fn piston_client_runs_code_unchanged() {
 
     h.finish().await;
 }
+
+/// A pool with enough warm containers for a batch of short executions.
+const BATCH: &str = "apiVersion: unsandbox.com/v1alpha1\nkind: ExecutorPool\nmetadata: {name: small, namespace: t}\nspec:\n  image: small\n  warm: 4\n  limits: {memoryMib: 128, processes: 32, tmpfsMib: 16}\n  execution:\n    queueTimeoutMs: 60000\n";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exit_codes_and_signals_are_the_programs_as_piston_reports_them() {
+    use futures::StreamExt;
+    let mut res = resources(BATCH);
+    // A language whose runner cannot start: `setpriv` is not on its PATH.
+    res.images[0].spec.languages.push(
+        serde_yaml::from_str(
+            "{name: runnerless, sourceFile: main.sh, run: bash main.sh, env: {PATH: /nowhere}}",
+        )
+        .unwrap(),
+    );
+    let h = Harness::start("piston-statuses", res).await;
+    h.wait_warm("t/small", 4).await;
+
+    // (language, code, expected {code, signal, status}); each prints
+    // "before" on stdout and "oops" on stderr first.
+    let mut cases: Vec<(&str, String, Value)> = Vec::new();
+    for n in [0, 1, 2, 125, 126, 127, 128, 255] {
+        let status = if n == 0 { Value::Null } else { json!("RE") };
+        cases.push((
+            "bash",
+            format!("echo before; echo oops >&2; exit {n}"),
+            json!({"code": n, "signal": null, "status": status}),
+        ));
+    }
+    let re = |n: i32| json!({"code": n, "signal": null, "status": "RE"});
+    cases.push((
+        "bash",
+        "echo before; echo oops >&2; no-such-command".into(),
+        re(127),
+    ));
+    cases.push((
+        "python",
+        "import sys\nprint('before')\nsys.stderr.write('oops\\n')\nsys.exit(126)".into(),
+        re(126),
+    ));
+    let head = "import os, signal, sys\nprint('before', flush=True)\nsys.stderr.write('oops\\n')\nsys.stderr.flush()\n";
+    let signals = [
+        (1, "SIGHUP"),
+        (2, "SIGINT"),
+        (3, "SIGQUIT"),
+        (4, "SIGILL"),
+        (6, "SIGABRT"),
+        (7, "SIGBUS"),
+        (8, "SIGFPE"),
+        (9, "SIGKILL"),
+        (11, "SIGSEGV"),
+        (13, "SIGPIPE"),
+        (15, "SIGTERM"),
+    ];
+    let sg = |name: &str| json!({"code": null, "signal": name, "status": "SG"});
+    for (s, name) in signals {
+        cases.push((
+            "python",
+            format!("{head}if {s} != 9: signal.signal({s}, signal.SIG_DFL)\nos.kill(os.getpid(), {s})\nsignal.pause()"),
+            sg(name),
+        ));
+    }
+    cases.push((
+        "python",
+        format!("{head}import faulthandler\nfaulthandler._sigsegv()"),
+        sg("SIGSEGV"),
+    ));
+    cases.push(("python", format!("{head}os.abort()"), sg("SIGABRT")));
+
+    let hr = &h;
+    let answers: Vec<_> = futures::stream::iter(cases)
+        .map(|(lang, code, want)| async move {
+            let body = json!({"language": lang, "version": "*", "files": [{"content": code}]});
+            let (s, b) = raw(
+                hr,
+                "POST",
+                "/api/v2/execute",
+                "application/json",
+                &body.to_string(),
+            )
+            .await;
+            (lang, code, want, s, b)
+        })
+        .buffer_unordered(4)
+        .collect()
+        .await;
+    for (lang, code, want, s, b) in answers {
+        assert_eq!(s, 200, "{b}");
+        let run = &b["run"];
+        let got = json!({"code": run["code"], "signal": run["signal"], "status": run["status"]});
+        assert_eq!(got, want, "{lang}: {code}\n{b}");
+        assert_eq!(run["stdout"], "before\n", "{lang}: {code}\n{b}");
+        assert!(
+            run["stderr"].as_str().unwrap().starts_with("oops\n"),
+            "{lang}: {code}\n{b}"
+        );
+    }
+    // The runner's own command not found is unsandbox's failure: XX.
+    let body = json!({"language": "runnerless", "version": "*", "files": [{"content": "echo hi"}]});
+    let (s, b) = raw(
+        &h,
+        "POST",
+        "/api/v2/execute",
+        "application/json",
+        &body.to_string(),
+    )
+    .await;
+    assert_eq!((s, &b["run"]["status"]), (200, &json!("XX")), "{b}");
+    h.finish().await;
+}

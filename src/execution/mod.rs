@@ -2,6 +2,8 @@
 //! (pure), the verdict on what happened (pure), and running it (effects).
 
 mod run;
+#[cfg(test)]
+mod runner_tests;
 mod script;
 pub mod usage;
 mod verdict;

@@ -70,12 +70,16 @@ pub async fn run(
 
 /// Runs one stage's exec, with the CPU time and peak memory its container
 /// used meanwhile. Output that LXD lost is an error, never a short answer:
-/// the caller runs the job again in a fresh container.
+/// the caller runs the job again in a fresh container. A runner that failed
+/// before the command ended is an error too: it says nothing about the code.
 async fn measured(lxd: &Lxd, container: &str, exec: ExecSpec) -> Result<StageOutcome, LxdError> {
     let meter = Meter::start(lxd.project(), container);
     let mut out = stage(lxd.exec(container, exec).await?);
     if out.lost_output {
         return Err(LxdError::OutputLost);
+    }
+    if let Some(message) = out.runner_error.take() {
+        return Err(LxdError::Operation { message });
     }
     let usage = meter.finish();
     out.cpu_ms = usage.cpu_ms;

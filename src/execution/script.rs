@@ -1,11 +1,11 @@
 //! Builds the LXD execs that run a job. The first exec starts as root only
 //! to mark the container as used, then drops to the unprivileged runner user
 //! with no capabilities and no way to gain privileges; as that user it writes
-//! the files (their bytes come first on stdin) and then either replaces
-//! itself with the run command (interpreted languages: one exec does
-//! everything) or with the compile command (compiled languages: the compile
-//! stage). The run stage of a compiled language is a second exec, again as
-//! the runner.
+//! the files (their bytes come first on stdin) and then runs either the run
+//! command (interpreted languages: one exec does everything) or the compile
+//! command (compiled languages: the compile stage), and reports its status
+//! in the end marks (see `END_MARK`). The run stage of a compiled language
+//! is a second exec, again as the runner.
 
 use crate::crd::LanguageSpec;
 
@@ -40,17 +40,41 @@ impl Job {
 }
 
 /// Written by the runner's shell at the end of stdout and of stderr once the
-/// stage's command has exited. LXD 5.0 can drop the last bytes of an exec's
-/// output when the process exits while the host is busy (fixed in LXD
-/// 5.14); a stream that exited normally without this mark lost output, and
-/// the verdict says so instead of reporting a shortened stream as complete.
-pub const END_MARK: &[u8] = b"\x1eunsandbox:end\x1e";
+/// stage's command has exited, followed by the command's exit status and
+/// `END_CLOSE` (`\x1eunsandbox:end:127\x1e`); the shell then exits 0.
+///
+/// The status travels in the marks because LXD cannot carry all of them: it
+/// fails an exec whose command exits 126 or 127 ("Command not executable",
+/// "Command not found"), whoever exited. So an exec that exits 0 with both
+/// marks ran the command, which ended with the marked status; any other exit
+/// is the runner's own (the shell killed by a signal, or not started).
+///
+/// The marks also catch lost output: LXD 5.0 can drop the last bytes of an
+/// exec's output when the process exits while the host is busy (fixed in
+/// LXD 5.14); a stream without its mark lost output, and the verdict says so
+/// instead of reporting a shortened stream as complete.
+pub const END_MARK: &[u8] = b"\x1eunsandbox:end:";
+/// Closes an end mark, after the status.
+pub const END_CLOSE: u8 = 0x1e;
 
-/// Shell lines that end a stage: keep the command's status, mark the end of
-/// both streams, exit with that status (128+N for a command ended by signal
-/// N, as LXD reports it).
-const END_STREAMS: &str =
-    "rc=$?\nprintf '\\036unsandbox:end\\036'\nprintf '\\036unsandbox:end\\036' >&2\nexit $rc\n";
+/// Shell lines that run a stage's command and end the stage: the command
+/// runs in a subshell with the stage's stderr while the runner's own stderr
+/// is /dev/null (a shell reports a command killed by a signal, "Hangup", on
+/// its own stderr: not the program's output); then both streams are marked
+/// with the command's status (128+N for a command ended by signal N, as
+/// shells report it) and the runner exits 0, so that LXD never judges the
+/// command's status.
+fn stage_lines(command: &str) -> String {
+    format!(
+        "exec 3>&2 2>/dev/null\n\
+         ( exec 3>&-\n{command}\n) 2>&3\n\
+         rc=$?\n\
+         exec 2>&3 3>&-\n\
+         printf '\\036unsandbox:end:%s\\036' \"$rc\"\n\
+         printf '\\036unsandbox:end:%s\\036' \"$rc\" >&2\n\
+         exit 0\n"
+    )
+}
 
 /// Quotes a string for POSIX sh.
 pub fn sh_quote(s: &str) -> String {
@@ -82,15 +106,14 @@ pub fn command(job: &Job) -> (Vec<String>, Vec<u8>) {
     }
     let argv = match &job.language.compile {
         Some(compile) => {
-            inner.push_str(&format!(
-                "/bin/sh -c {} </dev/null\n{}",
-                sh_quote(compile),
-                END_STREAMS
-            ));
+            inner.push_str(&stage_lines(&format!(
+                "/bin/sh -c {} </dev/null",
+                sh_quote(compile)
+            )));
             as_runner(&format!(": > {USED_MARKER} || exit 125"), inner)
         }
         None => {
-            inner.push_str(&format!("{} \"$@\"\n{END_STREAMS}", job.language.run));
+            inner.push_str(&stage_lines(&format!("{} \"$@\"", job.language.run)));
             stdin.extend_from_slice(&job.stdin);
             let mut argv = as_runner(&format!(": > {USED_MARKER} || exit 125"), inner);
             argv.extend(job.args.iter().cloned());
@@ -107,7 +130,7 @@ pub fn run_command(job: &Job) -> (Vec<String>, Vec<u8>) {
     if let Some(dir) = &job.subdir {
         inner.push_str(&format!("cd {} || exit 125\n", sh_quote(dir)));
     }
-    inner.push_str(&format!("{} \"$@\"\n{END_STREAMS}", job.language.run));
+    inner.push_str(&stage_lines(&format!("{} \"$@\"", job.language.run)));
     let mut argv = as_runner(":", inner);
     argv.extend(job.args.iter().cloned());
     (argv, job.stdin.clone())
@@ -178,7 +201,7 @@ mod tests {
         assert!(argv[2].contains("--no-new-privs"));
         assert!(argv[4].contains("head -c 9 > 'main.py'"));
         assert!(argv[4].contains("head -c 3 > 'data.txt'"));
-        assert!(argv[4].ends_with(&format!("python3 main.py \"$@\"\n{END_STREAMS}")));
+        assert!(argv[4].ends_with(&stage_lines("python3 main.py \"$@\"")));
         // Arguments travel as argv entries, never through the shell text.
         assert_eq!(&argv[5..], ["a b", "$(rm -rf /)"]);
     }
@@ -216,14 +239,14 @@ mod tests {
         assert_eq!(argv.len(), 5);
         assert!(argv[2].contains(USED_MARKER));
         assert!(argv[4].contains("rm -rf -- 'smoke-1' && mkdir 'smoke-1' && cd 'smoke-1'"));
-        assert!(argv[4].ends_with(&format!(
-            "/bin/sh -c 'gcc -o main main.c' </dev/null\n{END_STREAMS}"
-        )));
+        assert!(argv[4].ends_with(&stage_lines("/bin/sh -c 'gcc -o main main.c' </dev/null")));
         let (argv, stdin) = run_command(&job);
         assert_eq!(stdin, b"in");
         assert!(!argv[2].contains(USED_MARKER));
         assert!(argv[2].contains("--no-new-privs"));
-        assert!(argv[4].starts_with("cd 'smoke-1' || exit 125\n./main \"$@\"\nrc=$?"));
+        assert!(argv[4].starts_with(
+            "cd 'smoke-1' || exit 125\nexec 3>&2 2>/dev/null\n( exec 3>&-\n./main \"$@\"\n)"
+        ));
         assert_eq!(&argv[5..], ["x"]);
     }
 

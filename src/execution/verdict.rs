@@ -61,9 +61,13 @@ pub struct StageOutcome {
     /// Peak memory of the container during the stage, in bytes, from its
     /// cgroup; `None` when the cgroup could not be read.
     pub memory_bytes: Option<u64>,
-    /// The command exited on its own but a stream lacks the end mark (see
+    /// The runner exited 0 but a stream lacks its end mark (see
     /// `script::END_MARK`): LXD lost the end of the output.
     pub lost_output: bool,
+    /// The runner itself failed before the command ended (it could not be
+    /// started, or could not write the files): why. The stage tells nothing
+    /// about the submitted code.
+    pub runner_error: Option<String>,
 }
 
 /// An execution's result: its stages and the overall status.
@@ -115,16 +119,43 @@ pub fn overall(compile: Option<&StageOutcome>, run: Option<&StageOutcome>) -> St
     }
 }
 
-/// A stage's outcome from its exec.
-pub fn stage(out: crate::lxd::ExecOutcome) -> StageOutcome {
-    let (status, exit_code, signal) = verdict(&out);
+/// A stage's outcome from its exec. The command's status is the one in the
+/// runner's end marks (see `script::END_MARK`), never LXD's verdict on the
+/// exec, which is the runner's.
+pub fn stage(out: ExecOutcome) -> StageOutcome {
     let (mut stdout, mut stderr) = (out.stdout, out.stderr);
-    let marked = strip_mark(&mut stdout) & strip_mark(&mut stderr);
-    // The runner's shell marks both streams whenever it exits on its own; a
-    // shell killed by a signal (the kernel's OOM killer) cannot.
-    let exited_on_its_own = out.stopped == Stopped::Exited && signal.is_none();
+    let mut lost_output = false;
+    let mut runner_error = None;
+    let (status, exit_code, signal) = match (out.stopped, out.exit_code) {
+        (Stopped::Timeout, _) => (Status::Timeout, None, Some(9)),
+        (Stopped::OutputLimit, _) => (Status::OutputLimitExceeded, None, Some(9)),
+        // The runner exits 0 only after marking both streams.
+        (Stopped::Exited, Some(0)) => match (strip_mark(&mut stdout), strip_mark(&mut stderr)) {
+            (Some(code), Some(_)) => verdict(code),
+            _ => {
+                lost_output = true;
+                (Status::InternalError, None, None)
+            }
+        },
+        // The runner's shell was killed by a signal (the kernel's OOM
+        // killer): it could not mark the streams, and its end is the stage's.
+        (Stopped::Exited, Some(code)) if signal_of(code).is_some() => verdict(code),
+        (Stopped::Exited, code) => {
+            let why = match (&out.lxd_error, code) {
+                (Some(e), _) => e.clone(),
+                (None, Some(c)) => format!("exit code {c}"),
+                (None, None) => "no exit code".to_string(),
+            };
+            runner_error = Some(format!(
+                "the runner failed before the command ended ({why}): {}",
+                String::from_utf8_lossy(&stderr).trim()
+            ));
+            (Status::InternalError, code, None)
+        }
+    };
     StageOutcome {
-        lost_output: exited_on_its_own && !marked,
+        lost_output,
+        runner_error,
         status,
         exit_code,
         signal,
@@ -139,37 +170,41 @@ pub fn stage(out: crate::lxd::ExecOutcome) -> StageOutcome {
     }
 }
 
-/// Removes the end mark from the end of a stream; whether it was there.
-fn strip_mark(stream: &mut Vec<u8>) -> bool {
-    let mark = super::script::END_MARK;
-    if stream.ends_with(mark) {
-        stream.truncate(stream.len() - mark.len());
-        true
-    } else {
-        false
+/// Removes the runner's end mark from the end of a stream; the status it
+/// carries, or `None` when the stream does not end with a mark.
+fn strip_mark(stream: &mut Vec<u8>) -> Option<i32> {
+    let (mark, close) = (super::script::END_MARK, super::script::END_CLOSE);
+    let body = stream.strip_suffix(&[close])?;
+    // A status is one to three digits.
+    let digits = body.iter().rev().take_while(|b| b.is_ascii_digit()).count();
+    let start = body.len().checked_sub(digits + mark.len())?;
+    if !(1..=3).contains(&digits) || &body[start..start + mark.len()] != mark {
+        return None;
     }
+    let code = std::str::from_utf8(&body[body.len() - digits..])
+        .ok()?
+        .parse()
+        .ok()?;
+    stream.truncate(start);
+    Some(code)
 }
 
-/// Status, exit code and signal from an exec. LXD reports a process ended by
-/// signal N as exit code 128+N.
-pub fn verdict(out: &ExecOutcome) -> (Status, Option<i32>, Option<i32>) {
-    match out.stopped {
-        Stopped::Timeout => (Status::Timeout, None, Some(9)),
-        Stopped::OutputLimit => (Status::OutputLimitExceeded, None, Some(9)),
-        Stopped::Exited => match out.exit_code {
-            Some(0) => (Status::Ok, Some(0), None),
-            Some(c) if (129..=128 + 64).contains(&c) => {
-                let sig = c - 128;
-                let status = if sig == 9 {
-                    Status::Killed
-                } else {
-                    Status::RuntimeError
-                };
-                (status, Some(c), Some(sig))
-            }
-            Some(c) => (Status::RuntimeError, Some(c), None),
-            None => (Status::InternalError, None, None),
-        },
+/// The signal that 128+N reports, as shells and LXD report a process ended
+/// by signal N.
+fn signal_of(code: i32) -> Option<i32> {
+    (129..=128 + 64).contains(&code).then(|| code - 128)
+}
+
+/// Status, exit code and signal from a command's exit status as a shell
+/// reports it: 128+N for a command ended by signal N (SIGKILL: the kernel
+/// enforcing a limit). A command that exits 129..=192 by itself reads the
+/// same: a shell cannot tell them apart.
+pub fn verdict(code: i32) -> (Status, Option<i32>, Option<i32>) {
+    match (code, signal_of(code)) {
+        (0, _) => (Status::Ok, Some(0), None),
+        (_, Some(9)) => (Status::Killed, Some(code), Some(9)),
+        (_, Some(sig)) => (Status::RuntimeError, Some(code), Some(sig)),
+        (_, None) => (Status::RuntimeError, Some(code), None),
     }
 }
 
@@ -178,72 +213,112 @@ mod tests {
     use super::*;
     use std::time::Duration;
 
-    fn exited(code: Option<i32>, stopped: Stopped) -> ExecOutcome {
+    /// An exec that exited with `code` and printed `stdout` and `stderr`.
+    fn exec(code: Option<i32>, stdout: &[u8], stderr: &[u8]) -> ExecOutcome {
         ExecOutcome {
-            stopped,
+            stopped: Stopped::Exited,
             exit_code: code,
-            stdout: vec![],
-            stderr: vec![],
+            stdout: stdout.to_vec(),
+            stderr: stderr.to_vec(),
             stdout_truncated: false,
             stderr_truncated: false,
             elapsed: Duration::ZERO,
+            lxd_error: None,
+        }
+    }
+
+    fn marked(text: &str, code: i32) -> Vec<u8> {
+        format!("{text}\x1eunsandbox:end:{code}\x1e").into_bytes()
+    }
+
+    /// The runner marked both streams with `code` and exited 0.
+    fn ran(code: i32) -> StageOutcome {
+        stage(exec(Some(0), &marked("out", code), &marked("err", code)))
+    }
+
+    #[test]
+    fn verdicts_from_shell_statuses() {
+        assert_eq!(verdict(0), (Status::Ok, Some(0), None));
+        assert_eq!(verdict(3), (Status::RuntimeError, Some(3), None));
+        assert_eq!(verdict(128), (Status::RuntimeError, Some(128), None));
+        assert_eq!(verdict(137), (Status::Killed, Some(137), Some(9)));
+        assert_eq!(verdict(139), (Status::RuntimeError, Some(139), Some(11)));
+        assert_eq!(verdict(192), (Status::RuntimeError, Some(192), Some(64)));
+        assert_eq!(verdict(193), (Status::RuntimeError, Some(193), None));
+        assert_eq!(verdict(255), (Status::RuntimeError, Some(255), None));
+    }
+
+    #[test]
+    fn the_status_is_the_marked_one_and_the_marks_are_stripped() {
+        for code in [0, 1, 125, 126, 127, 139, 255] {
+            let s = ran(code);
+            assert_eq!((s.status, s.exit_code), (verdict(code).0, Some(code)));
+            assert_eq!(
+                (s.stdout.as_slice(), s.stderr.as_slice()),
+                (b"out".as_slice(), b"err".as_slice())
+            );
+            assert!(!s.lost_output && s.runner_error.is_none());
         }
     }
 
     #[test]
-    fn verdicts() {
-        assert_eq!(
-            verdict(&exited(Some(0), Stopped::Exited)),
-            (Status::Ok, Some(0), None)
-        );
-        assert_eq!(
-            verdict(&exited(Some(3), Stopped::Exited)),
-            (Status::RuntimeError, Some(3), None)
-        );
-        assert_eq!(
-            verdict(&exited(Some(137), Stopped::Exited)),
-            (Status::Killed, Some(137), Some(9))
-        );
-        assert_eq!(
-            verdict(&exited(Some(139), Stopped::Exited)),
-            (Status::RuntimeError, Some(139), Some(11))
-        );
-        assert_eq!(verdict(&exited(None, Stopped::Timeout)).0, Status::Timeout);
-        assert_eq!(
-            verdict(&exited(None, Stopped::OutputLimit)).0,
-            Status::OutputLimitExceeded
-        );
+    fn a_stream_without_its_mark_lost_output() {
+        // LXD dropped the last chunk of stdout.
+        let s = stage(exec(Some(0), b"2", &marked("", 0)));
+        assert!(s.lost_output);
+        assert_eq!(s.stdout, b"2");
+        let s = stage(exec(Some(0), &marked("", 0), b""));
+        assert!(s.lost_output);
+        // Something that only looks like a mark.
+        for tail in [
+            "\x1eunsandbox:end:\x1e",
+            "\x1eunsandbox:end:1234\x1e",
+            "unsandbox:end:1\x1e",
+        ] {
+            assert!(
+                stage(exec(Some(0), tail.as_bytes(), &marked("", 0))).lost_output,
+                "{tail:?}"
+            );
+        }
     }
 
     #[test]
-    fn end_marks_are_stripped_and_their_absence_is_lost_output() {
-        let mark = crate::execution::script::END_MARK;
-        let mut out = exited(Some(0), Stopped::Exited);
-        out.stdout = [b"2\n".as_slice(), mark].concat();
-        out.stderr = mark.to_vec();
-        let s = stage(out.clone());
-        assert_eq!(
-            (s.stdout.as_slice(), s.stderr.as_slice()),
-            (b"2\n".as_slice(), b"".as_slice())
-        );
-        assert!(!s.lost_output);
-        // LXD dropped the last chunk of stdout.
-        out.stdout = b"2".to_vec();
-        let s = stage(out.clone());
-        assert!(s.lost_output);
-        assert_eq!(s.stdout, b"2");
-        // A shell killed by a signal, a timeout or an output flood: no marks expected.
-        out.exit_code = Some(137);
-        assert!(!stage(out.clone()).lost_output);
+    fn a_runner_killed_by_a_signal_ends_the_stage_and_marks_nothing() {
+        let s = stage(exec(Some(137), b"partial", b""));
+        assert_eq!((s.status, s.signal), (Status::Killed, Some(9)));
+        assert!(!s.lost_output && s.runner_error.is_none());
+        // Marks it did not write are the program's output.
+        let s = stage(exec(Some(139), &marked("", 0), b""));
+        assert_eq!((s.status, s.signal), (Status::RuntimeError, Some(11)));
+        assert_eq!(s.stdout, marked("", 0));
+        let mut out = exec(None, b"", b"");
         out.stopped = Stopped::Timeout;
-        assert!(!stage(out).lost_output);
+        assert_eq!(stage(out.clone()).status, Status::Timeout);
+        out.stopped = Stopped::OutputLimit;
+        assert_eq!(stage(out).status, Status::OutputLimitExceeded);
+    }
+
+    #[test]
+    fn a_runner_that_did_not_start_is_its_own_failure_not_the_programs() {
+        // LXD fails the exec when the runner's shell is missing: 127.
+        let mut out = exec(Some(127), b"", b"");
+        out.lxd_error = Some("Command not found".into());
+        let s = stage(out);
+        assert_eq!(s.status, Status::InternalError);
+        assert!(s.runner_error.unwrap().contains("Command not found"));
+        // Writing the files failed: 125, with the shell's complaint.
+        let s = stage(exec(Some(125), b"", b"head: No space left on device"));
+        assert!(s.runner_error.unwrap().contains("exit code 125"));
+        assert!(stage(exec(None, b"", b"")).runner_error.is_some());
     }
 
     #[test]
     fn a_failed_compile_stage_is_a_compile_error_whatever_ended_it() {
-        let ok = stage(exited(Some(0), Stopped::Exited));
-        let failed = stage(exited(Some(1), Stopped::Exited));
-        let timed_out = stage(exited(None, Stopped::Timeout));
+        let ok = ran(0);
+        let failed = ran(1);
+        let mut out = exec(None, b"", b"");
+        out.stopped = Stopped::Timeout;
+        let timed_out = stage(out);
         assert_eq!(overall(Some(&failed), None), Status::CompileError);
         assert_eq!(overall(Some(&timed_out), None), Status::CompileError);
         assert_eq!(overall(Some(&ok), Some(&failed)), Status::RuntimeError);

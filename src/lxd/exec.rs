@@ -14,6 +14,7 @@ use tokio_tungstenite::tungstenite::Message;
 
 use super::client::Lxd;
 use super::error::LxdError;
+use super::types::Operation;
 
 /// One command to run in an instance.
 #[derive(Debug, Clone)]
@@ -54,6 +55,10 @@ pub struct ExecOutcome {
     pub stdout_truncated: bool,
     pub stderr_truncated: bool,
     pub elapsed: Duration,
+    /// LXD's error when it failed the operation of a command that did run
+    /// and exit: LXD turns exit codes 126 and 127 into "Command not
+    /// executable" and "Command not found", whoever exited with them.
+    pub lxd_error: Option<String>,
 }
 
 type Ws = WebSocketStream<UnixStream>;
@@ -173,6 +178,7 @@ impl Lxd {
             stdout_truncated: false,
             stderr_truncated: false,
             elapsed: Duration::ZERO,
+            lxd_error: None,
         };
         match watched {
             Err(_) => outcome.stopped = Stopped::Timeout,
@@ -186,14 +192,10 @@ impl Lxd {
                     .deadline
                     .saturating_sub(start.elapsed())
                     .max(Duration::from_secs(1));
-                match self.wait(&op.id, left).await {
-                    Ok(done) => {
-                        let code = done
-                            .metadata
-                            .as_ref()
-                            .and_then(|m| m.get("return"))
-                            .and_then(|r| r.as_i64());
-                        outcome.exit_code = code.map(|c| c as i32);
+                match self.exit_code(&op.id, left).await {
+                    Ok((code, error)) => {
+                        outcome.exit_code = code;
+                        outcome.lxd_error = error;
                     }
                     // Output closed but the command lives on past its deadline.
                     Err(LxdError::Timeout(_)) => outcome.stopped = Stopped::Timeout,
@@ -205,5 +207,39 @@ impl Lxd {
         outcome.elapsed = start.elapsed();
         tracing::debug!(instance, ?posted, ?connected, elapsed = ?outcome.elapsed, stopped = ?outcome.stopped, "exec finished");
         Ok(outcome)
+    }
+
+    /// Waits up to `timeout` for an exec operation to end; its exit code,
+    /// with LXD's error when LXD failed the operation although the command
+    /// exited (126 and 127). A failure without an exit code is an error.
+    async fn exit_code(
+        &self,
+        id: &str,
+        timeout: Duration,
+    ) -> Result<(Option<i32>, Option<String>), LxdError> {
+        let path = format!(
+            "/1.0/operations/{id}/wait?timeout={}",
+            timeout.as_secs().max(1)
+        );
+        let op: Operation = tokio::time::timeout(
+            timeout + Duration::from_secs(5),
+            self.sync(Method::GET, &path, None),
+        )
+        .await
+        .map_err(|_| LxdError::Timeout(timeout))??;
+        if op.running() {
+            return Err(LxdError::Timeout(timeout));
+        }
+        let code = op
+            .metadata
+            .as_ref()
+            .and_then(|m| m.get("return"))
+            .and_then(|r| r.as_i64())
+            .map(|c| c as i32);
+        match (op.failed(), code) {
+            (false, code) => Ok((code, None)),
+            (true, Some(code)) => Ok((Some(code), Some(op.err))),
+            (true, None) => Err(LxdError::Operation { message: op.err }),
+        }
     }
 }
