@@ -379,3 +379,127 @@ async fn containers_lost_out_of_band_are_replaced() {
     h.wait_warm("t/small", 2).await;
     h.finish().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pool_that_keeps_nothing_warm_answers_503_at_once() {
+    let h = Harness::start("nowarm", resources(&pool_with(0))).await;
+    h.wait_proven("t/small").await;
+    let start = Instant::now();
+    let (status, body) = h.execute("python", json!({"code": "print(1)"})).await;
+    assert!(
+        start.elapsed() < Duration::from_secs(2),
+        "no wait for a container that cannot come: {:?}",
+        start.elapsed()
+    );
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["error"], "no_capacity");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("keeps no container warm"),
+        "{body}"
+    );
+    h.finish().await;
+}
+
+/// The last `status` of pool `t/small` that `GET /pools` answers.
+async fn pool_status(h: &Harness) -> serde_json::Value {
+    let (status, pools) = h.call("GET", "/pools", None).await;
+    assert_eq!(status, 200, "{pools}");
+    pools
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["metadata"]["name"] == "small")
+        .map(|p| p["status"].clone())
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invalid_edit_of_the_files_is_rejected_and_the_warm_containers_stay() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        common::root().join(common::SMALL_IMAGE),
+        dir.path().join("image.yaml"),
+    )
+    .unwrap();
+    let file = dir.path().join("pool.yaml");
+    std::fs::write(&file, POOL).unwrap();
+    let mut rx =
+        unsandbox::standalone::watch_files(vec![dir.path().into()], Duration::from_secs(1))
+            .await
+            .unwrap();
+    let h = Harness::start("reject", rx.borrow().clone()).await;
+    let tx = h.tx.clone();
+    tokio::spawn(async move {
+        while rx.changed().await.is_ok() {
+            let res = rx.borrow_and_update().clone();
+            if tx.send(res).is_err() {
+                return;
+            }
+        }
+    });
+    h.wait_warm("t/small", 2).await;
+    let before = h.running().await;
+    let ready_since = pool_status(&h).await["conditions"][0]["lastTransitionTime"].clone();
+    assert!(ready_since.is_string(), "{ready_since}");
+
+    for bad in [
+        "  execution: {wallTimeMs: {default: 50000, max: 30000}}\n",
+        "  wram: 5\n",
+        "",
+    ] {
+        let text = format!("{POOL}{bad}");
+        let text = if bad.is_empty() {
+            text.replace("image: small", "image: nosuch")
+        } else {
+            text
+        };
+        std::fs::write(&file, &text).unwrap();
+        let h2 = &h;
+        wait_for(
+            "the rejection in /pools",
+            Duration::from_secs(5),
+            || async move {
+                pool_status(h2).await["rejected"][0]["message"]
+                    .as_str()
+                    .is_some_and(|m| {
+                        m.contains(if bad.is_empty() {
+                            "nosuch"
+                        } else {
+                            bad.trim().split(':').next().unwrap()
+                        })
+                    })
+            },
+        )
+        .await;
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        assert_eq!(
+            h.running().await,
+            before,
+            "{text}: the warm containers stay"
+        );
+        let status = pool_status(&h).await;
+        assert_eq!(status["warm"], 2, "{status}");
+        assert_eq!(status["rejected"][0]["kept"], true, "{status}");
+        assert_eq!(status["rejected"][0]["document"], 0, "{status}");
+        assert!(
+            status["rejected"][0]["file"]
+                .as_str()
+                .unwrap()
+                .ends_with("pool.yaml"),
+            "{status}"
+        );
+        assert_eq!(
+            status["conditions"][0]["lastTransitionTime"], ready_since,
+            "Ready has held since the pool filled: {status}"
+        );
+    }
+
+    // A valid edit applies and clears the rejection.
+    std::fs::write(&file, pool_with(1)).unwrap();
+    h.wait_warm("t/small", 1).await;
+    assert!(pool_status(&h).await.get("rejected").is_none());
+    h.finish().await;
+}

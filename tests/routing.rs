@@ -188,3 +188,119 @@ async fn a_host_serving_nothing_is_not_ready_and_refuses_unknown_languages() {
     assert_eq!(status, 404, "{body}");
     assert_eq!(body["error"], "unknown_language");
 }
+
+#[tokio::test]
+async fn every_fallback_answers_json() {
+    let app = router(AppState::local(idle_agent().await), 1 << 20);
+    let (status, headers, body) = send(&app, "GET", "/execute/python", "").await;
+    assert_eq!(status, 405, "{body}");
+    assert_eq!(body["error"], "method_not_allowed", "{body}");
+    assert!(body["message"].as_str().unwrap().contains("GET"), "{body}");
+    assert!(
+        headers["allow"].to_str().unwrap().contains("POST"),
+        "{headers:?}"
+    );
+    let (status, _, body) = send(&app, "DELETE", "/pools", "").await;
+    assert_eq!(
+        (status, &body["error"]),
+        (405, &json!("method_not_allowed"))
+    );
+    let (status, _, body) = send(&app, "GET", "/nothing/here", "").await;
+    assert_eq!(status, 404, "{body}");
+    assert_eq!(body["error"], "not_found", "{body}");
+}
+
+/// A log writer that keeps what it is given.
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn an_expected_503_is_not_logged_as_an_error() {
+    // The process-wide subscriber: a thread's own one misses events whose
+    // callsites other tests' threads cached as uninteresting.
+    let log = Captured::default();
+    let writer = log.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::DEBUG)
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    tracing::subscriber::set_global_default(subscriber).expect("the only test that logs");
+    let app = router(AppState::local(agent_with(Resources::default())), 1 << 20);
+    let (status, _, body) = send(&app, "POST", "/execute/python", r#"{"code": "1"}"#).await;
+    assert_eq!(status, 503, "{body}");
+    let (status, _, _) = send(&app, "GET", "/readyz", "").await;
+    assert_eq!(status, 503);
+    let text = String::from_utf8(log.0.lock().unwrap().clone()).unwrap();
+    assert!(text.contains("503"), "the answer is logged: {text}");
+    assert!(!text.contains("ERROR"), "{text}");
+}
+
+#[test]
+fn check_refuses_unknown_fields_and_invalid_specs_and_logs_without_colour() {
+    let dir = tempfile::tempdir().unwrap();
+    let image = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("manifests/samples/languageimage-small.yaml"),
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("image.yaml"), image).unwrap();
+    let run = |pool: &str| {
+        std::fs::write(
+            dir.path().join("pool.yaml"),
+            format!("apiVersion: v1\nkind: Namespace\nmetadata: {{name: t}}\n---\napiVersion: unsandbox.com/v1alpha1\nkind: ExecutorPool\nmetadata: {{name: p, namespace: t}}\nspec: {pool}\n"),
+        )
+        .unwrap();
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_unsandbox"))
+            .arg("check")
+            .arg(dir.path())
+            .env("RUST_LOG", "debug")
+            .env_remove("NO_COLOR")
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+        let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+        assert!(
+            !stderr.contains('\u{1b}'),
+            "no escape codes in a pipe: {stderr:?}"
+        );
+        (out.status.success(), stdout, stderr)
+    };
+    let (ok, stdout, stderr) = run("{image: small, warm: 1}");
+    assert!(ok, "{stdout}{stderr}");
+    assert!(stdout.contains("ok      ExecutorPool t/p"), "{stdout}");
+    assert!(
+        stderr.contains("skipping a document of another kind"),
+        "{stderr}"
+    );
+
+    let (ok, stdout, _) = run("{image: small, wram: 5}");
+    assert!(!ok, "{stdout}");
+    assert!(
+        stdout.contains("pool.yaml document 1: ExecutorPool t/p: unknown field \"spec.wram\""),
+        "{stdout}"
+    );
+    let (ok, stdout, _) =
+        run("{image: small, execution: {wallTimeMs: {default: 50000, max: 30000}}}");
+    assert!(!ok);
+    assert!(
+        stdout.contains("default 50000 is above max 30000"),
+        "{stdout}"
+    );
+    let (ok, stdout, _) = run("{image: nosuch}");
+    assert!(!ok);
+    assert!(
+        stdout.contains("LanguageImage \"nosuch\" is not defined in any file"),
+        "{stdout}"
+    );
+}

@@ -18,6 +18,16 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 step() { printf '\n== %s\n' "$*"; }
 
+step "tools the suite uses (kubectl, npm, curl, openssl; Debian packages when missing)"
+need=()
+command -v kubectl >/dev/null 2>&1 || need+=(kubernetes-client)
+command -v npm >/dev/null 2>&1 || need+=(nodejs npm)
+command -v curl >/dev/null 2>&1 || need+=(curl)
+command -v openssl >/dev/null 2>&1 || need+=(openssl)
+if ((${#need[@]})); then
+    apt-get update -qq && apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+
 step "LXD host"
 images/lxd-host.sh
 step "small test image"

@@ -1,8 +1,13 @@
-//! A pool's state on this host as status and conditions. Pure.
+//! A pool's state on this host as status and conditions (pure), and the
+//! host's memory of when each condition last changed.
 
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+
+use k8s_openapi::jiff::Timestamp;
 use serde::Serialize;
 
-use crate::crd::condition::{DEGRADED, Desired, READY};
+use crate::crd::condition::{Condition, DEGRADED, Desired, READY, is_true, merge};
 use crate::crd::{ExecutorPoolSpec, NodePoolStatus};
 
 use super::state::{PoolRuntime, State};
@@ -132,4 +137,138 @@ pub fn conditions(p: &PoolRuntime) -> Vec<Desired> {
         Desired::new(READY, false, "Filling", counts)
     };
     vec![ready, degraded]
+}
+
+/// Each pool's conditions as last observed on each node, with the times
+/// they changed: by (node, pool key).
+static SEEN: Mutex<BTreeMap<(String, String), Vec<Condition>>> = Mutex::new(BTreeMap::new());
+
+/// The conditions `desired` with their transition times carried over from
+/// `previous` while their status holds, and whether the pool just became
+/// ready. Pure.
+pub fn transition(
+    previous: &[Condition],
+    desired: &[Desired],
+    generation: Option<i64>,
+    now: Timestamp,
+) -> (Vec<Condition>, bool) {
+    let next = merge(previous, desired, generation, now);
+    let became_ready = is_true(&next, READY) && !is_true(previous, READY);
+    (next, became_ready)
+}
+
+/// Records every pool's conditions on `node` with the times they changed
+/// (the reconcile loop calls it after each pass, so a change is stamped
+/// when it happens, not when someone asks), and logs once when a pool
+/// becomes ready.
+pub fn observe(node: &str, pools: &BTreeMap<String, PoolRuntime>) {
+    let now = Timestamp::now();
+    let mut seen = SEEN.lock().unwrap_or_else(|e| e.into_inner());
+    seen.retain(|(n, key), _| n != node || pools.contains_key(key));
+    for (key, p) in pools {
+        let entry = seen.entry((node.to_string(), key.clone())).or_default();
+        let (next, became_ready) = transition(entry, &conditions(p), p.resolved.generation, now);
+        if became_ready {
+            let languages: Vec<&str> = p
+                .served_languages()
+                .iter()
+                .map(|l| l.name.as_str())
+                .collect();
+            tracing::info!(
+                pool = %key,
+                warm = p.warm.len(),
+                ?languages,
+                "pool ready on this host: filled and its languages proven"
+            );
+        }
+        *entry = next;
+    }
+}
+
+/// The pool's conditions with the times they last changed on `node` (the
+/// time of the query only for a change not observed yet).
+pub fn stamped(
+    node: &str,
+    pool: &str,
+    desired: &[Desired],
+    generation: Option<i64>,
+) -> Vec<Condition> {
+    let seen = SEEN.lock().unwrap_or_else(|e| e.into_inner());
+    let previous = seen
+        .get(&(node.to_string(), pool.to_string()))
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    merge(previous, desired, generation, Timestamp::now())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::agent::desired::ResolvedPool;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+    fn at(s: i64) -> Timestamp {
+        Timestamp::from_second(s).unwrap()
+    }
+
+    #[test]
+    fn transition_times_are_those_of_the_change() {
+        let filling = [Desired::new(READY, false, "Filling", "0/2 warm")];
+        let warm = [Desired::new(READY, true, "Warm", "2/2 warm")];
+        let (c, ready) = transition(&[], &filling, None, at(10));
+        assert!(!ready);
+        let (c, ready) = transition(&c, &filling, None, at(20));
+        assert_eq!(
+            c[0].last_transition_time,
+            Time(at(10)),
+            "no change, no new time"
+        );
+        assert!(!ready);
+        let (c, ready) = transition(&c, &warm, None, at(30));
+        assert_eq!(c[0].last_transition_time, Time(at(30)));
+        assert!(ready, "became ready");
+        let (c, ready) = transition(&c, &warm, None, at(40));
+        assert_eq!(c[0].last_transition_time, Time(at(30)));
+        assert!(!ready, "ready once, logged once");
+    }
+
+    #[test]
+    fn the_host_remembers_when_its_conditions_changed() {
+        let spec: ExecutorPoolSpec = serde_yaml::from_str("image: small").unwrap();
+        let p = PoolRuntime::new(ResolvedPool {
+            key: "t/remember".into(),
+            name: "remember".into(),
+            generation: Some(3),
+            spec,
+            warm: 1,
+            image: None,
+            problem: None,
+        });
+        let pools = BTreeMap::from([("t/remember".to_string(), p)]);
+        observe("status-test-node", &pools);
+        let first = stamped(
+            "status-test-node",
+            "t/remember",
+            &conditions(&pools["t/remember"]),
+            Some(3),
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        observe("status-test-node", &pools);
+        let later = stamped(
+            "status-test-node",
+            "t/remember",
+            &conditions(&pools["t/remember"]),
+            Some(3),
+        );
+        assert_eq!(first, later, "the query time is not the transition time");
+        assert_eq!(later[0].observed_generation, Some(3));
+        observe("status-test-node", &BTreeMap::new());
+        let gone = stamped(
+            "status-test-node",
+            "t/remember",
+            &conditions(&pools["t/remember"]),
+            Some(3),
+        );
+        assert_ne!(gone[0].last_transition_time, first[0].last_transition_time);
+    }
 }

@@ -7,7 +7,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
-use crate::agent::{Blocker, ChoiceError};
+use crate::agent::{AcquireError, Blocker, ChoiceError};
 
 /// An error answer.
 #[derive(Debug)]
@@ -103,6 +103,33 @@ impl ApiError {
         }
         err.retry_after = blocker.retry_after();
         err
+    }
+}
+
+impl From<AcquireError> for ApiError {
+    /// 503 either way; `Retry-After` only when a container will come.
+    fn from(e: AcquireError) -> Self {
+        match e {
+            AcquireError::NoCapacity(_) if e.temporary() => {
+                let mut err = ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "no_capacity",
+                    format!("{e}; retry shortly"),
+                );
+                err.retry_after = Some(1);
+                err
+            }
+            AcquireError::NoCapacity(_) => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "no_capacity",
+                e.to_string(),
+            ),
+            AcquireError::PoolGone(_) => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "pool_unavailable",
+                e.to_string(),
+            ),
+        }
     }
 }
 

@@ -7,8 +7,9 @@ use axum::response::IntoResponse;
 use serde_json::{Value, json};
 
 use crate::agent::PoolReport;
-use crate::agent::status::Serving;
-use crate::crd::condition;
+use crate::agent::status::{self, Serving};
+use crate::crd::condition::{self, Condition};
+use crate::standalone::Rejection;
 
 use super::AppState;
 
@@ -31,32 +32,89 @@ pub async fn languages(State(app): State<AppState>) -> Json<Value> {
 }
 
 /// `GET /pools`: each pool as this host sees it, shaped like an ExecutorPool
-/// with its status.
+/// with its status; in standalone mode with the documents of the files that
+/// are rejected (see `pools_view`).
 pub async fn pools(State(app): State<AppState>) -> Json<Value> {
-    let now = k8s_openapi::jiff::Timestamp::now();
-    let list: Vec<Value> = app
-        .agent
-        .reports()
+    let node = app.agent.node().to_string();
+    let stamp = |r: &PoolReport| {
+        let key = format!("{}/{}", r.namespace, r.name);
+        status::stamped(&node, &key, &r.conditions, r.generation)
+    };
+    Json(pools_view(
+        app.agent.reports(),
+        stamp,
+        &crate::standalone::rejections(),
+    ))
+}
+
+/// The `/pools` answer. A rejected document is listed under `status.rejected`
+/// of the pool it describes (or of the pools that use the image it
+/// describes); a rejected pool that is not served at all gets an entry of
+/// its own, `Ready=False` with reason `Rejected`. Pure but for `stamp`,
+/// which gives a report's conditions with their transition times.
+pub fn pools_view(
+    reports: Vec<PoolReport>,
+    stamp: impl Fn(&PoolReport) -> Vec<Condition>,
+    rejected: &[Rejection],
+) -> Value {
+    let mut listed = Vec::new();
+    let mut list: Vec<Value> = reports
         .into_iter()
         .map(|r| {
-            let conditions = condition::merge(&[], &r.conditions, r.generation, now);
+            let key = format!("{}/{}", r.namespace, r.name);
+            let about: Vec<&Rejection> = rejected
+                .iter()
+                .filter(|x| {
+                    (x.kind == "ExecutorPool" && x.name == key)
+                        || (x.kind == "LanguageImage" && x.name == r.spec.image)
+                })
+                .collect();
+            let conditions = stamp(&r);
+            listed.push(key);
+            let mut status = json!({
+                "observedGeneration": r.generation,
+                "warm": r.node.warm,
+                "busy": r.node.busy,
+                "nodesReady": format!("{}/1", u8::from(r.node.ready)),
+                "conditions": conditions,
+                "nodes": [r.node],
+            });
+            if !about.is_empty() {
+                status["rejected"] = json!(about);
+            }
             json!({
                 "apiVersion": "unsandbox.com/v1alpha1",
                 "kind": "ExecutorPool",
                 "metadata": {"name": r.name, "namespace": r.namespace, "generation": r.generation},
                 "spec": r.spec,
-                "status": {
-                    "observedGeneration": r.generation,
-                    "warm": r.node.warm,
-                    "busy": r.node.busy,
-                    "nodesReady": format!("{}/1", u8::from(r.node.ready)),
-                    "conditions": conditions,
-                    "nodes": [r.node],
-                }
+                "status": status,
             })
         })
         .collect();
-    Json(Value::Array(list))
+    for x in rejected
+        .iter()
+        .filter(|x| x.kind == "ExecutorPool" && !listed.contains(&x.name))
+    {
+        let (namespace, name) = x.name.split_once('/').unwrap_or(("default", &x.name));
+        let ready = condition::merge(
+            &[],
+            &[condition::Desired::new(
+                condition::READY,
+                false,
+                "Rejected",
+                format!("{x}"),
+            )],
+            None,
+            k8s_openapi::jiff::Timestamp::now(),
+        );
+        list.push(json!({
+            "apiVersion": "unsandbox.com/v1alpha1",
+            "kind": "ExecutorPool",
+            "metadata": {"name": name, "namespace": namespace},
+            "status": {"conditions": ready, "rejected": [x]},
+        }));
+    }
+    Value::Array(list)
 }
 
 /// `GET /healthz`: the process is alive.
@@ -132,6 +190,42 @@ mod tests {
                 "running the languages' smoke tests on this host",
             )],
         }
+    }
+
+    fn rejection(kind: &'static str, name: &str, kept: bool) -> Rejection {
+        Rejection {
+            file: "pools.yaml".into(),
+            document: 1,
+            kind,
+            name: name.into(),
+            message: "unknown field \"spec.wram\"".into(),
+            kept,
+        }
+    }
+
+    #[test]
+    fn pools_list_rejected_documents() {
+        let rejected = [
+            rejection("ExecutorPool", "t/p", true),
+            rejection("LanguageImage", "small", true),
+            rejection("ExecutorPool", "t/new", false),
+            rejection("LanguageImage", "unused", false),
+        ];
+        let view = pools_view(vec![report("Warm")], |_| vec![], &rejected);
+        let list = view.as_array().unwrap();
+        assert_eq!(list.len(), 2, "{view}");
+        let kept = &list[0]["status"]["rejected"];
+        assert_eq!(kept.as_array().unwrap().len(), 2, "{view}");
+        assert_eq!(kept[0]["file"], "pools.yaml");
+        assert_eq!(kept[0]["document"], 1);
+        assert_eq!(kept[0]["kept"], true);
+        assert!(kept[0]["message"].as_str().unwrap().contains("spec.wram"));
+        assert_eq!(list[1]["metadata"]["name"], "new");
+        assert_eq!(list[1]["status"]["conditions"][0]["reason"], "Rejected");
+        assert_eq!(list[1]["status"]["conditions"][0]["status"], "False");
+
+        let clean = pools_view(vec![report("Warm")], |_| vec![], &[]);
+        assert!(clean[0]["status"].get("rejected").is_none(), "{clean}");
     }
 
     #[test]

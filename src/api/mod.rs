@@ -9,11 +9,15 @@ pub mod piston;
 pub mod types;
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
+use axum::http::{Method, StatusCode, Uri};
 use axum::routing::{get, post};
+use tower_http::classify::ServerErrorsFailureClass;
 use tower_http::trace::TraceLayer;
+use tracing::Span;
 
 pub use error::ApiError;
 
@@ -49,16 +53,41 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .route("/metrics", get(info::metrics))
         .route("/api/v2/execute", post(piston::execute))
         .route("/api/v2/runtimes", get(piston::runtimes))
-        .fallback(|| async {
+        .fallback(|uri: Uri| async move {
             ApiError::new(
-                axum::http::StatusCode::NOT_FOUND,
+                StatusCode::NOT_FOUND,
                 "not_found",
-                "no such endpoint",
+                format!("no such endpoint: {}", uri.path()),
+            )
+        })
+        .method_not_allowed_fallback(|method: Method, uri: Uri| async move {
+            ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                format!("{} does not take {method}", uri.path()),
             )
         })
         .layer(DefaultBodyLimit::max(max_body_bytes))
-        .layer(TraceLayer::new_for_http())
+        .layer(TraceLayer::new_for_http().on_failure(on_failure))
         .with_state(state)
+}
+
+/// Logs a failed response. A 5xx the service chose to answer (503 while a
+/// pool fills, 502 from a peer) is an answer, logged by what decided it, so
+/// only a 500 (a bug) and a response that broke are errors here.
+fn on_failure(class: ServerErrorsFailureClass, latency: Duration, _span: &Span) {
+    let latency_ms = latency.as_millis() as u64;
+    match class {
+        ServerErrorsFailureClass::StatusCode(StatusCode::INTERNAL_SERVER_ERROR) => {
+            tracing::error!(latency_ms, "response failed: 500 Internal Server Error");
+        }
+        ServerErrorsFailureClass::StatusCode(status) => {
+            tracing::debug!(latency_ms, %status, "answered with a server error status");
+        }
+        ServerErrorsFailureClass::Error(error) => {
+            tracing::error!(latency_ms, error, "response failed");
+        }
+    }
 }
 
 /// Serves the API on `addr` until `shutdown` resolves, then drains requests.
