@@ -28,13 +28,17 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Standalone(args) => {
-            let resources = standalone::watch_files(
+            let (resources, rejections) = standalone::watch_files(
                 args.config.clone(),
                 Duration::from_millis(args.config_poll_ms),
             )
             .await?;
             let agent = start_agent(&args.lxd, &args.agent, resources).await?;
-            serve(agent, &args.api, None, args.agent.cleanup_on_exit).await
+            let state = api::AppState {
+                rejections,
+                ..api::AppState::local(agent)
+            };
+            serve(state, &args.api, args.agent.cleanup_on_exit).await
         }
         Command::Agent(args) => {
             let client = kube::Client::try_default()
@@ -60,13 +64,11 @@ async fn main() -> anyhow::Result<()> {
                 ..cluster::peers::StorePeers::new(stores, node)
             });
             let forwarder = api::forward::Forwarder::new(peers);
-            serve(
-                agent,
-                &args.api,
-                Some(forwarder),
-                args.agent.cleanup_on_exit,
-            )
-            .await
+            let state = api::AppState {
+                forwarder: Some(forwarder),
+                ..api::AppState::local(agent)
+            };
+            serve(state, &args.api, args.agent.cleanup_on_exit).await
         }
         Command::Controller(args) => run_controller(args).await,
         Command::Bench(args) => unsandbox::bench::run(args).await,
@@ -149,12 +151,8 @@ async fn start_agent(
 /// Runs the reconcile loop and the API until a signal, then drains: in-flight
 /// executions finish, used containers are destroyed, and with cleanup the
 /// warm ones too.
-async fn serve(
-    agent: Agent,
-    api_args: &ApiArgs,
-    forwarder: Option<api::forward::Forwarder>,
-    cleanup: bool,
-) -> anyhow::Result<()> {
+async fn serve(state: api::AppState, api_args: &ApiArgs, cleanup: bool) -> anyhow::Result<()> {
+    let agent = state.agent.clone();
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let loop_agent = agent.clone();
     let mut loop_stop = stop_rx.clone();
@@ -165,10 +163,6 @@ async fn serve(
             })
             .await;
     });
-    let state = api::AppState {
-        agent: agent.clone(),
-        forwarder,
-    };
     let app = api::router(state, api_args.max_body_bytes);
     let mut api_stop = stop_rx.clone();
     let mut server = tokio::spawn(api::serve(api_args.listen, app, async move {

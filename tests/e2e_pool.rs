@@ -426,11 +426,19 @@ async fn an_invalid_edit_of_the_files_is_rejected_and_the_warm_containers_stay()
     .unwrap();
     let file = dir.path().join("pool.yaml");
     std::fs::write(&file, POOL).unwrap();
-    let mut rx =
+    let (mut rx, rejections) =
         unsandbox::standalone::watch_files(vec![dir.path().into()], Duration::from_secs(1))
             .await
             .unwrap();
-    let h = Harness::start("reject", rx.borrow().clone()).await;
+    let mut h = Harness::start("reject", rx.borrow().clone()).await;
+    // The API answers with this file watcher's rejections, as standalone's does.
+    h.router = unsandbox::api::router(
+        unsandbox::api::AppState {
+            rejections,
+            ..unsandbox::api::AppState::local(h.agent.clone())
+        },
+        64 * 1024,
+    );
     let tx = h.tx.clone();
     tokio::spawn(async move {
         while rx.changed().await.is_ok() {

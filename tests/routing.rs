@@ -90,6 +90,7 @@ async fn forwards_to_a_warm_peer_once_and_never_loops() {
     let state = AppState {
         agent: idle_agent().await,
         forwarder: Some(Forwarder::new(Arc::new(peers))),
+        rejections: unsandbox::standalone::no_rejections(),
     };
     let app = router(state, 1 << 20);
 

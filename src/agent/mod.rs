@@ -182,6 +182,7 @@ impl Agent {
                     spec: p.resolved.spec.clone(),
                     node: status::node_status(p, &self.inner.cfg.node),
                     conditions: status::conditions(p),
+                    observed: p.observed_conditions.clone(),
                 }
             })
             .collect()

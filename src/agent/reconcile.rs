@@ -616,7 +616,7 @@ impl Agent {
             m.set_containers(key, "busy", p.busy);
             m.set_containers(key, "launching", p.launching);
         }
-        super::status::observe(&self.inner.cfg.node, &st.pools);
+        super::status::observe(&mut st.pools);
     }
 
     /// Destroys every container this agent owns on LXD (shutdown with

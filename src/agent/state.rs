@@ -61,6 +61,9 @@ pub struct PoolRuntime {
     pub smoke_running: Option<String>,
     /// Versions recorded in the pool's image, by language.
     pub versions: BTreeMap<String, String>,
+    /// The pool's conditions on this host as the reconcile loop last
+    /// observed them, with the times they last changed.
+    pub observed_conditions: Vec<crate::crd::condition::Condition>,
 }
 
 impl PoolRuntime {
@@ -83,6 +86,7 @@ impl PoolRuntime {
             smoke: None,
             smoke_running: None,
             versions: BTreeMap::new(),
+            observed_conditions: Vec::new(),
         }
     }
 

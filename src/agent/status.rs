@@ -2,7 +2,6 @@
 //! host's memory of when each condition last changed.
 
 use std::collections::BTreeMap;
-use std::sync::Mutex;
 
 use k8s_openapi::jiff::Timestamp;
 use serde::Serialize;
@@ -48,6 +47,10 @@ pub struct PoolReport {
     pub node: NodePoolStatus,
     #[serde(skip)]
     pub conditions: Vec<Desired>,
+    /// The conditions as the reconcile loop last observed them, with the
+    /// times they changed.
+    #[serde(skip)]
+    pub observed: Vec<Condition>,
 }
 
 /// The host's entry for the pool's `status.nodes`.
@@ -139,10 +142,6 @@ pub fn conditions(p: &PoolRuntime) -> Vec<Desired> {
     vec![ready, degraded]
 }
 
-/// Each pool's conditions as last observed on each node, with the times
-/// they changed: by (node, pool key).
-static SEEN: Mutex<BTreeMap<(String, String), Vec<Condition>>> = Mutex::new(BTreeMap::new());
-
 /// The conditions `desired` with their transition times carried over from
 /// `previous` while their status holds, and whether the pool just became
 /// ready. Pure.
@@ -157,17 +156,18 @@ pub fn transition(
     (next, became_ready)
 }
 
-/// Records every pool's conditions on `node` with the times they changed
-/// (the reconcile loop calls it after each pass, so a change is stamped
-/// when it happens, not when someone asks), and logs once when a pool
-/// becomes ready.
-pub fn observe(node: &str, pools: &BTreeMap<String, PoolRuntime>) {
+/// Records every pool's conditions with the times they changed (the
+/// reconcile loop calls it after each pass, so a change is stamped when it
+/// happens, not when someone asks), and logs once when a pool becomes ready.
+pub fn observe(pools: &mut BTreeMap<String, PoolRuntime>) {
     let now = Timestamp::now();
-    let mut seen = SEEN.lock().unwrap_or_else(|e| e.into_inner());
-    seen.retain(|(n, key), _| n != node || pools.contains_key(key));
-    for (key, p) in pools {
-        let entry = seen.entry((node.to_string(), key.clone())).or_default();
-        let (next, became_ready) = transition(entry, &conditions(p), p.resolved.generation, now);
+    for (key, p) in pools.iter_mut() {
+        let (next, became_ready) = transition(
+            &p.observed_conditions,
+            &conditions(p),
+            p.resolved.generation,
+            now,
+        );
         if became_ready {
             let languages: Vec<&str> = p
                 .served_languages()
@@ -181,24 +181,18 @@ pub fn observe(node: &str, pools: &BTreeMap<String, PoolRuntime>) {
                 "pool ready on this host: filled and its languages proven"
             );
         }
-        *entry = next;
+        p.observed_conditions = next;
     }
 }
 
-/// The pool's conditions with the times they last changed on `node` (the
-/// time of the query only for a change not observed yet).
+/// The pool's conditions with the times they last changed as `observed`
+/// (the time of the query only for a change not observed yet).
 pub fn stamped(
-    node: &str,
-    pool: &str,
+    observed: &[Condition],
     desired: &[Desired],
     generation: Option<i64>,
 ) -> Vec<Condition> {
-    let seen = SEEN.lock().unwrap_or_else(|e| e.into_inner());
-    let previous = seen
-        .get(&(node.to_string(), pool.to_string()))
-        .map(Vec::as_slice)
-        .unwrap_or_default();
-    merge(previous, desired, generation, Timestamp::now())
+    merge(observed, desired, generation, Timestamp::now())
 }
 
 #[cfg(test)]
@@ -244,31 +238,20 @@ mod tests {
             image: None,
             problem: None,
         });
-        let pools = BTreeMap::from([("t/remember".to_string(), p)]);
-        observe("status-test-node", &pools);
-        let first = stamped(
-            "status-test-node",
-            "t/remember",
-            &conditions(&pools["t/remember"]),
-            Some(3),
-        );
+        let mut pools = BTreeMap::from([("t/remember".to_string(), p)]);
+        observe(&mut pools);
+        let p = &pools["t/remember"];
+        let first = stamped(&p.observed_conditions, &conditions(p), Some(3));
         std::thread::sleep(std::time::Duration::from_millis(20));
-        observe("status-test-node", &pools);
-        let later = stamped(
-            "status-test-node",
-            "t/remember",
-            &conditions(&pools["t/remember"]),
-            Some(3),
-        );
+        observe(&mut pools);
+        let p = &pools["t/remember"];
+        let later = stamped(&p.observed_conditions, &conditions(p), Some(3));
         assert_eq!(first, later, "the query time is not the transition time");
         assert_eq!(later[0].observed_generation, Some(3));
-        observe("status-test-node", &BTreeMap::new());
-        let gone = stamped(
-            "status-test-node",
-            "t/remember",
-            &conditions(&pools["t/remember"]),
-            Some(3),
+        let unobserved = stamped(&[], &conditions(p), Some(3));
+        assert_ne!(
+            unobserved[0].last_transition_time,
+            first[0].last_transition_time
         );
-        assert_ne!(gone[0].last_transition_time, first[0].last_transition_time);
     }
 }

@@ -35,15 +35,11 @@ pub async fn languages(State(app): State<AppState>) -> Json<Value> {
 /// with its status; in standalone mode with the documents of the files that
 /// are rejected (see `pools_view`).
 pub async fn pools(State(app): State<AppState>) -> Json<Value> {
-    let node = app.agent.node().to_string();
-    let stamp = |r: &PoolReport| {
-        let key = format!("{}/{}", r.namespace, r.name);
-        status::stamped(&node, &key, &r.conditions, r.generation)
-    };
+    let stamp = |r: &PoolReport| status::stamped(&r.observed, &r.conditions, r.generation);
     Json(pools_view(
         app.agent.reports(),
         stamp,
-        &crate::standalone::rejections(),
+        &app.rejections.borrow().clone(),
     ))
 }
 
@@ -189,6 +185,7 @@ mod tests {
                 reason,
                 "running the languages' smoke tests on this host",
             )],
+            observed: Vec::new(),
         }
     }
 

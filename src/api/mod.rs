@@ -29,6 +29,8 @@ pub struct AppState {
     pub agent: Agent,
     /// Set on Kubernetes: peers that can take what this node cannot.
     pub forwarder: Option<forward::Forwarder>,
+    /// Standalone: the documents of the files that are not applied, and why.
+    pub rejections: crate::standalone::Rejections,
 }
 
 impl AppState {
@@ -37,6 +39,7 @@ impl AppState {
         Self {
             agent,
             forwarder: None,
+            rejections: crate::standalone::no_rejections(),
         }
     }
 }

@@ -12,7 +12,7 @@ pub mod fields;
 pub mod files;
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use notify::{EventKind, RecursiveMode, Watcher};
@@ -26,27 +26,30 @@ pub use accept::Rejection;
 /// several writes are read once, complete.
 const SETTLE: Duration = Duration::from_millis(100);
 
-/// The documents rejected by the last load of this process's files.
-static REJECTED: Mutex<Vec<Rejection>> = Mutex::new(Vec::new());
+/// Documents the files hold that are not applied now, and why: updated on
+/// every load of the files.
+pub type Rejections = watch::Receiver<Vec<Rejection>>;
 
-/// Documents the files hold that are not applied now, and why (standalone;
-/// empty elsewhere).
-pub fn rejections() -> Vec<Rejection> {
-    REJECTED.lock().unwrap_or_else(|e| e.into_inner()).clone()
+/// Rejections of a process that reads no files (always empty).
+pub fn no_rejections() -> Rejections {
+    watch::channel(Vec::new()).1
 }
 
 /// Loads `paths` now (every document must be valid), then watches them
 /// (inotify; polling every `interval` where that is not available) and
 /// publishes every change. A change that does not load is logged and the last
-/// good set kept; an invalid document is rejected alone (see `accept`).
+/// good set kept; an invalid document is rejected alone (see `accept`) and
+/// listed in the returned rejections.
 pub async fn watch_files(
     paths: Vec<PathBuf>,
     interval: Duration,
-) -> Result<watch::Receiver<Resources>, files::LoadError> {
-    watch_with(paths, interval, |r| {
-        *REJECTED.lock().unwrap_or_else(|e| e.into_inner()) = r;
+) -> Result<(watch::Receiver<Resources>, Rejections), files::LoadError> {
+    let (tx, rx) = watch::channel(Vec::new());
+    let resources = watch_with(paths, interval, move |r| {
+        let _ = tx.send(r);
     })
-    .await
+    .await?;
+    Ok((resources, rx))
 }
 
 /// `watch_files`, handing each load's rejections to `rejected`.
