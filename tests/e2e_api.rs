@@ -79,6 +79,30 @@ async fn bad_input_gets_precise_4xx_and_loses_nothing() {
         "{b}"
     );
 
+    let long = "a".repeat(300);
+    let (s, b) = h
+        .execute(
+            "python",
+            json!({"code": "1", "files": [{"name": long, "content": ""}]}),
+        )
+        .await;
+    assert_eq!(s, 422, "{b}");
+    assert!(
+        b["message"]
+            .as_str()
+            .unwrap()
+            .ends_with("is 300 bytes long; the limit is 255"),
+        "{b}"
+    );
+
+    for asked in [0, 31] {
+        let (s, b) = h
+            .execute("python", json!({"code": "1", "memory_mib": asked}))
+            .await;
+        assert_eq!(s, 422, "{b}");
+        assert_eq!(b["message"], "memory_mib must be at least 32", "{b}");
+    }
+
     // A semitrusted pool is declared but not served: it says so, and a
     // request for that tier is refused rather than run with other isolation.
     let (s, b) = h

@@ -11,8 +11,7 @@ use base64::Engine;
 use serde_json::json;
 use tracing::Instrument;
 
-use crate::agent::AcquireError;
-use crate::crd::validate::valid_file_name;
+use crate::crd::validate::file_name_problem;
 use crate::execution::{self, Job};
 use crate::languages::detect;
 use crate::metrics::{ExecLabels, PoolLabels, RouteLabels};
@@ -103,10 +102,10 @@ fn decode_files(
 ) -> Result<Vec<(String, Vec<u8>)>, ApiError> {
     let mut out: Vec<(String, Vec<u8>)> = Vec::new();
     for (i, f) in req.files.iter().enumerate() {
-        if !valid_file_name(&f.name) {
+        if let Some(problem) = file_name_problem(&f.name) {
+            let shown: String = f.name.chars().take(64).collect();
             return Err(ApiError::invalid(format!(
-                "files[{i}].name {:?}: a plain file name of letters, digits, '.', '_' and '-', not starting with '.'",
-                f.name
+                "files[{i}].name {shown:?}: {problem}"
             )));
         }
         if f.name == source_file || out.iter().any(|(n, _)| n == &f.name) {
@@ -133,9 +132,22 @@ fn decode_files(
     Ok(out)
 }
 
-fn limit(name: &str, value: Result<u64, u64>, requested: Option<u64>) -> Result<u64, ApiError> {
+/// The least memory, in MiB, a stage may be given (the CRD's floor for
+/// `limits.memoryMib`).
+const MIN_MEMORY_MIB: u64 = 32;
+
+/// The effective value of a limit: the pool's `value` (`Err(max)` when the
+/// request asked for more than the pool's maximum), refused below `floor`.
+fn limit(
+    name: &str,
+    value: Result<u64, u64>,
+    requested: Option<u64>,
+    floor: u64,
+) -> Result<u64, ApiError> {
     match (value, requested) {
-        (_, Some(0)) => Err(ApiError::invalid(format!("{name} must be at least 1"))),
+        (_, Some(v)) if v < floor => Err(ApiError::invalid(format!(
+            "{name} must be at least {floor}"
+        ))),
         (Ok(v), _) => Ok(v),
         (Err(max), Some(asked)) => Err(ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
@@ -182,16 +194,19 @@ fn stage_limits(
         "max_output_bytes",
         ex.output_bytes.resolve(sub.output_bytes),
         sub.output_bytes,
+        1,
     )?;
     let wall = limit(
         "timeout_ms",
         ex.wall_time_ms.resolve(sub.run_timeout_ms),
         sub.run_timeout_ms,
+        1,
     )?;
     let compile_wall = limit(
         "compile_timeout_ms",
         ex.compile_time_ms.resolve(sub.compile_timeout_ms),
         sub.compile_timeout_ms,
+        1,
     )?;
     let pool_memory = u64::from(l.memory_mib);
     let pool_compile_memory = u64::from(l.compile_memory_mib.unwrap_or(l.memory_mib));
@@ -199,18 +214,22 @@ fn stage_limits(
         "memory_mib",
         at_most(pool_memory, sub.memory_mib),
         sub.memory_mib,
+        MIN_MEMORY_MIB,
     )?;
     let compile_memory = limit(
         "compile_memory_mib",
         at_most(pool_compile_memory, sub.compile_memory_mib),
         sub.compile_memory_mib,
+        MIN_MEMORY_MIB,
     )?;
     for (name, v) in [
         ("memory_mib", memory),
         ("compile_memory_mib", compile_memory),
     ] {
-        if v < 32 {
-            return Err(ApiError::invalid(format!("{name} must be at least 32")));
+        if v < MIN_MEMORY_MIB {
+            return Err(ApiError::invalid(format!(
+                "{name} must be at least {MIN_MEMORY_MIB}"
+            )));
         }
     }
     Ok(execution::Limits {
@@ -284,22 +303,7 @@ pub(crate) async fn run_local(
             .agent
             .acquire(&choice.pool, deadline)
             .await
-            .map_err(|e| match e {
-                AcquireError::NoCapacity(_) => {
-                    let mut err = ApiError::new(
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        "no_capacity",
-                        format!("{e}; retry shortly"),
-                    );
-                    err.retry_after = Some(1);
-                    err
-                }
-                AcquireError::PoolGone(_) => ApiError::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "pool_unavailable",
-                    e.to_string(),
-                ),
-            })?;
+            .map_err(ApiError::from)?;
         let span = tracing::info_span!("execute", pool = %lease.pool, container = %lease.container, language = %choice.language.name);
         let outcome = execution::run(app.agent.lxd(), &lease.container, &job, &limits)
             .instrument(span)

@@ -159,12 +159,30 @@ pub fn image(spec: &LanguageImageSpec) -> Result<(), Invalid> {
 
 /// A plain file name: no directories, no leading dot, only safe characters.
 pub fn valid_file_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 255
+    file_name_problem(name).is_none()
+}
+
+/// The longest file name accepted, in bytes (a common file system limit).
+pub const MAX_FILE_NAME: usize = 255;
+
+/// What is wrong with a file name, if anything: its length first, then its
+/// characters.
+pub fn file_name_problem(name: &str) -> Option<String> {
+    if name.len() > MAX_FILE_NAME {
+        return Some(format!(
+            "is {} bytes long; the limit is {MAX_FILE_NAME}",
+            name.len()
+        ));
+    }
+    let plain = !name.is_empty()
         && !name.starts_with('.')
         && name
             .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+    (!plain).then(|| {
+        "must be a plain file name of letters, digits, '.', '_' and '-', not starting with '.'"
+            .to_string()
+    })
 }
 
 #[cfg(test)]
@@ -232,5 +250,16 @@ mod tests {
         assert!(!valid_file_name(".bashrc"));
         assert!(!valid_file_name("a b"));
         assert!(!valid_file_name(""));
+        let long = "a".repeat(300);
+        assert_eq!(
+            file_name_problem(&long).unwrap(),
+            "is 300 bytes long; the limit is 255"
+        );
+        assert!(
+            file_name_problem("a b")
+                .unwrap()
+                .contains("plain file name")
+        );
+        assert!(valid_file_name(&"a".repeat(255)));
     }
 }

@@ -6,7 +6,7 @@ use serde_json::{Map, Value};
 
 use crate::api::execute::Submission;
 use crate::crd::ExecutorPoolSpec;
-use crate::crd::validate::valid_file_name;
+use crate::crd::validate::file_name_problem;
 
 use super::PistonError;
 
@@ -176,9 +176,10 @@ pub(super) fn split_files(files: &[RawFile]) -> Result<(String, Named), PistonEr
     let mut others: Named = Vec::new();
     for (i, f) in files.iter().enumerate().filter(|(i, _)| *i != src) {
         let name = f.name.clone().unwrap_or_else(|| format!("file{i}.code"));
-        if !valid_file_name(&name) {
+        if let Some(problem) = file_name_problem(&name) {
+            let shown: String = name.chars().take(64).collect();
             return Err(PistonError::bad(format!(
-                "files[{i}].name {name:?}: a plain file name of letters, digits, '.', '_' and '-', not starting with '.'"
+                "files[{i}].name {shown:?}: {problem}"
             )));
         }
         if others.iter().any(|(n, _)| *n == name) {
