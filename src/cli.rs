@@ -61,7 +61,8 @@ pub struct StandaloneArgs {
         required = true
     )]
     pub config: Vec<PathBuf>,
-    /// How often the files are checked for changes, in milliseconds.
+    /// How often the files are polled for changes, in milliseconds, where
+    /// inotify is not available (with inotify a change applies at once).
     #[arg(long, env = "UNSANDBOX_CONFIG_POLL_MS", default_value_t = 1000)]
     pub config_poll_ms: u64,
     #[command(flatten)]
