@@ -22,6 +22,15 @@ fn checked_in_crds_are_up_to_date() {
     }
 }
 
+/// Both CRDs as the code generates them, as JSON.
+fn generated_crds() -> [Value; 2] {
+    use kube::CustomResourceExt;
+    [
+        serde_json::to_value(unsandbox::crd::LanguageImage::crd()).unwrap(),
+        serde_json::to_value(unsandbox::crd::ExecutorPool::crd()).unwrap(),
+    ]
+}
+
 /// Walks a schema and lists every place that breaks the structural rules.
 fn structural_problems(schema: &Value, path: &str, out: &mut Vec<String>) {
     let Some(obj) = schema.as_object() else {
@@ -58,12 +67,7 @@ fn structural_problems(schema: &Value, path: &str, out: &mut Vec<String>) {
 
 #[test]
 fn schemas_are_structural_and_every_spec_field_is_documented() {
-    use kube::CustomResourceExt;
-    let crds = [
-        serde_json::to_value(unsandbox::crd::LanguageImage::crd()).unwrap(),
-        serde_json::to_value(unsandbox::crd::ExecutorPool::crd()).unwrap(),
-    ];
-    for crd in crds {
+    for crd in generated_crds() {
         let name = crd["metadata"]["name"].as_str().unwrap().to_string();
         for version in crd["spec"]["versions"].as_array().unwrap() {
             let schema = &version["schema"]["openAPIV3Schema"];
@@ -183,12 +187,7 @@ fn unbounded_nodes(schema: &Value, path: &str, out: &mut Vec<String>) {
 
 #[test]
 fn every_cel_rule_reads_only_bounded_strings_arrays_and_maps() {
-    use kube::CustomResourceExt;
-    let crds = [
-        serde_json::to_value(unsandbox::crd::LanguageImage::crd()).unwrap(),
-        serde_json::to_value(unsandbox::crd::ExecutorPool::crd()).unwrap(),
-    ];
-    for crd in crds {
+    for crd in generated_crds() {
         let name = crd["metadata"]["name"].as_str().unwrap().to_string();
         for version in crd["spec"]["versions"].as_array().unwrap() {
             let mut problems = Vec::new();
