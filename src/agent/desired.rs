@@ -157,12 +157,10 @@ pub fn container_hash(spec: &ExecutorPoolSpec, fingerprint: &str) -> String {
         "limits": spec.limits,
         "network": spec.network,
     });
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in shape.to_string().bytes() {
-        h ^= b as u64;
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    format!("{h:016x}")
+    format!(
+        "{:016x}",
+        super::keys::stable_hash(shape.to_string().as_bytes())
+    )
 }
 
 #[cfg(test)]

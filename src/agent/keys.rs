@@ -49,21 +49,34 @@ pub fn container_name(pool_name: &str) -> String {
 /// it start without LXD re-mapping every file's owner, which halves the
 /// cost of a launch.
 pub fn template_name(hash: &str, node: &str) -> String {
-    let mut h: u32 = 0x811c_9dc5;
-    for b in node.bytes() {
-        h ^= b as u32;
-        h = h.wrapping_mul(0x0100_0193);
-    }
     format!(
         "us-tpl-{}-{:06x}",
         &hash[..hash.len().min(16)],
-        h & 0xff_ffff
+        stable_hash(node.as_bytes()) & 0xff_ffff
     )
+}
+
+/// A hash that is the same on every host and in every release (64-bit
+/// FNV-1a): container shapes, smoke-test keys and template names are
+/// compared across restarts and between agents, so `std`'s randomly seeded
+/// hasher will not do.
+pub fn stable_hash(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h: u64, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_stable_hash_is_fnv1a() {
+        // Reference values of 64-bit FNV-1a.
+        assert_eq!(stable_hash(b""), 0xcbf2_9ce4_8422_2325);
+        assert_eq!(stable_hash(b"a"), 0xaf63_dc4c_8601_ec8c);
+        assert_eq!(stable_hash(b"foobar"), 0x8594_4171_f739_67e8);
+    }
 
     #[test]
     fn names_are_valid_hostnames_and_unique() {

@@ -38,12 +38,7 @@ pub struct LanguageCheck {
 /// languages' commands and tests. Results for another key are stale.
 pub fn key(hash: &str, languages: &[LanguageSpec]) -> String {
     let text = serde_json::json!({ "hash": hash, "languages": languages }).to_string();
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in text.bytes() {
-        h ^= b as u64;
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    format!("{h:016x}")
+    format!("{:016x}", super::keys::stable_hash(text.as_bytes()))
 }
 
 /// Whether a test's outcome is a pass; the reason when it is not. Pure.

@@ -243,7 +243,7 @@ mod tests {
         std::fs::write(dir.path().join("image.yaml"), IMAGE).unwrap();
         let file = dir.path().join("pool.yaml");
         std::fs::write(&file, pool("{image: small, warm: 2}")).unwrap();
-        let seen = Arc::new(Mutex::new(vec![]));
+        let seen = Arc::new(std::sync::Mutex::new(vec![]));
         let sink = seen.clone();
         let mut rx = watch_with(vec![dir.path().into()], Duration::from_secs(1), move |r| {
             *sink.lock().unwrap() = r
