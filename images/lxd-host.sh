@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Prepares this machine to run unsandbox containers: makes sure LXD is
-# installed and its daemon is running, and that a btrfs storage pool exists
+# installed and its daemon is running (with lxcfs started first, so that a
+# container's /proc/meminfo, /proc/cpuinfo and /proc/uptime show its own
+# limits), and that a btrfs storage pool exists
 # and backs the root disk of the `default` profile. Safe to run any number of
 # times (also after a reboot, when only the daemon needs starting again).
 # Run as root. Prints the LXD socket path at the end.
@@ -15,7 +17,8 @@ POOL_SIZE="${UNSANDBOX_POOL_SIZE:-30GiB}"
 LXD_DIR=/var/lib/lxd
 SOCKET="$LXD_DIR/unix.socket"
 LOG_DIR=/var/log/lxd
-PACKAGES=(lxd lxd-client btrfs-progs iptables debootstrap)
+LXCFS_DIR=/var/lib/lxcfs
+PACKAGES=(lxd lxd-client lxcfs btrfs-progs iptables debootstrap)
 
 say() { printf 'lxd-host: %s\n' "$*"; }
 die() { printf 'lxd-host: error: %s\n' "$*" >&2; exit 1; }
@@ -37,8 +40,25 @@ else
     say "packages present"
 fi
 
-# 2. Daemon -------------------------------------------------------------------
+# 2. lxcfs, then the daemon ------------------------------------------------------
 daemon_answers() { timeout 10 lxc query /1.0 >/dev/null 2>&1; }
+lxcfs_mounted() { awk -v d="$LXCFS_DIR" '$2 == d && $3 ~ /fuse/ { f = 1 } END { exit !f }' /proc/mounts; }
+
+# LXD looks for lxcfs when it starts: lxcfs must be mounted first.
+if lxcfs_mounted; then
+    say "lxcfs already running"
+else
+    say "starting lxcfs"
+    mkdir -p "$LOG_DIR" "$LXCFS_DIR"
+    setsid -f nohup lxcfs "$LXCFS_DIR" </dev/null >>"$LOG_DIR/lxcfs.out" 2>&1
+    for _ in $(seq 50); do lxcfs_mounted && break; sleep 0.1; done
+    if lxcfs_mounted; then
+        daemon_answers &&
+            say "note: the LXD daemon started before lxcfs; restart it to give containers lxcfs's /proc files"
+    else
+        say "note: lxcfs did not mount (see $LOG_DIR/lxcfs.out); containers will see the host's /proc figures"
+    fi
+fi
 
 if daemon_answers; then
     say "daemon already running"

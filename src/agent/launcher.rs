@@ -29,11 +29,19 @@ pub struct Placement<'a> {
 /// The LXD definition of a pool container: unprivileged, no
 /// profiles, only a root disk (so no network device), kernel-enforced limits,
 /// and the keys that mark it as this node's.
+///
+/// Hardening beyond LXD's defaults: no `/dev/lxd` socket (`security.devlxd`),
+/// no nested user namespaces (the container's own `user.max_user_namespaces`
+/// sysctl is 0, set by LXC at start, before any code runs, and the runner has
+/// no capability to change it: `unshare -r` fails), and a CFS quota of
+/// 100 ms per 100 ms per CPU besides the pinned cores (`limits.cpu.allowance`),
+/// so spinning code gets its share and no more.
 pub fn instance_spec(name: &str, spec: &ExecutorPoolSpec, at: &Placement<'_>) -> InstanceCreate {
     let mut create = InstanceCreate::container(name, at.fingerprint, at.storage_pool);
     let l = &spec.limits;
     let config = [
         ("limits.cpu", l.cpus.to_string()),
+        ("limits.cpu.allowance", format!("{}ms/100ms", 100 * l.cpus)),
         ("limits.memory", format!("{}MiB", l.memory_mib)),
         ("limits.memory.enforce", "hard".to_string()),
         ("limits.memory.swap", "false".to_string()),
@@ -41,6 +49,8 @@ pub fn instance_spec(name: &str, spec: &ExecutorPoolSpec, at: &Placement<'_>) ->
         ("security.privileged", "false".to_string()),
         ("security.nesting", "false".to_string()),
         ("security.syscalls.deny_compat", "true".to_string()),
+        ("security.devlxd", "false".to_string()),
+        ("linux.sysctl.user.max_user_namespaces", "0".to_string()),
         ("boot.autostart", "false".to_string()),
         ("environment.UNSANDBOX_TMPFS_MIB", l.tmpfs_mib.to_string()),
         (keys::MANAGED, "true".to_string()),
@@ -186,6 +196,9 @@ mod tests {
         assert_eq!(c.config["limits.memory"], "128MiB");
         assert_eq!(c.config["limits.processes"], "32");
         assert_eq!(c.config["limits.cpu"], "2");
+        assert_eq!(c.config["limits.cpu.allowance"], "200ms/100ms");
+        assert_eq!(c.config["security.devlxd"], "false");
+        assert_eq!(c.config["linux.sysctl.user.max_user_namespaces"], "0");
         assert_eq!(c.config["security.privileged"], "false");
         assert_eq!(c.config[keys::POOL], "ns/py");
         assert_eq!(c.config[keys::NODE], "n1");

@@ -95,7 +95,8 @@ pub struct DetectionReport {
 /// The compile stage of an execution.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct CompileReport {
-    /// `ok`, `runtime_error` (the compiler failed), `timeout`, `killed` or
+    /// `ok`, `runtime_error` (the compiler failed), `timeout`, `killed`,
+    /// `memory_limit_exceeded`, `process_limit_exceeded` or
     /// `output_limit_exceeded`.
     pub status: String,
     pub stdout: String,
@@ -119,6 +120,7 @@ pub struct CompileReport {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct ExecuteResponse {
     /// `ok`, `compile_error`, `runtime_error`, `timeout`, `killed`,
+    /// `memory_limit_exceeded`, `process_limit_exceeded`,
     /// `output_limit_exceeded` or `internal_error`.
     pub status: String,
     pub stdout: String,

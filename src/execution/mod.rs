@@ -8,7 +8,7 @@ mod script;
 pub mod usage;
 mod verdict;
 
-pub use run::{Limits, StageLimits, run};
+pub use run::{Limits, StageLimits, retryable, run};
 pub use script::{Job, RUNNER_GID, RUNNER_UID, WORKDIR, command, ready_command, run_command};
-pub use usage::Usage;
-pub use verdict::{Outcome, StageOutcome, Status, verdict};
+pub use usage::{LimitEvents, Usage};
+pub use verdict::{Outcome, StageOutcome, Status, judge, verdict};

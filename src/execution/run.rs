@@ -8,7 +8,7 @@ use crate::lxd::{ExecSpec, Lxd, LxdError};
 
 use super::script::{Job, WORKDIR, command, run_command};
 use super::usage::Meter;
-use super::verdict::{Outcome, StageOutcome, Status, overall, stage};
+use super::verdict::{Outcome, StageOutcome, Status, judge, overall, stage};
 
 /// Limits of one stage.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,11 +43,11 @@ pub async fn run(
     let (argv, stdin) = command(job);
     if !job.compiled() {
         set_memory(lxd, container, &mut memory, limits.run.memory_mib).await?;
-        let run = measured(lxd, container, spec(job, argv, stdin, &limits.run)).await?;
+        let run = measured(lxd, container, job, argv, stdin, &limits.run).await?;
         return Ok(finish(None, Some(run)));
     }
     set_memory(lxd, container, &mut memory, limits.compile.memory_mib).await?;
-    let compiled = measured(lxd, container, spec(job, argv, stdin, &limits.compile)).await?;
+    let compiled = measured(lxd, container, job, argv, stdin, &limits.compile).await?;
     if compiled.status != Status::Ok {
         return Ok(finish(Some(compiled), None));
     }
@@ -64,17 +64,41 @@ pub async fn run(
         return Ok(finish(Some(compiled), Some(run)));
     }
     let (argv, stdin) = run_command(job);
-    let run = measured(lxd, container, spec(job, argv, stdin, &limits.run)).await?;
+    let run = measured(lxd, container, job, argv, stdin, &limits.run).await?;
     Ok(finish(Some(compiled), Some(run)))
 }
 
-/// Runs one stage's exec, with the CPU time and peak memory its container
-/// used meanwhile. Output that LXD lost is an error, never a short answer:
-/// the caller runs the job again in a fresh container. A runner that failed
-/// before the command ended is an error too: it says nothing about the code.
-async fn measured(lxd: &Lxd, container: &str, exec: ExecSpec) -> Result<StageOutcome, LxdError> {
+/// Whether a failed execution may run again in a fresh container: LXD lost
+/// the end of the output, or the container was not running (stopped out of
+/// band, and taken before the agent's resync noticed). Either way the code's
+/// answer is unknown, and a second run in a fresh container changes nothing
+/// but the answer.
+pub fn retryable(e: &LxdError) -> bool {
+    match e {
+        LxdError::OutputLost => true,
+        // LXD 5.0's words for an exec in a stopped instance.
+        LxdError::Api { message, .. } | LxdError::Operation { message } => {
+            message.contains("is not running")
+        }
+        _ => false,
+    }
+}
+
+/// Runs one stage's exec, with the CPU time, peak memory and limit events of
+/// its container meanwhile, which name the limit a failed stage hit. Output
+/// that LXD lost is an error, never a short answer: the caller runs the job
+/// again in a fresh container. A runner that failed before the command
+/// ended is an error too: it says nothing about the code.
+async fn measured(
+    lxd: &Lxd,
+    container: &str,
+    job: &Job,
+    argv: Vec<String>,
+    stdin: Vec<u8>,
+    limits: &StageLimits,
+) -> Result<StageOutcome, LxdError> {
     let meter = Meter::start(lxd.project(), container);
-    let mut out = stage(lxd.exec(container, exec).await?);
+    let mut out = stage(lxd.exec(container, spec(job, argv, stdin, limits)).await?);
     if out.lost_output {
         return Err(LxdError::OutputLost);
     }
@@ -84,6 +108,9 @@ async fn measured(lxd: &Lxd, container: &str, exec: ExecSpec) -> Result<StageOut
     let usage = meter.finish();
     out.cpu_ms = usage.cpu_ms;
     out.memory_bytes = usage.memory_bytes;
+    let (status, message) = judge(out.status, usage.events, limits.memory_mib);
+    out.status = status;
+    out.message = out.message.or(message);
     Ok(out)
 }
 
@@ -133,5 +160,26 @@ fn spec(job: &Job, command: Vec<String>, stdin: Vec<u8>, limits: &StageLimits) -
         stdin,
         output_cap: limits.output_cap,
         deadline: limits.wall,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lost_output_and_a_stopped_container_may_run_again_nothing_else() {
+        assert!(retryable(&LxdError::OutputLost));
+        assert!(retryable(&LxdError::Api {
+            status: 400,
+            message: "Instance is not running".into()
+        }));
+        assert!(!retryable(&LxdError::Api {
+            status: 500,
+            message: "Failed to retrieve PID of executing child process".into()
+        }));
+        assert!(!retryable(&LxdError::Operation {
+            message: "the runner failed before the command ended".into()
+        }));
     }
 }

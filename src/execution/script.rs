@@ -57,18 +57,44 @@ pub const END_MARK: &[u8] = b"\x1eunsandbox:end:";
 /// Closes an end mark, after the status.
 pub const END_CLOSE: u8 = 0x1e;
 
+/// Open files a process of a stage may hold (`ulimit -n`, soft and hard: the
+/// program cannot raise it again).
+pub const MAX_OPEN_FILES: u32 = 1024;
+
+/// Ends every process the runner user has left, except the runner's shell:
+/// `kill -1` as an unprivileged user signals all of that user's processes
+/// but the caller, whatever process group or session they moved to (a
+/// setsid daemon included). Twice, for a process forked while the first
+/// pass ran.
+pub(super) const KILL_REST: &str = "kill -KILL -1; kill -KILL -1";
+
 /// Shell lines that run a stage's command and end the stage: the command
 /// runs in a subshell with the stage's stderr while the runner's own stderr
 /// is /dev/null (a shell reports a command killed by a signal, "Hangup", on
-/// its own stderr: not the program's output); then both streams are marked
-/// with the command's status (128+N for a command ended by signal N, as
-/// shells report it) and the runner exits 0, so that LXD never judges the
-/// command's status.
-fn stage_lines(command: &str) -> String {
+/// its own stderr: not the program's output). When the command exits,
+/// whatever it left running (a background child holding stdout open would
+/// keep the exec, and the answer, waiting until the wall limit) is killed;
+/// then both streams are marked with the command's status (128+N for a
+/// command ended by signal N, as shells report it) and the runner exits 0,
+/// so that LXD never judges the command's status. Only a job alone in its
+/// container kills what is left: smoke tests (a job with a `subdir`) run in
+/// parallel in one container, and their code is the image's own. The kill is guarded by
+/// the uid, so the script never does it as anyone else; the uid is read
+/// before the command runs, because a fork bomb leaves no process slot for
+/// `id` afterwards (`kill` is a builtin and needs none).
+fn stage_lines(command: &str, alone: bool) -> String {
+    let kill = if alone {
+        format!("if [ \"$runner_uid\" = {RUNNER_UID} ]; then {KILL_REST}; fi")
+    } else {
+        ":".to_string()
+    };
     format!(
         "exec 3>&2 2>/dev/null\n\
+         ulimit -n {MAX_OPEN_FILES}\n\
+         runner_uid=$(id -u)\n\
          ( exec 3>&-\n{command}\n) 2>&3\n\
          rc=$?\n\
+         {kill}\n\
          exec 2>&3 3>&-\n\
          printf '\\036unsandbox:end:%s\\036' \"$rc\"\n\
          printf '\\036unsandbox:end:%s\\036' \"$rc\" >&2\n\
@@ -106,14 +132,17 @@ pub fn command(job: &Job) -> (Vec<String>, Vec<u8>) {
     }
     let argv = match &job.language.compile {
         Some(compile) => {
-            inner.push_str(&stage_lines(&format!(
-                "/bin/sh -c {} </dev/null",
-                sh_quote(compile)
-            )));
+            inner.push_str(&stage_lines(
+                &format!("/bin/sh -c {} </dev/null", sh_quote(compile)),
+                job.subdir.is_none(),
+            ));
             as_runner(&format!(": > {USED_MARKER} || exit 125"), inner)
         }
         None => {
-            inner.push_str(&stage_lines(&format!("{} \"$@\"", job.language.run)));
+            inner.push_str(&stage_lines(
+                &format!("{} \"$@\"", job.language.run),
+                job.subdir.is_none(),
+            ));
             stdin.extend_from_slice(&job.stdin);
             let mut argv = as_runner(&format!(": > {USED_MARKER} || exit 125"), inner);
             argv.extend(job.args.iter().cloned());
@@ -130,7 +159,10 @@ pub fn run_command(job: &Job) -> (Vec<String>, Vec<u8>) {
     if let Some(dir) = &job.subdir {
         inner.push_str(&format!("cd {} || exit 125\n", sh_quote(dir)));
     }
-    inner.push_str(&stage_lines(&format!("{} \"$@\"", job.language.run)));
+    inner.push_str(&stage_lines(
+        &format!("{} \"$@\"", job.language.run),
+        job.subdir.is_none(),
+    ));
     let mut argv = as_runner(":", inner);
     argv.extend(job.args.iter().cloned());
     (argv, job.stdin.clone())
@@ -201,7 +233,8 @@ mod tests {
         assert!(argv[2].contains("--no-new-privs"));
         assert!(argv[4].contains("head -c 9 > 'main.py'"));
         assert!(argv[4].contains("head -c 3 > 'data.txt'"));
-        assert!(argv[4].ends_with(&stage_lines("python3 main.py \"$@\"")));
+        assert!(argv[4].ends_with(&stage_lines("python3 main.py \"$@\"", true)));
+        assert!(argv[4].contains(KILL_REST));
         // Arguments travel as argv entries, never through the shell text.
         assert_eq!(&argv[5..], ["a b", "$(rm -rf /)"]);
     }
@@ -239,13 +272,18 @@ mod tests {
         assert_eq!(argv.len(), 5);
         assert!(argv[2].contains(USED_MARKER));
         assert!(argv[4].contains("rm -rf -- 'smoke-1' && mkdir 'smoke-1' && cd 'smoke-1'"));
-        assert!(argv[4].ends_with(&stage_lines("/bin/sh -c 'gcc -o main main.c' </dev/null")));
+        assert!(argv[4].ends_with(&stage_lines(
+            "/bin/sh -c 'gcc -o main main.c' </dev/null",
+            false
+        )));
+        // Smoke tests share their container: nothing of a neighbour is killed.
+        assert!(!argv[4].contains(KILL_REST));
         let (argv, stdin) = run_command(&job);
         assert_eq!(stdin, b"in");
         assert!(!argv[2].contains(USED_MARKER));
         assert!(argv[2].contains("--no-new-privs"));
         assert!(argv[4].starts_with(
-            "cd 'smoke-1' || exit 125\nexec 3>&2 2>/dev/null\n( exec 3>&-\n./main \"$@\"\n)"
+            "cd 'smoke-1' || exit 125\nexec 3>&2 2>/dev/null\nulimit -n 1024\nrunner_uid=$(id -u)\n( exec 3>&-\n./main \"$@\"\n)"
         ));
         assert_eq!(&argv[5..], ["x"]);
     }

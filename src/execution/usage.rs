@@ -8,6 +8,10 @@
 //! cgroup v2: `cpu.stat` `usage_usec` (cumulative) and `memory.peak`, which
 //! kernels from 6.12 reset for the writer's open file only; older kernels
 //! refuse the write, and the peak is then the container's since it started.
+//! Limit events, compared before and after the stage so that one stage's
+//! events are never blamed on another: OOM kills (v1 `memory.oom_control`,
+//! v2 `memory.events`, line `oom_kill`) and forks refused at `pids.max`
+//! (`pids.events`, line `max`, both versions).
 //! Whatever cannot be read is `None`: measurement never fails a stage.
 
 use std::fs::{File, OpenOptions};
@@ -22,6 +26,18 @@ pub const CGROUP_ROOT: &str = "/sys/fs/cgroup";
 pub struct Usage {
     pub cpu_ms: Option<u64>,
     pub memory_bytes: Option<u64>,
+    /// Limit events counted by the container's cgroup during the stage.
+    pub events: LimitEvents,
+}
+
+/// How often the kernel enforced a limit during a stage; `None` where the
+/// counter could not be read.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LimitEvents {
+    /// Processes the OOM killer ended: the memory limit was hit.
+    pub oom_kills: Option<u64>,
+    /// Forks or clones refused because the process limit was reached.
+    pub pids_max: Option<u64>,
 }
 
 /// The cgroup directory name LXD gives a container.
@@ -40,6 +56,10 @@ pub struct Files {
     pub cpu: PathBuf,
     /// Peak memory: v1 `memory.max_usage_in_bytes` or v2 `memory.peak`.
     pub peak: PathBuf,
+    /// OOM kills: v1 `memory.oom_control` or v2 `memory.events`.
+    pub oom: PathBuf,
+    /// Refused forks: `pids.events`.
+    pub pids: PathBuf,
     pub v2: bool,
 }
 
@@ -53,16 +73,22 @@ pub fn candidates(root: &Path, name: &str) -> [Files; 3] {
                 .join("memory")
                 .join(name)
                 .join("memory.max_usage_in_bytes"),
+            oom: root.join("memory").join(name).join("memory.oom_control"),
+            pids: root.join("pids").join(name).join("pids.events"),
             v2: false,
         },
         Files {
             cpu: root.join(name).join("cpu.stat"),
             peak: root.join(name).join("memory.peak"),
+            oom: root.join(name).join("memory.events"),
+            pids: root.join(name).join("pids.events"),
             v2: true,
         },
         Files {
             cpu: root.join("unified").join(name).join("cpu.stat"),
             peak: root.join("unified").join(name).join("memory.peak"),
+            oom: root.join("unified").join(name).join("memory.events"),
+            pids: root.join("unified").join(name).join("pids.events"),
             v2: true,
         },
     ]
@@ -75,10 +101,40 @@ pub fn parse_number(text: &str) -> Option<u64> {
 
 /// `usage_usec` of a v2 `cpu.stat`.
 pub fn parse_usage_usec(cpu_stat: &str) -> Option<u64> {
-    cpu_stat.lines().find_map(|l| {
+    keyed(cpu_stat, "usage_usec")
+}
+
+/// The value of `key` in a flat keyed cgroup file (`oom_kill 2`, `max 61`).
+pub fn keyed(text: &str, key: &str) -> Option<u64> {
+    text.lines().find_map(|l| {
         let (k, v) = l.split_once(' ')?;
-        (k == "usage_usec").then(|| parse_number(v)).flatten()
+        (k == key).then(|| parse_number(v)).flatten()
     })
+}
+
+/// Cumulative counters of limit events, as read at one moment.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Counters {
+    oom_kills: Option<u64>,
+    pids_max: Option<u64>,
+}
+
+impl Counters {
+    fn read(files: &Files) -> Self {
+        Self {
+            oom_kills: read(&files.oom).and_then(|t| keyed(&t, "oom_kill")),
+            pids_max: read(&files.pids).and_then(|t| keyed(&t, "max")),
+        }
+    }
+
+    /// The events between `self` (before) and `after`.
+    fn since(self, after: Counters) -> LimitEvents {
+        let delta = |a: Option<u64>, b: Option<u64>| Some(b?.saturating_sub(a?));
+        LimitEvents {
+            oom_kills: delta(self.oom_kills, after.oom_kills),
+            pids_max: delta(self.pids_max, after.pids_max),
+        }
+    }
 }
 
 /// Cumulative CPU time in microseconds from a cpu file's text.
@@ -95,6 +151,7 @@ pub fn cpu_usec(text: &str, v2: bool) -> Option<u64> {
 pub struct Meter {
     files: Option<Files>,
     cpu_start: Option<u64>,
+    events_start: Counters,
     /// The v2 `memory.peak` file a reset was written to: only this open file
     /// reports the peak since the reset.
     peak: Option<File>,
@@ -115,6 +172,7 @@ impl Meter {
             return Self {
                 files: None,
                 cpu_start: None,
+                events_start: Counters::default(),
                 peak: None,
             };
         };
@@ -127,9 +185,11 @@ impl Meter {
             }
         }
         let cpu_start = read(&files.cpu).and_then(|t| cpu_usec(&t, files.v2));
+        let events_start = Counters::read(&files);
         Self {
             files: Some(files),
             cpu_start,
+            events_start,
             peak,
         }
     }
@@ -157,6 +217,7 @@ impl Meter {
         Usage {
             cpu_ms,
             memory_bytes: memory.filter(|m| *m > 0),
+            events: self.events_start.since(Counters::read(&files)),
         }
     }
 }
@@ -183,6 +244,10 @@ mod tests {
         assert_eq!(cpu_usec("user_usec 5\n", true), None);
         assert_eq!(parse_number("max\n"), None);
         assert_eq!(parse_number(" 16691200\n"), Some(16691200));
+        let events = "low 0\nhigh 0\nmax 12\noom 1\noom_kill 1\noom_group_kill 0\n";
+        assert_eq!(keyed(events, "oom_kill"), Some(1));
+        assert_eq!(keyed(events, "max"), Some(12));
+        assert_eq!(keyed(events, "oom_kill_disable"), None);
     }
 
     #[test]
@@ -195,6 +260,9 @@ mod tests {
         }
         std::fs::write(&files.cpu, "1000000000\n").unwrap();
         std::fs::write(&files.peak, "99999999\n").unwrap();
+        std::fs::write(&files.oom, "oom_kill_disable 0\nunder_oom 0\noom_kill 2\n").unwrap();
+        std::fs::create_dir_all(files.pids.parent().unwrap()).unwrap();
+        std::fs::write(&files.pids, "max 61\n").unwrap();
         let meter = Meter::start_at(dir.path(), "p", "c");
         // The reset was written (a real cgroup then reports the new peak).
         assert!(
@@ -204,11 +272,17 @@ mod tests {
         );
         std::fs::write(&files.cpu, "1250000000\n").unwrap();
         std::fs::write(&files.peak, "8388608\n").unwrap();
+        // An earlier stage's events are not this one's.
+        std::fs::write(&files.oom, "oom_kill_disable 0\nunder_oom 0\noom_kill 3\n").unwrap();
         assert_eq!(
             meter.finish(),
             Usage {
                 cpu_ms: Some(250),
-                memory_bytes: Some(8388608)
+                memory_bytes: Some(8388608),
+                events: LimitEvents {
+                    oom_kills: Some(1),
+                    pids_max: Some(0)
+                },
             }
         );
     }
@@ -221,9 +295,12 @@ mod tests {
         std::fs::write(cg.join("cpu.stat"), "usage_usec 1000\n").unwrap();
         let meter = Meter::start_at(dir.path(), "default", "c");
         std::fs::write(cg.join("cpu.stat"), "usage_usec 31000\n").unwrap();
+        std::fs::write(cg.join("pids.events"), "max 5\n").unwrap();
         let u = meter.finish();
         assert_eq!(u.cpu_ms, Some(30));
         assert_eq!(u.memory_bytes, None);
+        // Counters missing at the start are unknown, not zero.
+        assert_eq!(u.events, LimitEvents::default());
         let none = Meter::start_at(dir.path(), "default", "missing").finish();
         assert_eq!(none, Usage::default());
     }

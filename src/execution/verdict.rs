@@ -4,6 +4,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::lxd::{ExecOutcome, Stopped};
 
+use super::usage::LimitEvents;
+
 /// How an execution ended.
 #[derive(
     Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord,
@@ -16,8 +18,14 @@ pub enum Status {
     RuntimeError,
     /// Ran past its wall time; the container was destroyed.
     Timeout,
-    /// Ended by SIGKILL: the kernel enforcing a limit (memory, processes).
+    /// Ended by SIGKILL, and no limit of the container was hit meanwhile.
     Killed,
+    /// The kernel's OOM killer ended a process of the stage (its memory
+    /// limit was hit), and the stage did not succeed.
+    MemoryLimitExceeded,
+    /// A fork or thread was refused at the process limit, and the stage did
+    /// not succeed.
+    ProcessLimitExceeded,
     /// Wrote more than the output cap; it was stopped and the output cut.
     OutputLimitExceeded,
     /// The compile stage failed (non-zero exit, or a limit); the run stage
@@ -35,6 +43,8 @@ impl Status {
             Status::RuntimeError => "runtime_error",
             Status::Timeout => "timeout",
             Status::Killed => "killed",
+            Status::MemoryLimitExceeded => "memory_limit_exceeded",
+            Status::ProcessLimitExceeded => "process_limit_exceeded",
             Status::OutputLimitExceeded => "output_limit_exceeded",
             Status::CompileError => "compile_error",
             Status::InternalError => "internal_error",
@@ -167,6 +177,44 @@ pub fn stage(out: ExecOutcome) -> StageOutcome {
         message: None,
         cpu_ms: None,
         memory_bytes: None,
+    }
+}
+
+/// The stage's status once the container's limit events are known. Pure.
+///
+/// A timeout or an output flood stays what it is (unsandbox ended the
+/// stage; the events go in the message). A stage that failed otherwise
+/// (an exit code, a signal, SIGKILL) while the OOM killer ended one of its
+/// processes hit its memory limit; while forks were refused at the process
+/// limit, it hit that. A stage that exited 0 coped with the event and is
+/// `Ok`. Memory comes first: an OOM kill is what ends a program, a refused
+/// fork is what it may or may not handle.
+pub fn judge(status: Status, events: LimitEvents, memory_mib: u32) -> (Status, Option<String>) {
+    let oom = events.oom_kills.unwrap_or(0);
+    let pids = events.pids_max.unwrap_or(0);
+    let memory = format!(
+        "the memory limit ({memory_mib} MiB) was hit: the kernel's OOM killer ended {oom} process{}",
+        if oom == 1 { "" } else { "es" }
+    );
+    let processes = format!(
+        "the process limit was hit: {pids} fork{} refused",
+        if pids == 1 { " was" } else { "s were" }
+    );
+    match status {
+        Status::Ok | Status::CompileError | Status::InternalError => (status, None),
+        Status::Timeout | Status::OutputLimitExceeded => {
+            let why: Vec<String> = [(oom > 0, memory), (pids > 0, processes)]
+                .into_iter()
+                .filter_map(|(hit, m)| hit.then_some(m))
+                .collect();
+            (
+                status,
+                (!why.is_empty()).then(|| format!("also, {}", why.join("; "))),
+            )
+        }
+        _ if oom > 0 => (Status::MemoryLimitExceeded, Some(memory)),
+        _ if pids > 0 => (Status::ProcessLimitExceeded, Some(processes)),
+        _ => (status, None),
     }
 }
 
@@ -310,6 +358,47 @@ mod tests {
         let s = stage(exec(Some(125), b"", b"head: No space left on device"));
         assert!(s.runner_error.unwrap().contains("exit code 125"));
         assert!(stage(exec(None, b"", b"")).runner_error.is_some());
+    }
+
+    fn events(oom: u64, pids: u64) -> LimitEvents {
+        LimitEvents {
+            oom_kills: Some(oom),
+            pids_max: Some(pids),
+        }
+    }
+
+    #[test]
+    fn limit_events_name_the_limit_a_failed_stage_hit() {
+        use Status::*;
+        let none = events(0, 0);
+        // No event: the stage's own status, SIGKILL included.
+        for s in [Ok, RuntimeError, Killed, Timeout, OutputLimitExceeded] {
+            assert_eq!(judge(s, none, 64), (s, None));
+            assert_eq!(judge(s, LimitEvents::default(), 64), (s, None));
+        }
+        // An OOM kill: whatever the failure looked like, memory it is.
+        for s in [Killed, RuntimeError] {
+            let (status, message) = judge(s, events(1, 0), 64);
+            assert_eq!(status, MemoryLimitExceeded);
+            assert!(message.unwrap().contains("(64 MiB)"));
+            assert_eq!(judge(s, events(2, 7), 64).0, MemoryLimitExceeded);
+            let (status, message) = judge(s, events(0, 7), 64);
+            assert_eq!(status, ProcessLimitExceeded);
+            assert!(message.unwrap().contains("7 forks were refused"));
+        }
+        // A program that coped with the limit succeeded.
+        assert_eq!(judge(Ok, events(1, 3), 64), (Ok, None));
+        // unsandbox ended it: that stays, the events are told.
+        let (status, message) = judge(Timeout, events(0, 3), 64);
+        assert_eq!(status, Timeout);
+        assert!(message.unwrap().contains("process limit"));
+        let (status, message) = judge(OutputLimitExceeded, events(1, 0), 64);
+        assert_eq!(status, OutputLimitExceeded);
+        assert!(message.unwrap().contains("memory limit"));
+        assert_eq!(
+            judge(InternalError, events(1, 1), 64),
+            (InternalError, None)
+        );
     }
 
     #[test]

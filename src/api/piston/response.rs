@@ -95,7 +95,10 @@ pub(super) fn signal_name(sig: i32) -> Option<String> {
 
 /// A stage in Piston's shape. Codes, signals and messages follow Piston's
 /// sandbox (isolate): a signal leaves `code` null; TO, OL and EL report
-/// SIGKILL. A stage that used more CPU than `cpu_limit_ms` is `TO`.
+/// SIGKILL. Piston has no status of its own for a memory or process limit
+/// (isolate reports an OOM kill as `SG`, SIGKILL): those are `SG` when a
+/// signal ended the stage, else `RE`, and the message names the limit. A
+/// stage that used more CPU than `cpu_limit_ms` is `TO`.
 pub(super) fn stage(s: &StageOutcome, cpu_limit_ms: Option<u64>) -> Stage {
     let sigkill = || Some("SIGKILL".to_string());
     let (status, code, signal, message): (_, _, _, Option<String>) = match s.status {
@@ -120,6 +123,10 @@ pub(super) fn stage(s: &StageOutcome, cpu_limit_ms: Option<u64>) -> Stage {
             sigkill(),
             Some("Caught fatal signal 9".into()),
         ),
+        Status::MemoryLimitExceeded | Status::ProcessLimitExceeded => match s.signal {
+            Some(sig) => (Some("SG"), None, signal_name(sig), None),
+            None => (Some("RE"), s.exit_code, None, None),
+        },
         Status::Timeout => (
             Some("TO"),
             None,
@@ -210,4 +217,36 @@ pub(super) fn served_version(e: &CatalogEntry) -> String {
         .clone()
         .filter(|v| !v.is_empty())
         .unwrap_or_else(|| version::UNKNOWN.to_string())
+}
+
+#[cfg(test)]
+mod limit_tests {
+    use super::*;
+
+    fn hit(status: Status, exit_code: Option<i32>, signal: Option<i32>, why: &str) -> Stage {
+        let s = StageOutcome {
+            status,
+            exit_code,
+            signal,
+            message: Some(why.into()),
+            ..StageOutcome::default()
+        };
+        stage(&s, None)
+    }
+
+    #[test]
+    fn a_hit_limit_is_sg_or_re_with_the_limit_named() {
+        let s = hit(Status::MemoryLimitExceeded, Some(137), Some(9), "memory");
+        assert_eq!(
+            (s.status, s.code, s.signal.as_deref(), s.message.as_deref()),
+            (Some("SG"), None, Some("SIGKILL"), Some("memory"))
+        );
+        let s = hit(Status::ProcessLimitExceeded, Some(1), None, "processes");
+        assert_eq!(
+            (s.status, s.code, s.signal, s.message.as_deref()),
+            (Some("RE"), Some(1), None, Some("processes"))
+        );
+        let s = hit(Status::MemoryLimitExceeded, Some(1), None, "memory");
+        assert_eq!((s.status, s.code), (Some("RE"), Some(1)));
+    }
 }
