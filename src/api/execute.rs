@@ -23,6 +23,8 @@ use super::types::{CompileReport, DetectionReport, ExecuteRequest, ExecuteRespon
 
 const MAX_FILES: usize = 64;
 const MAX_ARGS: usize = 256;
+/// The most standard input one execution may be given, in bytes.
+const MAX_STDIN_BYTES: usize = 1 << 20;
 
 pub async fn execute_language(
     State(app): State<AppState>,
@@ -270,6 +272,11 @@ pub(crate) async fn run_local(
             "at most {MAX_ARGS} args may be sent"
         )));
     }
+    if sub.stdin.len() > MAX_STDIN_BYTES {
+        return Err(ApiError::invalid(format!(
+            "stdin may be at most {MAX_STDIN_BYTES} bytes"
+        )));
+    }
     if sub.args.iter().any(|a| a.contains('\0')) {
         return Err(ApiError::invalid("args must not contain NUL bytes"));
     }
@@ -312,10 +319,11 @@ pub(crate) async fn run_local(
         let queue_ms = lease.queued.as_millis() as u64;
         drop(lease);
         match outcome {
-            Err(crate::lxd::LxdError::OutputLost) if attempts < 2 => {
+            Err(e) if attempts < 2 && execution::retryable(&e) => {
                 tracing::warn!(
                     container,
-                    "LXD lost the end of the output; running the code again in a fresh container"
+                    error = %e,
+                    "the code's answer was lost (output cut, or the container was not running); running it again in a fresh container"
                 );
             }
             Ok(o) => break (o, container, queue_ms),
