@@ -42,12 +42,25 @@ fi
 
 # 2. lxcfs, then the daemon ------------------------------------------------------
 daemon_answers() { timeout 10 lxc query /1.0 >/dev/null 2>&1; }
-lxcfs_mounted() { awk -v d="$LXCFS_DIR" '$2 == d && $3 ~ /fuse/ { f = 1 } END { exit !f }' /proc/mounts; }
+lxcfs_listed() { awk -v d="$LXCFS_DIR" '$2 == d && $3 ~ /fuse/ { f = 1 } END { exit !f }' /proc/mounts; }
+# Mounted and answering: a mount whose lxcfs process was killed stays listed
+# but fails every read ("Transport endpoint is not connected").
+lxcfs_mounted() { lxcfs_listed && timeout 5 cat "$LXCFS_DIR/proc/uptime" >/dev/null 2>&1; }
 
 # LXD looks for lxcfs when it starts: lxcfs must be mounted first.
 if lxcfs_mounted; then
     say "lxcfs already running"
 else
+    if lxcfs_listed; then
+        say "removing a dead lxcfs mount"
+        umount -l "$LXCFS_DIR" 2>/dev/null || fusermount -u -z "$LXCFS_DIR" 2>/dev/null || true
+        if daemon_answers; then
+            # Containers of this daemon would read /proc from the dead mount.
+            say "restarting the LXD daemon, which started with the dead lxcfs"
+            pkill -x lxd || true
+            for _ in $(seq 100); do daemon_answers || break; sleep 0.1; done
+        fi
+    fi
     say "starting lxcfs"
     mkdir -p "$LOG_DIR" "$LXCFS_DIR"
     setsid -f nohup lxcfs "$LXCFS_DIR" </dev/null >>"$LOG_DIR/lxcfs.out" 2>&1
