@@ -200,6 +200,7 @@ async fn run_detects_the_language_and_lists_languages() {
     assert_eq!(s, 200, "{b}");
     assert_eq!(b["language"], "lua");
     assert_eq!(b["stdout"], "2\n", "{b}");
+
     assert_eq!(b["detected"]["method"], "shebang");
 
     let (s, b) = h
@@ -231,6 +232,19 @@ async fn run_detects_the_language_and_lists_languages() {
         text.contains("unsandbox_agent_containers{pool=\"t/small\",state=\"warm\"}"),
         "{text}"
     );
+
+    // Binary output: exact bytes in base64 when asked, replaced in text.
+    let code = "import sys\nsys.stdout.buffer.write(bytes([0, 255, 10]))\nsys.stderr.buffer.write(b'\\xfe')";
+    let (s2, bin) = h
+        .execute("python", json!({"code": code, "output_encoding": "base64"}))
+        .await;
+    assert_eq!(s2, 200, "{bin}");
+    assert_eq!(bin["stdout"], "AP8K", "{bin}");
+    assert_eq!(bin["stderr"], "/g==", "{bin}");
+    assert_eq!(bin["output_encoding"], "base64", "{bin}");
+    let (_, bin) = h.execute("python", json!({"code": code})).await;
+    assert_eq!(bin["stdout"], "\u{0}\u{fffd}\n", "{bin}");
+    assert!(bin.get("output_encoding").is_none(), "{bin}");
     h.finish().await;
 }
 

@@ -19,7 +19,9 @@ use crate::metrics::{ExecLabels, PoolLabels, RouteLabels};
 use super::AppState;
 use super::error::ApiError;
 use super::forward::FORWARDED_BY;
-use super::types::{CompileReport, DetectionReport, ExecuteRequest, ExecuteResponse, Timings};
+use super::types::{
+    CompileReport, DetectionReport, ExecuteRequest, ExecuteResponse, OutputEncoding, Timings,
+};
 
 const MAX_FILES: usize = 64;
 const MAX_ARGS: usize = 256;
@@ -370,10 +372,6 @@ pub(crate) fn choose(
     Ok(app.agent.choose(language, tier)?)
 }
 
-fn lossy(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
 /// Runs one native request end to end, forwarding it to a peer host when
 /// this one has no warm container for it.
 pub(crate) async fn execute(
@@ -409,6 +407,8 @@ pub(crate) async fn execute(
         )));
     }
     let files = decode_files(&req, &choice.language.source_file)?;
+    let encoding = req.output_encoding.unwrap_or_default();
+    let text = |b: &[u8]| encoding.encode(b);
     let sub = Submission {
         files,
         stdin: req.stdin.into_bytes(),
@@ -425,8 +425,8 @@ pub(crate) async fn execute(
     let last = o.last_stage().cloned().unwrap_or_default();
     let compile = o.compile.as_ref().map(|c| CompileReport {
         status: c.status.as_str().to_string(),
-        stdout: lossy(&c.stdout),
-        stderr: lossy(&c.stderr),
+        stdout: text(&c.stdout),
+        stderr: text(&c.stderr),
         exit_code: c.exit_code,
         signal: c.signal,
         stdout_truncated: c.stdout_truncated,
@@ -438,8 +438,8 @@ pub(crate) async fn execute(
     let stages = || o.compile.iter().chain(&o.run);
     Ok(ExecuteResponse {
         status: o.status.as_str().to_string(),
-        stdout: lossy(&last.stdout),
-        stderr: lossy(&last.stderr),
+        stdout: text(&last.stdout),
+        stderr: text(&last.stderr),
         exit_code: last.exit_code,
         signal: last.signal,
         stdout_truncated: last.stdout_truncated,
@@ -461,5 +461,6 @@ pub(crate) async fn execute(
         compile,
         detected,
         message: o.message.clone().or(last.message),
+        output_encoding: (encoding == OutputEncoding::Base64).then_some(encoding),
     })
 }

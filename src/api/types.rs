@@ -44,6 +44,32 @@ pub struct ExecuteRequest {
         skip_serializing_if = "Option::is_none"
     )]
     pub network: Option<NetworkTier>,
+    /// How `stdout` and `stderr` come back: `utf8` (default; invalid
+    /// sequences become U+FFFD) or `base64` (the exact bytes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output_encoding: Option<OutputEncoding>,
+}
+
+/// How the program's output is returned.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum OutputEncoding {
+    /// Text: bytes that are not UTF-8 are replaced by U+FFFD.
+    #[default]
+    Utf8,
+    /// The exact bytes, base64-encoded (standard alphabet, padded).
+    Base64,
+}
+
+impl OutputEncoding {
+    /// `bytes` as this encoding returns them.
+    pub fn encode(self, bytes: &[u8]) -> String {
+        use base64::Engine;
+        match self {
+            OutputEncoding::Utf8 => String::from_utf8_lossy(bytes).into_owned(),
+            OutputEncoding::Base64 => base64::engine::general_purpose::STANDARD.encode(bytes),
+        }
+    }
 }
 
 /// An extra file.
@@ -142,4 +168,27 @@ pub struct ExecuteResponse {
     pub detected: Option<DetectionReport>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// `base64` when `stdout` and `stderr` (the compile stage's too) are
+    /// base64 as the request asked; absent for text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output_encoding: Option<OutputEncoding>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn output_is_text_or_exact_base64() {
+        let bytes = b"ok\xff\x00";
+        assert_eq!(OutputEncoding::Utf8.encode(bytes), "ok\u{fffd}\u{0}");
+        assert_eq!(OutputEncoding::Base64.encode(bytes), "b2v/AA==");
+        let req: ExecuteRequest =
+            serde_json::from_str(r#"{"code": "x", "output_encoding": "base64"}"#).unwrap();
+        assert_eq!(req.output_encoding, Some(OutputEncoding::Base64));
+        assert!(
+            serde_json::from_str::<ExecuteRequest>(r#"{"code": "x", "output_encoding": "hex"}"#)
+                .is_err()
+        );
+    }
 }
