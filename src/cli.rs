@@ -223,4 +223,30 @@ pub struct ApiArgs {
     /// Largest request body accepted, in bytes.
     #[arg(long, env = "UNSANDBOX_MAX_BODY_BYTES", default_value_t = 4 * 1024 * 1024)]
     pub max_body_bytes: usize,
+    /// YAML file of client tokens (`name: SHA256-HEX`, or `name: {sha256,
+    /// signing_secret, quota}`), reloaded when it changes. Tokens are then
+    /// required; they always are beyond loopback, unless --no-auth.
+    #[arg(long, env = "UNSANDBOX_TOKENS_FILE")]
+    pub tokens_file: Option<PathBuf>,
+    /// File with the secret agents sign forwarded requests with (the same
+    /// on every agent), reloaded when it changes.
+    #[arg(long, env = "UNSANDBOX_AGENT_SECRET_FILE")]
+    pub agent_secret_file: Option<PathBuf>,
+    /// Serve without authentication even beyond loopback (logged as a warning).
+    #[arg(long, env = "UNSANDBOX_NO_AUTH", default_value_t = false)]
+    pub no_auth: bool,
+}
+
+impl ApiArgs {
+    /// The API's protection: reads the files and checks the listen address.
+    pub fn auth(&self) -> Result<crate::auth::Auth, crate::auth::StartError> {
+        crate::auth::Auth::start(&crate::auth::Settings {
+            listen: self.listen,
+            tokens_file: self.tokens_file.clone(),
+            agent_secret_file: self.agent_secret_file.clone(),
+            no_auth: self.no_auth,
+            max_body_bytes: self.max_body_bytes,
+            reload_every: std::time::Duration::from_secs(1),
+        })
+    }
 }

@@ -28,6 +28,7 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Standalone(args) => {
+            let auth = args.api.auth()?;
             let (resources, rejections) = standalone::watch_files(
                 args.config.clone(),
                 Duration::from_millis(args.config_poll_ms),
@@ -38,9 +39,10 @@ async fn main() -> anyhow::Result<()> {
                 rejections,
                 ..api::AppState::local(agent)
             };
-            serve(state, &args.api, args.agent.cleanup_on_exit).await
+            serve(state, &args.api, auth, args.agent.cleanup_on_exit).await
         }
         Command::Agent(args) => {
+            let auth = args.api.auth()?;
             let client = kube::Client::try_default()
                 .await
                 .context("connecting to Kubernetes")?;
@@ -63,12 +65,12 @@ async fn main() -> anyhow::Result<()> {
                 stale_after: Duration::from_secs(args.node_stale_seconds),
                 ..cluster::peers::StorePeers::new(stores, node)
             });
-            let forwarder = api::forward::Forwarder::new(peers);
+            let forwarder = api::forward::Forwarder::new(peers).with_agent_key(auth.agent_key());
             let state = api::AppState {
                 forwarder: Some(forwarder),
                 ..api::AppState::local(agent)
             };
-            serve(state, &args.api, args.agent.cleanup_on_exit).await
+            serve(state, &args.api, auth, args.agent.cleanup_on_exit).await
         }
         Command::Controller(args) => run_controller(args).await,
         Command::Bench(args) => unsandbox::bench::run(args).await,
@@ -151,7 +153,12 @@ async fn start_agent(
 /// Runs the reconcile loop and the API until a signal, then drains: in-flight
 /// executions finish, used containers are destroyed, and with cleanup the
 /// warm ones too.
-async fn serve(state: api::AppState, api_args: &ApiArgs, cleanup: bool) -> anyhow::Result<()> {
+async fn serve(
+    state: api::AppState,
+    api_args: &ApiArgs,
+    auth: unsandbox::auth::Auth,
+    cleanup: bool,
+) -> anyhow::Result<()> {
     let agent = state.agent.clone();
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let loop_agent = agent.clone();
@@ -163,7 +170,7 @@ async fn serve(state: api::AppState, api_args: &ApiArgs, cleanup: bool) -> anyho
             })
             .await;
     });
-    let app = api::router(state, api_args.max_body_bytes);
+    let app = api::router_with_auth(state, api_args.max_body_bytes, auth);
     let mut api_stop = stop_rx.clone();
     let mut server = tokio::spawn(api::serve(api_args.listen, app, async move {
         let _ = api_stop.wait_for(|s| *s).await;

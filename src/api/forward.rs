@@ -1,6 +1,8 @@
 //! Forwarding an execution to a peer agent that has a warm container when
 //! this node has none. A forwarded request carries a header naming the
-//! forwarding node, and a forwarded request is never forwarded again.
+//! forwarding node, and a forwarded request is never forwarded again. With
+//! an agent secret, the request is also signed with it (see `crate::auth`):
+//! peers trust the header only with a valid agent signature.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,6 +13,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
+use crate::auth::{AGENT_SIGNATURE, AgentKey, TIMESTAMP};
 use crate::cluster::peers::Peer;
 use crate::crd::NetworkTier;
 
@@ -29,6 +32,8 @@ pub trait PeerFinder: Send + Sync {
 pub struct Forwarder {
     http: Client<HttpConnector, Full<Bytes>>,
     pub peers: Arc<dyn PeerFinder>,
+    /// Signs forwarded requests; peers with auth on refuse unsigned ones.
+    agent_key: Option<AgentKey>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -44,7 +49,14 @@ impl Forwarder {
         Self {
             http: Client::builder(TokioExecutor::new()).build(connector),
             peers,
+            agent_key: None,
         }
+    }
+
+    /// Signs every forwarded request with `key`'s agent secret.
+    pub fn with_agent_key(mut self, key: AgentKey) -> Self {
+        self.agent_key = Some(key);
+        self
     }
 
     /// Runs the request on `peer`; only a successful execution counts.
@@ -58,9 +70,21 @@ impl Forwarder {
         let fail = |m: String| ForwardError::Failed(peer.node.clone(), m);
         let body = serde_json::to_vec(req).map_err(|e| fail(e.to_string()))?;
         let url = format!("{}/execute/{language}", peer.endpoint.trim_end_matches('/'));
-        let request = hyper::Request::post(url)
+        let uri: hyper::Uri = url
+            .parse()
+            .map_err(|e: hyper::http::uri::InvalidUri| fail(e.to_string()))?;
+        let mut request = hyper::Request::post(uri.clone())
             .header("content-type", "application/json")
-            .header(FORWARDED_BY, me)
+            .header(FORWARDED_BY, me);
+        let path = uri.path_and_query().map_or("/", |p| p.as_str());
+        if let Some((ts, sig)) = self
+            .agent_key
+            .as_ref()
+            .and_then(|k| k.sign("POST", path, &body))
+        {
+            request = request.header(TIMESTAMP, ts).header(AGENT_SIGNATURE, sig);
+        }
+        let request = request
             .body(Full::new(Bytes::from(body)))
             .map_err(|e| fail(e.to_string()))?;
         let resp = tokio::time::timeout(Duration::from_secs(120), self.http.request(request))

@@ -44,8 +44,13 @@ impl AppState {
     }
 }
 
-/// The API's routes, with a body limit of `max_body_bytes`.
+/// The API's routes, with a body limit of `max_body_bytes`, open to anyone.
 pub fn router(state: AppState, max_body_bytes: usize) -> Router {
+    router_with_auth(state, max_body_bytes, crate::auth::Auth::disabled())
+}
+
+/// The API's routes behind `auth`: tokens, quotas, agent signatures.
+pub fn router_with_auth(state: AppState, max_body_bytes: usize, auth: crate::auth::Auth) -> Router {
     Router::new()
         .route("/execute/{language}", post(execute::execute_language))
         .route("/run", post(execute::run))
@@ -56,6 +61,7 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .route("/metrics", get(info::metrics))
         .route("/api/v2/execute", post(piston::execute))
         .route("/api/v2/runtimes", get(piston::runtimes))
+        .route("/v1/quota", get(crate::auth::quota))
         .fallback(|uri: Uri| async move {
             ApiError::new(
                 StatusCode::NOT_FOUND,
@@ -71,6 +77,10 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
             )
         })
         .layer(DefaultBodyLimit::max(max_body_bytes))
+        .layer(axum::middleware::from_fn_with_state(
+            auth,
+            crate::auth::check,
+        ))
         .layer(TraceLayer::new_for_http().on_failure(on_failure))
         .with_state(state)
 }
