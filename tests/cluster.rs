@@ -24,6 +24,8 @@ const CONTROLLER_SA: &str = "ut-unsandbox-controller";
 const AGENT_SA: &str = "ut-unsandbox-agent";
 const LEASE: &str = "ut-unsandbox-controller";
 const AGENT_LABEL: &str = "unsandbox.com/lxd";
+/// The client token of the agent's tokens file (the chart turns auth on).
+const TOKEN: &str = "cluster-test-token";
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -656,6 +658,8 @@ fn execute(port: u16, code: &str) -> Value {
             "60",
             "-H",
             "content-type: application/json",
+            "-H",
+            &format!("authorization: Bearer {TOKEN}"),
             "-d",
             &body,
             &format!("http://127.0.0.1:{port}/execute/python"),
@@ -690,9 +694,23 @@ fn a_pool_on_a_real_agent_serves_scales_survives_restarts_and_cleans_up() {
     // The DaemonSet's environment, with the node and the LXD project of this test.
     // The DaemonSet's environment, with what the kubelet would fill in, and
     // this test's node, LXD project and port.
+    // What the chart mounts from its auth Secret.
+    let tokens_file = cp.dir.path().join("tokens.yaml");
+    let secret_file = cp.dir.path().join("agent-secret");
+    std::fs::write(
+        &tokens_file,
+        format!("test: {}\n", unsandbox::auth::hash_token(TOKEN)),
+    )
+    .unwrap();
+    std::fs::write(&secret_file, "cluster-test-agent-secret").unwrap();
     let agent_env = with_env(
         chart_env(&cp, "daemonset", AGENT_SA),
         &[
+            ("UNSANDBOX_TOKENS_FILE", tokens_file.display().to_string()),
+            (
+                "UNSANDBOX_AGENT_SECRET_FILE",
+                secret_file.display().to_string(),
+            ),
             ("KUBECONFIG", agent_kc.display().to_string()),
             ("UNSANDBOX_NODE_NAME", node.clone()),
             ("UNSANDBOX_LXD_PROJECT", project.clone()),
@@ -741,6 +759,21 @@ fn a_pool_on_a_real_agent_serves_scales_survives_restarts_and_cleans_up() {
     assert_eq!(r["status"], "ok", "{r}");
     assert_eq!(r["stdout"], "42\n", "{r}");
     assert_eq!(r["host"], node.as_str(), "{r}");
+    // The chart's agent requires a token.
+    let anonymous = Command::new("curl")
+        .args([
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "-d",
+            "{\"code\": \"1\"}",
+        ])
+        .arg(format!("http://127.0.0.1:{port}/execute/python"))
+        .output()
+        .expect("curl");
+    assert_eq!(String::from_utf8_lossy(&anonymous.stdout), "401");
 
     // Scaling follows the spec.
     kubectl(&cp, &["apply", "-f", "-"], Some(&pool_yaml(2)));

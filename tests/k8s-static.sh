@@ -27,7 +27,7 @@ BASE_NAMESPACE=unsandbox-system
 # The chart templates rendered into the base, one file each (the optional
 # servicemonitor.yaml and samples.yaml render nothing by default).
 BASE_TEMPLATES=(controller-rbac controller-deployment controller-service
-    agent-rbac agent-daemonset agent-service)
+    agent-rbac agent-daemonset agent-service networkpolicy)
 OPTIONAL_VALUES=serviceMonitor.enabled=true,samples.enabled=true
 
 update_base=0
@@ -139,8 +139,8 @@ n=$(parse_all "$work/default.yaml")
 ok "helm template with default values: $n documents, all parse"
 expect_kinds "$work/default.yaml" "default render" \
     Deployment=1 DaemonSet=1 ServiceAccount=2 ClusterRole=2 ClusterRoleBinding=2 \
-    Role=1 RoleBinding=1 Service=3 ServiceMonitor=0 LanguageImage=0 ExecutorPool=0 \
-    CustomResourceDefinition=0
+    Role=1 RoleBinding=1 Service=3 NetworkPolicy=1 ServiceMonitor=0 LanguageImage=0 \
+    ExecutorPool=0 CustomResourceDefinition=0
 
 render --set "$OPTIONAL_VALUES" >"$work/optional.yaml" 2>"$work/err" ||
     fail "helm template --set $OPTIONAL_VALUES: $(cat "$work/err")"
@@ -264,7 +264,7 @@ n=$(parse_all "$work/base.yaml")
 ok "kubectl kustomize $BASE: $n documents, all parse"
 expect_kinds "$work/base.yaml" "kustomize base" \
     Namespace=1 CustomResourceDefinition=2 Deployment=1 DaemonSet=1 ServiceAccount=2 \
-    ClusterRole=2 ClusterRoleBinding=2 Role=1 RoleBinding=1 Service=3
+    ClusterRole=2 ClusterRoleBinding=2 Role=1 RoleBinding=1 Service=3 NetworkPolicy=1
 for crd in executorpools.unsandbox.com languageimages.unsandbox.com; do
     grep -q "^  name: $crd\$" "$work/base.yaml" || fail "kustomize base lacks CRD $crd"
 done

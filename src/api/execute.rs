@@ -32,10 +32,12 @@ pub async fn execute_language(
     State(app): State<AppState>,
     Path(language): Path<String>,
     headers: HeaderMap,
+    caller: Option<axum::Extension<crate::auth::Caller>>,
     body: Result<Json<ExecuteRequest>, JsonRejection>,
 ) -> Result<Json<ExecuteResponse>, ApiError> {
     let started = Instant::now();
     let forwarded = headers.contains_key(FORWARDED_BY);
+    let caps = caller.map(|c| c.0.quota).unwrap_or_default();
     let result = async {
         let Json(req) = body?;
         if req
@@ -47,7 +49,7 @@ pub async fn execute_language(
                 "`language` in the body differs from the one in the path",
             ));
         }
-        execute(&app, &language, req, None, started, forwarded).await
+        execute(&app, &language, req, None, started, forwarded, caps).await
     }
     .await;
     count_rejection(&app, "execute", &result);
@@ -57,10 +59,12 @@ pub async fn execute_language(
 pub async fn run(
     State(app): State<AppState>,
     headers: HeaderMap,
+    caller: Option<axum::Extension<crate::auth::Caller>>,
     body: Result<Json<ExecuteRequest>, JsonRejection>,
 ) -> Result<Json<ExecuteResponse>, ApiError> {
     let started = Instant::now();
     let forwarded = headers.contains_key(FORWARDED_BY);
+    let caps = caller.map(|c| c.0.quota).unwrap_or_default();
     let result = async {
         let Json(req) = body?;
         let (language, report) = match &req.language {
@@ -83,7 +87,7 @@ pub async fn run(
                 (d.language, report)
             }
         };
-        execute(&app, &language, req, Some(report), started, forwarded).await
+        execute(&app, &language, req, Some(report), started, forwarded, caps).await
     }
     .await;
     count_rejection(&app, "run", &result);
@@ -176,6 +180,8 @@ pub(crate) struct Submission {
     pub output_bytes: Option<u64>,
     pub memory_mib: Option<u64>,
     pub compile_memory_mib: Option<u64>,
+    /// The caller's quota: limits left to the pool are capped at its maxima.
+    pub caps: crate::auth::Quota,
 }
 
 /// A finished local execution, with where it ran.
@@ -268,7 +274,8 @@ pub(crate) async fn run_local(
     sub: Submission,
     started: Instant,
 ) -> Result<Ran, ApiError> {
-    let limits = stage_limits(&choice.spec, &sub)?;
+    let mut limits = stage_limits(&choice.spec, &sub)?;
+    crate::auth::cap_limits(&mut limits, &sub.caps);
     if sub.args.len() > MAX_ARGS {
         return Err(ApiError::invalid(format!(
             "at most {MAX_ARGS} args may be sent"
@@ -381,6 +388,7 @@ pub(crate) async fn execute(
     detected: Option<DetectionReport>,
     started: Instant,
     forwarded: bool,
+    caps: crate::auth::Quota,
 ) -> Result<ExecuteResponse, ApiError> {
     let tier = req.network.unwrap_or_default();
     let local = app.agent.choose(language, tier);
@@ -419,6 +427,7 @@ pub(crate) async fn execute(
         memory_mib: req.memory_mib,
         compile_memory_mib: req.compile_memory_mib,
         code: req.code,
+        caps,
     };
     let ran = run_local(app, choice, sub, started).await?;
     let o = &ran.outcome;

@@ -42,7 +42,7 @@ use crate::metrics::RouteLabels;
 
 use super::AppState;
 use super::error::ApiError;
-use super::execute::run_local;
+use super::execute::{Submission, run_local};
 
 pub use response::{ExecuteResponse, Runtime, Stage};
 
@@ -101,10 +101,12 @@ pub async fn runtimes(State(app): State<AppState>) -> Json<Vec<Runtime>> {
 /// `POST /api/v2/execute`.
 pub async fn execute(
     State(app): State<AppState>,
+    caller: Option<axum::Extension<crate::auth::Caller>>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<ExecuteResponse>, PistonError> {
     let started = Instant::now();
-    let result = run(&app, body, started).await;
+    let caps = caller.map(|c| c.0.quota).unwrap_or_default();
+    let result = run(&app, body, started, caps).await;
     if let Err(e) = &result {
         let labels = RouteLabels {
             route: "piston_execute".into(),
@@ -119,6 +121,7 @@ async fn run(
     app: &AppState,
     body: Result<Bytes, BytesRejection>,
     started: Instant,
+    caps: crate::auth::Quota,
 ) -> Result<ExecuteResponse, PistonError> {
     let body = body.map_err(|r| PistonError {
         status: r.status(),
@@ -133,7 +136,10 @@ async fn run(
     };
     let req = parse(&value)?;
     let (choice, version) = lookup(app, &req.language, &req.version)?;
-    let sub = submission(&req, &choice.spec)?;
+    let sub = Submission {
+        caps,
+        ..submission(&req, &choice.spec)?
+    };
     let ran = run_local(app, choice, sub, started).await?;
     Ok(response(
         &ran.outcome,

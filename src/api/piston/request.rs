@@ -281,5 +281,6 @@ pub(super) fn submission(
         output_bytes: None,
         memory_mib: memory("run_memory_limit", a.run_memory_limit, run_mib)?,
         compile_memory_mib: memory("compile_memory_limit", a.compile_memory_limit, compile_mib)?,
+        caps: Default::default(),
     })
 }
