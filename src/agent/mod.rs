@@ -222,8 +222,10 @@ impl Agent {
         v
     }
 
-    /// Waits until no container is busy or being destroyed (or `timeout`
-    /// passes), so a stopping process leaves nothing half-done behind.
+    /// Waits until no container is being launched, busy or being destroyed
+    /// (or `timeout` passes), so a stopping process leaves nothing half-done
+    /// behind: a launch still in flight would create its container after a
+    /// final cleanup had listed what to remove.
     pub async fn settle(&self, timeout: Duration) -> bool {
         let deadline = std::time::Instant::now() + timeout;
         loop {
@@ -232,7 +234,12 @@ impl Agent {
                 .lock()
                 .tracked
                 .values()
-                .any(|(_, phase)| matches!(phase, plan::Phase::Busy | plan::Phase::Destroying));
+                .any(|(_, phase)| {
+                    matches!(
+                        phase,
+                        plan::Phase::Launching | plan::Phase::Busy | plan::Phase::Destroying
+                    )
+                });
             if !pending {
                 return true;
             }

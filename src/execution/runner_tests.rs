@@ -19,8 +19,11 @@ use super::verdict::{StageOutcome, Status, stage, verdict};
 /// without the kill of leftover processes, which in a container ends the
 /// runner user's processes and here would end the test user's.
 fn exec_on_host(argv: &[String], stdin: &[u8], dir: &std::path::Path) -> ExecOutcome {
-    let mut child = Command::new("/bin/sh")
-        .arg("-c")
+    // Every signal at its default action, as in a container's exec: a test
+    // run under nohup (or anything else that ignores signals) must not let
+    // the programs below ignore them too.
+    let mut child = Command::new("/usr/bin/env")
+        .args(["--default-signal", "/bin/sh", "-c"])
         .arg(argv[4].replace(KILL_REST, ":"))
         .arg("unsandbox")
         .args(&argv[5..])
