@@ -229,17 +229,12 @@ impl Agent {
     pub async fn settle(&self, timeout: Duration) -> bool {
         let deadline = std::time::Instant::now() + timeout;
         loop {
-            let pending = self
-                .inner
-                .lock()
-                .tracked
-                .values()
-                .any(|(_, phase)| {
-                    matches!(
-                        phase,
-                        plan::Phase::Launching | plan::Phase::Busy | plan::Phase::Destroying
-                    )
-                });
+            let pending = self.inner.lock().tracked.values().any(|(_, phase)| {
+                matches!(
+                    phase,
+                    plan::Phase::Launching | plan::Phase::Busy | plan::Phase::Destroying
+                )
+            });
             if !pending {
                 return true;
             }
