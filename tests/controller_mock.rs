@@ -179,6 +179,27 @@ fn not_found() -> Value {
     json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404})
 }
 
+/// Runs one reconcile (`run`) against `verify`, which answers its requests,
+/// and asserts that the reconcile sends nothing more.
+async fn reconcile_with<F, R>(
+    run: R,
+    ctx: Arc<Context>,
+    api: Mock,
+    verify: impl FnOnce(Mock) -> F,
+) -> Action
+where
+    F: Future<Output = Mock> + Send + 'static,
+    R: Future<Output = Result<Action, unsandbox::controller::Error>>,
+{
+    let verifier = tokio::spawn(verify(api));
+    let action = tokio::time::timeout(Duration::from_secs(5), run)
+        .await
+        .expect("reconcile finishes")
+        .expect("reconcile succeeds");
+    assert_no_more(ctx, verifier.await.unwrap()).await;
+    action
+}
+
 /// Runs the pool reconcile against `verify`, which answers its requests.
 async fn reconcile_pool<F>(
     p: ExecutorPool,
@@ -189,16 +210,8 @@ async fn reconcile_pool<F>(
 where
     F: Future<Output = Mock> + Send + 'static,
 {
-    let verifier = tokio::spawn(verify(api));
-    let action = tokio::time::timeout(
-        Duration::from_secs(5),
-        reconcile::pool(Arc::new(p), ctx.clone()),
-    )
-    .await
-    .expect("reconcile finishes")
-    .expect("reconcile succeeds");
-    assert_no_more(ctx, verifier.await.unwrap()).await;
-    action
+    let run = reconcile::pool(Arc::new(p), ctx.clone());
+    reconcile_with(run, ctx, api, verify).await
 }
 
 #[tokio::test]
@@ -466,16 +479,8 @@ async fn reconcile_image<F>(
 where
     F: Future<Output = Mock> + Send + 'static,
 {
-    let verifier = tokio::spawn(verify(api));
-    let action = tokio::time::timeout(
-        Duration::from_secs(5),
-        reconcile::image(Arc::new(i), ctx.clone()),
-    )
-    .await
-    .expect("reconcile finishes")
-    .expect("reconcile succeeds");
-    assert_no_more(ctx, verifier.await.unwrap()).await;
-    action
+    let run = reconcile::image(Arc::new(i), ctx.clone());
+    reconcile_with(run, ctx, api, verify).await
 }
 
 #[tokio::test]

@@ -221,8 +221,6 @@ mod tests {
     use tokio::sync::watch;
 
     use super::*;
-    use crate::agent::desired::ResolvedPool;
-    use crate::agent::state::PoolRuntime;
     use crate::agent::{AgentConfig, Resources};
 
     /// An agent (its LXD never contacted) with one serving pool of `warm`
@@ -239,18 +237,7 @@ mod tests {
         };
         let lxd = crate::lxd::Lxd::new("/nonexistent/unix.socket", "unsandbox");
         let agent = Agent::new(lxd, cfg, rx, Arc::new(crate::metrics::Metrics::new()));
-        let spec = serde_yaml::from_str(&format!("image: small\nwarm: {warm}")).unwrap();
-        let image = serde_yaml::from_str("source: {recipe: small}\nlanguages: []").unwrap();
-        let mut p = PoolRuntime::new(ResolvedPool {
-            key: "t/p".into(),
-            name: "p".into(),
-            generation: None,
-            spec,
-            warm,
-            image: Some(image),
-            problem: None,
-        });
-        p.hash = Some("h".into());
+        let mut p = crate::agent::state::test_pool("t/p", warm);
         p.launching = launching;
         agent.inner.lock().pools.insert("t/p".into(), p);
         agent

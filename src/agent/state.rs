@@ -250,25 +250,32 @@ impl State {
     }
 }
 
+/// A servable pool `key` of the small image wanting `warm` containers, its
+/// shape known and nothing launched: the agent's unit tests start from it.
+#[cfg(test)]
+pub(crate) fn test_pool(key: &str, warm: u32) -> PoolRuntime {
+    let spec = serde_yaml::from_str(&format!("image: small\nwarm: {warm}")).unwrap();
+    let image = serde_yaml::from_str("source: {recipe: small}\nlanguages: []").unwrap();
+    let name = key.rsplit('/').next().unwrap_or(key).to_string();
+    let mut p = PoolRuntime::new(ResolvedPool {
+        key: key.into(),
+        name,
+        generation: None,
+        spec,
+        warm,
+        image: Some(image),
+        problem: None,
+    });
+    p.hash = Some("h".into());
+    p
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::agent::desired::ResolvedPool;
 
     fn pool(warm: u32) -> PoolRuntime {
-        let spec: crate::crd::ExecutorPoolSpec = serde_yaml::from_str("image: small").unwrap();
-        let image = serde_yaml::from_str("source: {recipe: small}\nlanguages: []").unwrap();
-        let mut p = PoolRuntime::new(ResolvedPool {
-            key: "ns/p".into(),
-            name: "p".into(),
-            generation: None,
-            spec,
-            warm,
-            image: Some(image),
-            problem: None,
-        });
-        p.hash = Some("h".into());
-        p
+        test_pool("ns/p", warm)
     }
 
     #[test]
