@@ -7,20 +7,41 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use super::keys;
 use crate::lxd::InstanceInfo;
 
-/// What the agent tracks for one container.
+/// Where a container the agent tracks stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Phase {
+    /// Being created, started and readied.
     Launching,
+    /// Ready, in its pool's warm queue.
     Warm,
+    /// Handed to one execution.
     Busy,
+    /// Running its pool's smoke suite.
+    Proving,
+    /// Left by an earlier run, being checked before it is adopted.
+    Inspecting,
+    /// Being stopped and deleted.
     Destroying,
 }
 
-/// What a pool wants on this host: the container hash (`None` while its
-/// image is still being looked up).
+/// What a pool wants on this host.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Want {
-    pub hash: Option<String>,
+pub enum Want {
+    /// Its image is still being looked up: nothing is decided for it.
+    Undecided,
+    /// Containers of this shape (container hash).
+    Shape(String),
+    /// Nothing: it cannot be served, whatever its image.
+    Nothing,
+}
+
+impl Want {
+    fn shape(&self) -> Option<&str> {
+        match self {
+            Want::Shape(h) => Some(h),
+            _ => None,
+        }
+    }
 }
 
 /// The decisions of one resync.
@@ -38,10 +59,10 @@ pub struct Plan {
 }
 
 /// Decides a resync. `owned` is LXD's list, already limited to this node's
-/// managed containers; `tracked` maps container name to (pool key, phase).
+/// managed containers; `tracked` maps container name to its phase.
 pub fn resync(
     owned: &[InstanceInfo],
-    tracked: &HashMap<String, (String, Phase)>,
+    tracked: &HashMap<&str, Phase>,
     wants: &BTreeMap<String, Want>,
 ) -> Plan {
     let mut plan = Plan::default();
@@ -54,14 +75,14 @@ pub fn resync(
                 .get(keys::SPEC)
                 .map(String::as_str)
                 .unwrap_or_default();
-            let undecided = wants.values().any(|w| w.hash.is_none());
-            if !undecided && !wants.values().any(|w| w.hash.as_deref() == Some(hash)) {
+            let undecided = wants.values().any(|w| *w == Want::Undecided);
+            if !undecided && !wants.values().any(|w| w.shape() == Some(hash)) {
                 plan.destroy.push(inst.name.clone());
             }
             continue;
         }
-        match tracked.get(&inst.name) {
-            Some((_, Phase::Warm)) if !inst.is_running() => {
+        match tracked.get(inst.name.as_str()) {
+            Some(Phase::Warm) if !inst.is_running() => {
                 plan.forget.push(inst.name.clone());
                 plan.destroy.push(inst.name.clone());
             }
@@ -78,13 +99,11 @@ pub fn resync(
                     .map(String::as_str)
                     .unwrap_or_default();
                 // Its pool's shape is not known yet: decide on a later resync.
-                if inst.is_running() && wants.get(pool).is_some_and(|w| w.hash.is_none()) {
+                if inst.is_running() && wants.get(pool) == Some(&Want::Undecided) {
                     continue;
                 }
-                let fits = inst.is_running()
-                    && wants
-                        .get(pool)
-                        .is_some_and(|w| w.hash.as_deref() == Some(hash));
+                let fits =
+                    inst.is_running() && wants.get(pool).is_some_and(|w| w.shape() == Some(hash));
                 if fits {
                     plan.adopt.push((pool.to_string(), inst.name.clone()));
                 } else {
@@ -95,8 +114,8 @@ pub fn resync(
     }
     let mut gone: Vec<String> = tracked
         .iter()
-        .filter(|(name, (_, phase))| *phase == Phase::Warm && !listed.contains(name.as_str()))
-        .map(|(name, _)| name.clone())
+        .filter(|(name, phase)| **phase == Phase::Warm && !listed.contains(**name))
+        .map(|(name, _)| name.to_string())
         .collect();
     gone.sort();
     plan.forget.extend(gone);
@@ -133,21 +152,12 @@ mod tests {
     }
 
     fn wants() -> BTreeMap<String, Want> {
-        BTreeMap::from([(
-            "ns/py".to_string(),
-            Want {
-                hash: Some("h1".into()),
-            },
-        )])
+        BTreeMap::from([("ns/py".to_string(), Want::Shape("h1".into()))])
     }
 
     #[test]
     fn warm_container_stopped_or_deleted_out_of_band_is_forgotten() {
-        let tracked = HashMap::from([
-            ("a".to_string(), ("ns/py".to_string(), Phase::Warm)),
-            ("b".to_string(), ("ns/py".to_string(), Phase::Warm)),
-            ("c".to_string(), ("ns/py".to_string(), Phase::Busy)),
-        ]);
+        let tracked = HashMap::from([("a", Phase::Warm), ("b", Phase::Warm), ("c", Phase::Busy)]);
         let owned = vec![
             inst("a", "ns/py", "h1", "Stopped"),
             inst("c", "ns/py", "h1", "Running"),
@@ -180,19 +190,21 @@ mod tests {
         let mut tpl = inst("us-tpl-h1-000000", "", "h1", "Stopped");
         tpl.config.insert(keys::TEMPLATE.into(), "true".into());
         let owned = vec![inst("a", "ns/py", "h1", "Running"), tpl];
-        let wants = BTreeMap::from([("ns/py".to_string(), Want { hash: None })]);
+        let wants = BTreeMap::from([("ns/py".to_string(), Want::Undecided)]);
         assert_eq!(resync(&owned, &HashMap::new(), &wants), Plan::default());
     }
 
     #[test]
     fn launching_and_destroying_are_left_alone() {
         let tracked = HashMap::from([
-            ("a".to_string(), ("ns/py".to_string(), Phase::Launching)),
-            ("b".to_string(), ("ns/py".to_string(), Phase::Destroying)),
+            ("a", Phase::Launching),
+            ("b", Phase::Destroying),
+            ("c", Phase::Inspecting),
         ]);
         let owned = vec![
             inst("a", "ns/py", "h1", "Stopped"),
             inst("b", "ns/py", "h1", "Stopped"),
+            inst("c", "ns/py", "h1", "Running"),
         ];
         assert_eq!(resync(&owned, &tracked, &wants()), Plan::default());
     }

@@ -1,15 +1,13 @@
 //! A pool's state on this host as status and conditions (pure), and the
 //! host's memory of when each condition last changed.
 
-use std::collections::BTreeMap;
-
 use k8s_openapi::jiff::Timestamp;
 use serde::Serialize;
 
 use crate::crd::condition::{Condition, DEGRADED, Desired, READY, is_true, merge};
 use crate::crd::{ExecutorPoolSpec, NodePoolStatus};
 
-use super::state::{PoolRuntime, State};
+use super::{Core, PoolRuntime};
 
 /// A pool that is ready on this host, with the languages it serves.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -21,12 +19,12 @@ pub struct Serving {
 }
 
 /// The ready pools that serve at least one language. Pure.
-pub fn serving(st: &State) -> Vec<Serving> {
+pub fn serving(st: &Core) -> Vec<Serving> {
     st.pools
         .iter()
         .filter(|(_, p)| p.ready())
         .map(|(key, p)| Serving {
-            pool: key.clone(),
+            pool: key.to_string(),
             languages: p
                 .served_languages()
                 .iter()
@@ -156,35 +154,6 @@ pub fn transition(
     (next, became_ready)
 }
 
-/// Records every pool's conditions with the times they changed (the
-/// reconcile loop calls it after each pass, so a change is stamped when it
-/// happens, not when someone asks), and logs once when a pool becomes ready.
-pub fn observe(pools: &mut BTreeMap<String, PoolRuntime>) {
-    let now = Timestamp::now();
-    for (key, p) in pools.iter_mut() {
-        let (next, became_ready) = transition(
-            &p.observed_conditions,
-            &conditions(p),
-            p.resolved.generation,
-            now,
-        );
-        if became_ready {
-            let languages: Vec<&str> = p
-                .served_languages()
-                .iter()
-                .map(|l| l.name.as_str())
-                .collect();
-            tracing::info!(
-                pool = %key,
-                warm = p.warm.len(),
-                ?languages,
-                "pool ready on this host: filled and its languages proven"
-            );
-        }
-        p.observed_conditions = next;
-    }
-}
-
 /// The pool's conditions with the times they last changed as `observed`
 /// (the time of the query only for a change not observed yet).
 pub fn stamped(
@@ -238,13 +207,18 @@ mod tests {
             image: None,
             problem: None,
         });
-        let mut pools = BTreeMap::from([("t/remember".to_string(), p)]);
-        observe(&mut pools);
-        let p = &pools["t/remember"];
+        let mut core = super::super::with_pools(vec![("t/remember", p)]);
+        let now = std::time::Instant::now();
+        let mut out = Vec::new();
+        core.observe(at(10), &mut out);
+        assert_eq!(out.len(), 1, "the first observation is reported");
+        let p = core.pool("t/remember").unwrap();
         let first = stamped(&p.observed_conditions, &conditions(p), Some(3));
-        std::thread::sleep(std::time::Duration::from_millis(20));
-        observe(&mut pools);
-        let p = &pools["t/remember"];
+        assert_eq!(first[0].last_transition_time, Time(at(10)));
+        out.clear();
+        core.observe(at(20), &mut out);
+        assert!(out.is_empty(), "nothing changed, nothing reported");
+        let p = core.pool("t/remember").unwrap();
         let later = stamped(&p.observed_conditions, &conditions(p), Some(3));
         assert_eq!(first, later, "the query time is not the transition time");
         assert_eq!(later[0].observed_generation, Some(3));
@@ -253,5 +227,6 @@ mod tests {
             unobserved[0].last_transition_time,
             first[0].last_transition_time
         );
+        let _ = now;
     }
 }

@@ -1,83 +1,69 @@
-//! The agent's in-memory state: per pool, the warm queue and counts; per
-//! container, its pool and phase. Plain data with small pure methods; locks
-//! and effects live in the agent.
+//! One pool on this host: what it should be (resolved from its resource and
+//! image), where it stands (image, shape, warm queue, counts, failures,
+//! smoke results). Plain data with pure queries; only the core changes it.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::sync::Arc;
+use std::collections::{BTreeMap, VecDeque};
 use std::time::Instant;
 
-use tokio::sync::Semaphore;
+use crate::crd::condition::Condition;
+use crate::crd::{LanguageSpec, UnavailableLanguage};
 
-use crate::crd::{ImageSource, LanguageSpec, UnavailableLanguage};
-
-use super::desired::{Problem, ResolvedPool};
-use super::plan::Phase;
-use super::smoke::{self, LanguageCheck};
-
-/// Where a host stands with one image.
-#[derive(Debug, Clone)]
-pub enum ImageState {
-    /// Being looked up or built.
-    Pending,
-    Ready {
-        fingerprint: String,
-        /// Toolchain versions the image build recorded, by language.
-        versions: BTreeMap<String, String>,
-    },
-    Failed {
-        message: String,
-        retry_at: Instant,
-    },
-}
+use super::super::desired::{Problem, ResolvedPool};
+use super::super::smoke::{self, LanguageCheck};
+use super::ids::{ContainerName, PoolKey, ShapeHash};
 
 /// One pool on this host.
 #[derive(Debug)]
 pub struct PoolRuntime {
-    pub resolved: ResolvedPool,
+    pub(super) key: PoolKey,
+    pub(super) resolved: ResolvedPool,
     /// Fingerprint of the pool's image, once it is in the store.
-    pub fingerprint: Option<String>,
-    /// Hash of the current container shape, once the image is known.
-    pub hash: Option<String>,
+    pub(super) fingerprint: Option<String>,
+    /// The current container shape, once the image is known.
+    pub(super) hash: Option<ShapeHash>,
+    /// Whether the shape changed (or became known) and LXD has not been
+    /// listed since: containers of an earlier run are adopted before any is
+    /// launched.
+    pub(super) needs_listing: bool,
     /// Warm containers, oldest first.
-    pub warm: VecDeque<String>,
-    pub launching: u32,
-    pub busy: u32,
-    /// Bounds concurrent executions on this host.
-    pub concurrency: Arc<Semaphore>,
-    pub max_concurrent: u32,
+    pub(super) warm: VecDeque<ContainerName>,
+    pub(super) launching: u32,
+    pub(super) busy: u32,
+    /// Containers of an earlier run being checked for adoption.
+    pub(super) inspecting: u32,
     /// Consecutive failed launches, and when launching may be tried again.
-    pub failures: u32,
-    pub backoff_until: Option<Instant>,
-    pub last_error: Option<String>,
+    pub(super) failures: u32,
+    pub(super) backoff_until: Option<Instant>,
+    pub(super) last_error: Option<String>,
     /// A problem found at run time (image missing, build failed).
-    pub runtime_problem: Option<Problem>,
+    pub(super) runtime_problem: Option<Problem>,
     /// Whether the pool has reached its warm count since its shape last
     /// changed: it is then ready, and a burst that empties it for a moment
     /// does not make it unready.
-    pub filled_once: bool,
+    pub(super) filled_once: bool,
     /// Smoke test results on this host, with the key they were run for.
-    pub smoke: Option<(String, Vec<LanguageCheck>)>,
+    pub(super) smoke: Option<(String, Vec<LanguageCheck>)>,
     /// The key of the smoke suite running now, if one is.
-    pub smoke_running: Option<String>,
+    pub(super) smoke_running: Option<String>,
     /// Versions recorded in the pool's image, by language.
-    pub versions: BTreeMap<String, String>,
-    /// The pool's conditions on this host as the reconcile loop last
-    /// observed them, with the times they last changed.
-    pub observed_conditions: Vec<crate::crd::condition::Condition>,
+    pub(super) versions: BTreeMap<String, String>,
+    /// The pool's conditions on this host as last observed, with the times
+    /// they last changed.
+    pub(super) observed_conditions: Vec<Condition>,
 }
 
 impl PoolRuntime {
-    pub fn new(resolved: ResolvedPool) -> Self {
-        let max = resolved.spec.max_concurrent.max(1);
+    pub(super) fn new(resolved: ResolvedPool) -> Self {
         Self {
+            key: PoolKey::parse(&resolved.key),
             resolved,
             fingerprint: None,
             hash: None,
+            needs_listing: false,
             warm: VecDeque::new(),
             launching: 0,
             busy: 0,
-            concurrency: Arc::new(Semaphore::new(max as usize)),
-            max_concurrent: max,
+            inspecting: 0,
             failures: 0,
             backoff_until: None,
             last_error: None,
@@ -88,6 +74,50 @@ impl PoolRuntime {
             versions: BTreeMap::new(),
             observed_conditions: Vec::new(),
         }
+    }
+
+    pub fn key(&self) -> &PoolKey {
+        &self.key
+    }
+
+    /// The pool as resolved from its resource and image.
+    pub fn resolved(&self) -> &ResolvedPool {
+        &self.resolved
+    }
+
+    /// Warm containers now.
+    pub fn warm_count(&self) -> u32 {
+        self.warm.len() as u32
+    }
+
+    /// Containers handed to executions and not yet destroyed.
+    pub fn busy(&self) -> u32 {
+        self.busy
+    }
+
+    /// Containers being launched.
+    pub fn launching(&self) -> u32 {
+        self.launching
+    }
+
+    /// Consecutive failed launches.
+    pub fn failures(&self) -> u32 {
+        self.failures
+    }
+
+    /// The last launch error, while launches fail.
+    pub fn last_error(&self) -> Option<&str> {
+        self.last_error.as_deref()
+    }
+
+    /// The conditions as last observed, with the times they changed.
+    pub fn observed_conditions(&self) -> &[Condition] {
+        &self.observed_conditions
+    }
+
+    /// The current container shape, once known.
+    pub fn hash(&self) -> Option<&ShapeHash> {
+        self.hash.as_ref()
     }
 
     /// The warm target on this host; zero while the pool cannot be served.
@@ -112,32 +142,39 @@ impl PoolRuntime {
             .or(self.runtime_problem.as_ref())
     }
 
-    /// Launches to start now: the deficit, unless backing off.
-    pub fn deficit(&self, now: Instant) -> u32 {
-        if self.backoff_until.is_some_and(|t| now < t) {
+    /// Whether launches wait after failures.
+    pub(super) fn backing_off(&self, now: Instant) -> bool {
+        self.backoff_until.is_some_and(|t| now < t)
+    }
+
+    /// Launches to start now: the deficit, unless backing off or LXD has
+    /// not been listed for the current shape yet.
+    pub(super) fn deficit(&self, now: Instant) -> u32 {
+        if self.backing_off(now) || self.needs_listing {
             return 0;
         }
-        self.target()
-            .saturating_sub(self.warm.len() as u32 + self.launching)
+        self.room()
     }
 
-    /// Takes the warm containers above the target out of the queue, oldest
-    /// first, for the caller to destroy.
-    pub fn surplus(&mut self) -> Vec<String> {
-        let keep = self.target().saturating_sub(self.launching) as usize;
-        let mut out = Vec::new();
-        while self.warm.len() > keep {
-            if let Some(c) = self.warm.pop_front() {
-                out.push(c);
-            }
-        }
-        out
+    /// How many warm containers above the target to destroy: the oldest.
+    pub(super) fn surplus(&self) -> usize {
+        let keep = self
+            .target()
+            .saturating_sub(self.launching + self.inspecting) as usize;
+        self.warm.len().saturating_sub(keep)
     }
 
-    /// Room for adopted containers (see `plan::Want`).
+    /// Room for more warm containers: the target less what is warm,
+    /// launching or about to be adopted.
     pub fn room(&self) -> u32 {
         self.target()
-            .saturating_sub(self.warm.len() as u32 + self.launching)
+            .saturating_sub(self.warm.len() as u32 + self.launching + self.inspecting)
+    }
+
+    /// Whether nothing can ever be handed out: nothing warm, nothing
+    /// launching and a warm target of zero.
+    pub fn none_can_come(&self) -> bool {
+        self.warm.is_empty() && self.launching == 0 && self.target() == 0
     }
 
     /// Whether the pool serves, its languages have been proven here, and it
@@ -158,8 +195,8 @@ impl PoolRuntime {
     /// What the smoke results must have been run for to count.
     pub fn smoke_key(&self) -> Option<String> {
         self.hash
-            .as_deref()
-            .map(|h| smoke::key(h, self.languages()))
+            .as_ref()
+            .map(|h| smoke::key(h.as_str(), self.languages()))
     }
 
     /// The smoke results, if they are current.
@@ -214,46 +251,12 @@ impl PoolRuntime {
             .cloned()
             .or_else(|| lang.version.clone())
     }
-
-    /// Resizes the concurrency bound after a spec change.
-    pub fn set_max_concurrent(&mut self, max: u32) {
-        let max = max.max(1);
-        if max > self.max_concurrent {
-            self.concurrency
-                .add_permits((max - self.max_concurrent) as usize);
-        } else if max < self.max_concurrent {
-            self.concurrency
-                .forget_permits((self.max_concurrent - max) as usize);
-        }
-        self.max_concurrent = max;
-    }
-}
-
-/// Everything the agent tracks.
-#[derive(Debug, Default)]
-pub struct State {
-    /// Whether the pools have been applied from a complete listing at least
-    /// once; until then the agent does not know what it serves.
-    pub listed: bool,
-    pub pools: BTreeMap<String, PoolRuntime>,
-    /// Every container the agent is responsible for, by name: (pool key, phase).
-    pub tracked: HashMap<String, (String, Phase)>,
-    pub images: HashMap<ImageSource, ImageState>,
-}
-
-impl State {
-    /// Moves a tracked container to another phase.
-    pub fn set_phase(&mut self, name: &str, phase: Phase) {
-        if let Some(entry) = self.tracked.get_mut(name) {
-            entry.1 = phase;
-        }
-    }
 }
 
 /// A servable pool `key` of the small image wanting `warm` containers, its
 /// shape known and nothing launched: the agent's unit tests start from it.
 #[cfg(test)]
-pub(crate) fn test_pool(key: &str, warm: u32) -> PoolRuntime {
+fn test_pool(key: &str, warm: u32) -> PoolRuntime {
     let spec = serde_yaml::from_str(&format!("image: small\nwarm: {warm}")).unwrap();
     let image = serde_yaml::from_str("source: {recipe: small}\nlanguages: []").unwrap();
     let name = key.rsplit('/').next().unwrap_or(key).to_string();
@@ -284,10 +287,9 @@ mod tests {
         let mut p = pool(3);
         assert_eq!(p.deficit(now), 3);
         p.launching = 1;
-        p.warm
-            .extend(["a".to_string(), "b".to_string(), "c".to_string()]);
+        p.warm.extend(["a".into(), "b".into(), "c".into()]);
         assert_eq!(p.deficit(now), 0);
-        assert_eq!(p.surplus(), ["a"]);
+        assert_eq!(p.surplus(), 1);
         p.backoff_until = Some(now + std::time::Duration::from_secs(5));
         p.warm.clear();
         assert_eq!(p.deficit(now), 0);
@@ -299,7 +301,7 @@ mod tests {
         p.hash = None;
         assert_eq!(p.target(), 0);
         p.warm.push_back("a".into());
-        assert_eq!(p.surplus(), ["a"]);
+        assert_eq!(p.surplus(), 1);
     }
 
     #[test]
@@ -360,13 +362,9 @@ mod tests {
             )
             .unwrap(),
         );
-        let mut st = State {
-            listed: true,
-            ..Default::default()
-        };
-        st.pools.insert("ns/p".into(), p);
+        let mut st = super::super::with_pools(vec![("ns/p", p)]);
         assert!(crate::agent::status::serving(&st).is_empty(), "not proven");
-        let p = st.pools.get_mut("ns/p").unwrap();
+        let p = st.pools.get_mut(&PoolKey::parse("ns/p")).unwrap();
         let passed = LanguageCheck {
             language: "python".into(),
             passed: true,
@@ -376,19 +374,12 @@ mod tests {
         };
         p.smoke = Some((p.smoke_key().unwrap(), vec![passed]));
         assert!(crate::agent::status::serving(&st).is_empty(), "not filled");
-        st.pools.get_mut("ns/p").unwrap().filled_once = true;
+        st.pools
+            .get_mut(&PoolKey::parse("ns/p"))
+            .unwrap()
+            .filled_once = true;
         let serving = crate::agent::status::serving(&st);
         assert_eq!(serving.len(), 1);
         assert_eq!(serving[0].languages, ["python"]);
-    }
-
-    #[test]
-    fn concurrency_resizes() {
-        let mut p = pool(1);
-        assert_eq!(p.concurrency.available_permits(), 16);
-        p.set_max_concurrent(4);
-        assert_eq!(p.concurrency.available_permits(), 4);
-        p.set_max_concurrent(10);
-        assert_eq!(p.concurrency.available_permits(), 10);
     }
 }

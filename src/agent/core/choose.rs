@@ -8,7 +8,7 @@ use std::fmt;
 
 use crate::crd::{ExecutorPoolSpec, LanguageSpec, NetworkTier};
 
-use super::state::{PoolRuntime, State};
+use super::{Core, PoolRuntime};
 
 /// The pool chosen for an execution, with what the request needs from it.
 #[derive(Debug, Clone)]
@@ -185,7 +185,7 @@ pub fn verdict(blockers: Vec<Blocker>, offered: Vec<NetworkTier>) -> Blocker {
 
 /// Picks the pool for `language` (a name or alias) and `tier`: among the
 /// pools that serve it, the one with the most warm containers.
-pub fn choose(st: &State, language: &str, tier: NetworkTier) -> Result<Choice, ChoiceError> {
+pub fn choose(st: &Core, language: &str, tier: NetworkTier) -> Result<Choice, ChoiceError> {
     let blocked = |blocker| ChoiceError::Blocked {
         language: language.to_string(),
         tier,
@@ -205,19 +205,19 @@ pub fn choose(st: &State, language: &str, tier: NetworkTier) -> Result<Choice, C
         known = true;
         let network = p.resolved.spec.network;
         if network != tier {
-            if blocker(key, p, &lang.name).is_none() && !offered.contains(&network) {
+            if blocker(key.as_str(), p, &lang.name).is_none() && !offered.contains(&network) {
                 offered.push(network);
             }
             continue;
         }
-        if let Some(b) = blocker(key, p, &lang.name) {
+        if let Some(b) = blocker(key.as_str(), p, &lang.name) {
             blockers.push(b);
             continue;
         }
         let warm = p.warm.len();
         if best.as_ref().is_none_or(|(w, _)| warm > *w) {
             let choice = Choice {
-                pool: key.clone(),
+                pool: key.to_string(),
                 language: lang.clone(),
                 spec: p.resolved.spec.clone(),
             };
@@ -237,7 +237,7 @@ pub fn choose(st: &State, language: &str, tier: NetworkTier) -> Result<Choice, C
 /// What keeps this host from serving everything it will serve soon: not
 /// listed yet, or the closest-to-ready temporary blocker of any pool.
 /// `None` when nothing is pending (what is not served now will not be).
-pub fn pending(st: &State) -> Option<Blocker> {
+pub fn pending(st: &Core) -> Option<Blocker> {
     if !st.listed {
         return Some(Blocker::Starting);
     }
@@ -246,7 +246,7 @@ pub fn pending(st: &State) -> Option<Blocker> {
         .flat_map(|(key, p)| {
             p.languages()
                 .iter()
-                .filter_map(|l| blocker(key, p, &l.name))
+                .filter_map(|l| blocker(key.as_str(), p, &l.name))
                 .collect::<Vec<_>>()
         })
         .filter(Blocker::temporary)
@@ -254,7 +254,7 @@ pub fn pending(st: &State) -> Option<Blocker> {
 }
 
 /// Names of the languages served here, sorted.
-fn served(st: &State) -> Vec<String> {
+fn served(st: &Core) -> Vec<String> {
     let mut names: Vec<String> = st
         .pools
         .values()
@@ -308,15 +308,11 @@ mod tests {
         p
     }
 
-    fn state(pools: Vec<(&str, PoolRuntime)>) -> State {
-        State {
-            listed: true,
-            pools: pools.into_iter().map(|(k, p)| (k.to_string(), p)).collect(),
-            ..Default::default()
-        }
+    fn state(pools: Vec<(&str, PoolRuntime)>) -> Core {
+        super::super::with_pools(pools)
     }
 
-    fn blocker_of(st: &State, language: &str, tier: NetworkTier) -> Blocker {
+    fn blocker_of(st: &Core, language: &str, tier: NetworkTier) -> Blocker {
         match choose(st, language, tier) {
             Err(ChoiceError::Blocked { blocker, .. }) => blocker,
             other => panic!("expected a blocker, got {other:?}"),
@@ -459,7 +455,8 @@ mod tests {
         assert_eq!(pending(&st), None, "lua failed: waiting will not help");
         let mut proving = pool("zerotrust");
         proving.hash = Some("h".into());
-        st.pools.insert("t/b".into(), proving);
+        st.pools
+            .insert(super::super::PoolKey::parse("t/b"), proving);
         assert_eq!(pending(&st), Some(Blocker::Proving { pool: "t/b".into() }));
         st.listed = false;
         assert_eq!(pending(&st), Some(Blocker::Starting));

@@ -1,0 +1,676 @@
+//! The agent's decisions, with no I/O and no locks: events come in (the
+//! resources changed, an image resolved, LXD was listed, a launch finished,
+//! a container was taken or given back, a smoke suite finished, time passed)
+//! and effects go out (`Effect`) for the driver to carry out on a
+//! `ContainerHost`. Every change of a container's phase goes through one
+//! method, so the warm queue and the per-pool counts cannot drift apart.
+
+pub mod choose;
+mod effect;
+mod ids;
+mod pool;
+pub mod status;
+#[cfg(test)]
+mod tests;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::jiff::Timestamp;
+
+use crate::crd::ImageSource;
+use crate::lxd::InstanceInfo;
+
+use super::desired::{self, Problem, ResolvedPool, Resources, container_hash};
+use super::keys;
+use super::plan::{self, Phase, Want};
+use super::smoke::LanguageCheck;
+
+pub use effect::{Effect, LaunchOrder, LaunchOutcome, SmokeOrder};
+pub use ids::{ContainerName, PoolKey, ShapeHash};
+pub use pool::PoolRuntime;
+
+/// How long a failed image lookup or build waits before it is tried again.
+const IMAGE_RETRY: Duration = Duration::from_secs(30);
+
+/// How long launching waits after `failures` failed launches in a row:
+/// 1 s, doubling, at most 30 s.
+pub fn backoff(failures: u32) -> Duration {
+    Duration::from_millis(500u64.saturating_mul(1 << failures.min(6))).min(Duration::from_secs(30))
+}
+
+/// Where a host stands with one image.
+#[derive(Debug, Clone)]
+pub enum ImageState {
+    /// Being looked up or built.
+    Pending,
+    Ready(ImageReady),
+    Failed {
+        message: String,
+        retry_at: Instant,
+    },
+}
+
+/// An image in the host's store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageReady {
+    pub fingerprint: String,
+    /// Toolchain versions the image build recorded, by language.
+    pub versions: BTreeMap<String, String>,
+}
+
+/// One container the agent is responsible for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tracked {
+    pub pool: PoolKey,
+    pub phase: Phase,
+    /// The shape it was launched with (launches only).
+    shape: Option<ShapeHash>,
+}
+
+/// Why a container could not be taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TakeError {
+    /// The pool is not served on this host.
+    NotServed,
+    /// Nothing is warm now; `none_can_come` when nothing is launching and
+    /// the warm target is zero, so waiting cannot help.
+    Empty { none_can_come: bool },
+}
+
+/// The agent's state and decisions.
+#[derive(Debug)]
+pub struct Core {
+    node: String,
+    /// Whether a complete listing of the resources has arrived; before
+    /// that nothing is decided (see `Resources::complete`).
+    listed: bool,
+    /// Set by `drain`: the pools are gone for good, resources are ignored.
+    draining: bool,
+    /// The pools covering this host, as resolved from the last complete
+    /// listing.
+    desired: Vec<ResolvedPool>,
+    pools: BTreeMap<PoolKey, PoolRuntime>,
+    containers: HashMap<ContainerName, Tracked>,
+    images: HashMap<ImageSource, ImageState>,
+}
+
+impl Core {
+    /// An empty core for the agent of `node`.
+    pub fn new(node: &str) -> Self {
+        Self {
+            node: node.to_string(),
+            listed: false,
+            draining: false,
+            desired: Vec::new(),
+            pools: BTreeMap::new(),
+            containers: HashMap::new(),
+            images: HashMap::new(),
+        }
+    }
+
+    // ----- queries -----
+
+    /// Whether a complete listing of the resources has been applied.
+    pub fn listed(&self) -> bool {
+        self.listed
+    }
+
+    /// The pools on this host, by key.
+    pub fn pools(&self) -> impl Iterator<Item = (&PoolKey, &PoolRuntime)> {
+        self.pools.iter()
+    }
+
+    /// One pool, by `namespace/name`.
+    pub fn pool(&self, key: &str) -> Option<&PoolRuntime> {
+        self.pools.get(&PoolKey::parse(key))
+    }
+
+    /// Containers of pool `key` tracked in any phase.
+    pub fn containers_of(&self, key: &str) -> u32 {
+        self.containers
+            .values()
+            .filter(|t| t.pool.as_str() == key)
+            .count() as u32
+    }
+
+    /// Every tracked container's name, sorted.
+    pub fn tracked(&self) -> Vec<String> {
+        let mut v: Vec<String> = self.containers.keys().map(|c| c.0.clone()).collect();
+        v.sort();
+        v
+    }
+
+    /// One tracked container.
+    pub fn container(&self, name: &str) -> Option<&Tracked> {
+        self.containers.get(&ContainerName::from(name))
+    }
+
+    /// Whether some container is between states (launching, handed out,
+    /// being proven, inspected or destroyed): a process that stops now
+    /// would leave it half-done.
+    pub fn in_flight(&self) -> bool {
+        self.containers.values().any(|t| t.phase != Phase::Warm)
+    }
+
+    // ----- events -----
+
+    /// The resources changed. An incomplete listing is ignored: an empty
+    /// or partial list then means "not known yet", and acting on it would
+    /// remove pools and destroy (instead of adopt) the warm containers and
+    /// templates of an earlier run. Returns whether it was applied.
+    pub fn resources(&mut self, res: &Resources) -> bool {
+        if !res.complete || self.draining {
+            return false;
+        }
+        self.listed = true;
+        self.desired = desired::resolve(res, &self.node);
+        true
+    }
+
+    /// An image lookup or build finished.
+    pub fn image_resolved(
+        &mut self,
+        source: ImageSource,
+        result: Result<ImageReady, String>,
+        now: Instant,
+    ) {
+        let state = match result {
+            Ok(ready) => ImageState::Ready(ready),
+            Err(message) => ImageState::Failed {
+                message,
+                retry_at: now + IMAGE_RETRY,
+            },
+        };
+        self.images.insert(source, state);
+    }
+
+    /// One pass: applies the desired pools, fills each to its warm count,
+    /// trims surplus, starts smoke suites, and records each pool's
+    /// conditions with the times they changed (`wall`).
+    pub fn tick(&mut self, now: Instant, wall: Timestamp) -> Vec<Effect> {
+        if !self.listed {
+            return vec![];
+        }
+        let mut out = self.apply(now);
+        self.fill(now, &mut out);
+        self.prove(now, &mut out);
+        self.observe(wall, &mut out);
+        out
+    }
+
+    /// LXD was listed: `owned` are this node's managed instances. Forgets
+    /// warm containers lost out of band, offers unused containers of an
+    /// earlier run for adoption, destroys what is owned but unused.
+    pub fn listing(&mut self, owned: &[InstanceInfo]) -> Vec<Effect> {
+        let mut out = Vec::new();
+        let wants: BTreeMap<String, Want> = self
+            .pools
+            .iter()
+            .map(|(k, p)| {
+                let want = match (p.problem(), &p.hash) {
+                    // A pool that cannot be served wants nothing, whatever its image.
+                    (Some(_), _) => Want::Nothing,
+                    (None, None) => Want::Undecided,
+                    (None, Some(h)) => Want::Shape(h.0.clone()),
+                };
+                (k.as_str().to_string(), want)
+            })
+            .collect();
+        let phases: HashMap<&str, Phase> = self
+            .containers
+            .iter()
+            .map(|(n, t)| (n.as_str(), t.phase))
+            .collect();
+        let decided = plan::resync(owned, &phases, &wants);
+        tracing::debug!(owned = owned.len(), ?decided, "resync");
+        for name in decided.forget {
+            let name = ContainerName(name);
+            if self.containers.get(&name).map(|t| t.phase) == Some(Phase::Warm) {
+                let pool = self.containers[&name].pool.clone();
+                tracing::info!(container = %name, %pool, "warm container lost out of band; replacing it");
+                self.enter(&name, None);
+            }
+        }
+        let pool_of = |name: &str| {
+            owned
+                .iter()
+                .find(|i| i.name == name)
+                .and_then(|i| i.config.get(keys::POOL))
+                .map(|p| PoolKey::parse(p))
+                .unwrap_or_else(|| PoolKey::new("", ""))
+        };
+        for name in decided.destroy {
+            let pool = pool_of(&name);
+            tracing::info!(container = %name, %pool, "removing a container this agent owns but does not use");
+            out.push(self.destroy(ContainerName(name), pool));
+        }
+        for (pool, name) in decided.adopt {
+            let (pool, container) = (PoolKey::parse(&pool), ContainerName(name));
+            self.enter(&container, Some(tracked(&pool, Phase::Inspecting)));
+            out.push(Effect::Inspect { container, pool });
+        }
+        for p in self.pools.values_mut() {
+            if p.hash.is_some() {
+                p.needs_listing = false;
+            }
+        }
+        out
+    }
+
+    /// A container offered for adoption was inspected: `Some(true)` when it
+    /// is ready and was never handed to an execution, `None` when it could
+    /// not be inspected (decided on the next listing).
+    pub fn inspected(&mut self, container: &ContainerName, unused: Option<bool>) -> Vec<Effect> {
+        let Some(t) = self.containers.get(container).cloned() else {
+            return vec![];
+        };
+        if t.phase != Phase::Inspecting {
+            return vec![];
+        }
+        // Room is counted without this container.
+        self.enter(container, None);
+        let room = self.pools.get(&t.pool).is_some_and(|p| p.room() > 0);
+        match unused {
+            None => vec![],
+            Some(true) if room => {
+                tracing::info!(%container, pool = %t.pool, "adopted a warm container from an earlier run");
+                self.enter(container, Some(tracked(&t.pool, Phase::Warm)));
+                vec![Effect::WarmAdded(t.pool)]
+            }
+            Some(_) => vec![self.destroy(container.clone(), t.pool)],
+        }
+    }
+
+    /// Whether a launch order still fits its pool (the pool exists with the
+    /// same shape): the driver asks before it creates anything.
+    pub fn launch_wanted(&self, order: &LaunchOrder) -> bool {
+        self.pools
+            .get(&order.pool)
+            .is_some_and(|p| p.hash.as_ref() == Some(&order.shape))
+    }
+
+    /// A launch finished.
+    pub fn launched(
+        &mut self,
+        container: &ContainerName,
+        outcome: LaunchOutcome,
+        now: Instant,
+    ) -> Vec<Effect> {
+        let Some(t) = self.containers.get(container).cloned() else {
+            return vec![];
+        };
+        let pool = self.pools.get_mut(&t.pool);
+        match (pool, outcome) {
+            (Some(p), LaunchOutcome::Ready) => {
+                p.failures = 0;
+                p.backoff_until = None;
+                p.last_error = None;
+                let fits = p.hash == t.shape && p.warm_count() < p.target();
+                if fits {
+                    self.enter(container, Some(tracked(&t.pool, Phase::Warm)));
+                    vec![Effect::WarmAdded(t.pool)]
+                } else {
+                    vec![self.destroy(container.clone(), t.pool)]
+                }
+            }
+            (None, LaunchOutcome::Ready) => vec![self.destroy(container.clone(), t.pool)],
+            (Some(p), LaunchOutcome::Failed(message)) => {
+                p.failures += 1;
+                p.backoff_until = Some(now + backoff(p.failures));
+                p.last_error = Some(message);
+                // A failed launch removes what it created.
+                self.enter(container, None);
+                vec![]
+            }
+            (_, LaunchOutcome::Failed(_) | LaunchOutcome::Skipped) => {
+                self.enter(container, None);
+                vec![]
+            }
+        }
+    }
+
+    /// Takes the oldest warm container of `pool` for one execution.
+    pub fn take(&mut self, pool: &str) -> Result<ContainerName, TakeError> {
+        let key = PoolKey::parse(pool);
+        let p = self
+            .pools
+            .get(&key)
+            .filter(|p| p.serving())
+            .ok_or(TakeError::NotServed)?;
+        let Some(container) = p.warm.front().cloned() else {
+            return Err(TakeError::Empty {
+                none_can_come: p.none_can_come(),
+            });
+        };
+        self.enter(&container, Some(tracked(&key, Phase::Busy)));
+        Ok(container)
+    }
+
+    /// Whether `pool` can never have a container for a request (see
+    /// `PoolRuntime::none_can_come`); `None` when it is not served.
+    pub fn none_can_come(&self, pool: &str) -> Option<bool> {
+        self.pool(pool)
+            .filter(|p| p.serving())
+            .map(PoolRuntime::none_can_come)
+    }
+
+    /// A container handed out for an execution came back: it is destroyed,
+    /// never reused.
+    pub fn released(&mut self, container: &ContainerName) -> Vec<Effect> {
+        let pool = self
+            .containers
+            .get(container)
+            .map(|t| t.pool.clone())
+            .unwrap_or_else(|| PoolKey::new("", ""));
+        vec![self.destroy(container.clone(), pool)]
+    }
+
+    /// LXD confirmed a destroy, or it failed (a container that survived is
+    /// owned but untracked, so the next listing destroys it again).
+    pub fn destroyed(&mut self, container: &ContainerName) {
+        self.enter(container, None);
+    }
+
+    /// A pool's smoke suite finished: `checks` are its results, `None` when
+    /// its container could not be started (tried again after a back-off).
+    /// `launched` says whether the container exists and must be destroyed.
+    pub fn smoke_finished(
+        &mut self,
+        order: &SmokeOrder,
+        checks: Option<Vec<LanguageCheck>>,
+        launched: bool,
+        now: Instant,
+    ) -> Vec<Effect> {
+        if let Some(p) = self.pools.get_mut(&order.launch.pool) {
+            p.smoke_running = None;
+            match checks {
+                Some(checks) => p.smoke = Some((order.key.clone(), checks)),
+                None => {
+                    p.failures += 1;
+                    p.backoff_until = Some(now + backoff(p.failures));
+                }
+            }
+        }
+        let container = &order.launch.container;
+        if launched {
+            vec![self.destroy(container.clone(), order.launch.pool.clone())]
+        } else {
+            self.enter(container, None);
+            vec![]
+        }
+    }
+
+    /// Stops serving for good (shutdown with cleanup): every pool goes, and
+    /// later resources are ignored. The driver then destroys what LXD has.
+    pub fn drain(&mut self) {
+        self.draining = true;
+        self.desired.clear();
+        self.pools.clear();
+    }
+
+    /// Forgets every container (after the driver destroyed all of them).
+    pub fn forget_all(&mut self) {
+        self.containers.clear();
+    }
+
+    // ----- decisions -----
+
+    /// Brings the pool map in line with the desired pools.
+    fn apply(&mut self, now: Instant) -> Vec<Effect> {
+        let mut out = Vec::new();
+        let wanted: BTreeSet<PoolKey> = self
+            .desired
+            .iter()
+            .map(|r| PoolKey::parse(&r.key))
+            .collect();
+        let removed: Vec<PoolKey> = self
+            .pools
+            .keys()
+            .filter(|k| !wanted.contains(*k))
+            .cloned()
+            .collect();
+        for key in removed {
+            tracing::info!(pool = %key, "pool removed: destroying its warm containers");
+            let warm: Vec<ContainerName> = self.pools[&key].warm.iter().cloned().collect();
+            for c in warm {
+                out.push(self.destroy(c, key.clone()));
+            }
+            self.pools.remove(&key);
+            out.push(Effect::PoolRemoved(key));
+        }
+        let mut image_jobs: BTreeSet<ImageSource> = BTreeSet::new();
+        let mut listing = false;
+        for r in self.desired.clone() {
+            let source = r
+                .image
+                .as_ref()
+                .filter(|_| r.servable())
+                .map(|i| i.source.clone());
+            let (ready, problem) = match source.as_ref().map(|s| (s, self.images.get(s))) {
+                None | Some((_, Some(ImageState::Pending))) => (None, None),
+                Some((s, None)) => {
+                    image_jobs.insert(s.clone());
+                    (None, None)
+                }
+                Some((_, Some(ImageState::Ready(ready)))) => (Some(ready.clone()), None),
+                Some((s, Some(ImageState::Failed { message, retry_at }))) => {
+                    if now >= *retry_at {
+                        image_jobs.insert(s.clone());
+                    }
+                    let problem = Problem {
+                        reason: "ImageUnavailable",
+                        message: message.clone(),
+                    };
+                    (None, Some(problem))
+                }
+            };
+            let key = PoolKey::parse(&r.key);
+            let hash = ready
+                .as_ref()
+                .filter(|_| r.servable())
+                .map(|i| ShapeHash(container_hash(&r.spec, &i.fingerprint)));
+            let p = self
+                .pools
+                .entry(key.clone())
+                .or_insert_with(|| PoolRuntime::new(r.clone()));
+            p.resolved = r;
+            p.fingerprint = ready.as_ref().map(|i| i.fingerprint.clone());
+            p.versions = ready.map(|i| i.versions).unwrap_or_default();
+            p.runtime_problem = problem;
+            if hash == p.hash {
+                continue;
+            }
+            if p.hash.is_some() {
+                tracing::info!(pool = %key, "container shape changed: replacing warm containers");
+            }
+            p.needs_listing = hash.is_some();
+            listing |= hash.is_some();
+            p.hash = hash;
+            p.filled_once = false;
+            p.failures = 0;
+            p.backoff_until = None;
+            p.last_error = None;
+            let warm: Vec<ContainerName> = p.warm.iter().cloned().collect();
+            for c in warm {
+                out.push(self.destroy(c, key.clone()));
+            }
+        }
+        for s in image_jobs {
+            self.images.insert(s.clone(), ImageState::Pending);
+            out.push(Effect::EnsureImage(s));
+        }
+        // Until LXD is listed for a new shape, nothing is launched for it;
+        // a failed listing is retried on every pass.
+        if listing || self.pools.values().any(|p| p.needs_listing) {
+            out.push(Effect::List);
+        }
+        out
+    }
+
+    /// Orders launches for every deficit and destroys every surplus.
+    fn fill(&mut self, now: Instant, out: &mut Vec<Effect>) {
+        let keys: Vec<PoolKey> = self.pools.keys().cloned().collect();
+        for key in keys {
+            let p = &self.pools[&key];
+            let surplus: Vec<ContainerName> = p.warm.iter().take(p.surplus()).cloned().collect();
+            for c in surplus {
+                out.push(self.destroy(c, key.clone()));
+            }
+            let p = &self.pools[&key];
+            let n = p.deficit(now);
+            let (Some(fingerprint), Some(shape)) = (p.fingerprint.clone(), p.hash.clone()) else {
+                continue;
+            };
+            let ready_command = crate::execution::ready_command(p.languages());
+            let (name, spec) = (p.resolved.name.clone(), p.resolved.spec.clone());
+            for _ in 0..n {
+                let order = LaunchOrder {
+                    pool: key.clone(),
+                    container: ContainerName(keys::container_name(&name)),
+                    spec: spec.clone(),
+                    fingerprint: fingerprint.clone(),
+                    shape: shape.clone(),
+                    ready_command: ready_command.clone(),
+                };
+                let mut t = tracked(&key, Phase::Launching);
+                t.shape = Some(shape.clone());
+                self.enter(&order.container, Some(t));
+                out.push(Effect::Launch(order));
+            }
+        }
+    }
+
+    /// Orders a smoke suite for every pool whose languages are not proven on
+    /// this host for its current shape.
+    fn prove(&mut self, now: Instant, out: &mut Vec<Effect>) {
+        let mut orders = Vec::new();
+        for (key, p) in self.pools.iter_mut() {
+            let (Some(fingerprint), Some(shape), Some(smoke_key)) =
+                (p.fingerprint.clone(), p.hash.clone(), p.smoke_key())
+            else {
+                continue;
+            };
+            if !p.serving()
+                || p.needs_listing
+                || p.smoke_results().is_some()
+                || p.smoke_running.as_deref() == Some(&smoke_key)
+                || p.backing_off(now)
+            {
+                continue;
+            }
+            p.smoke_running = Some(smoke_key.clone());
+            let languages = p.languages().to_vec();
+            orders.push(SmokeOrder {
+                key: smoke_key,
+                launch: LaunchOrder {
+                    pool: key.clone(),
+                    container: ContainerName(keys::container_name(&p.resolved.name)),
+                    spec: p.resolved.spec.clone(),
+                    fingerprint,
+                    shape,
+                    ready_command: crate::execution::ready_command(&languages),
+                },
+                languages,
+            });
+        }
+        for order in orders {
+            let t = tracked(&order.launch.pool, Phase::Proving);
+            self.enter(&order.launch.container, Some(t));
+            out.push(Effect::Smoke(order));
+        }
+    }
+
+    /// Marks pools that reached their warm count, and records every pool's
+    /// conditions with the times they changed: a change is stamped when it
+    /// happens, not when someone asks. A pool whose conditions changed is
+    /// reported.
+    fn observe(&mut self, wall: Timestamp, out: &mut Vec<Effect>) {
+        for (key, p) in self.pools.iter_mut() {
+            if p.serving() && p.warm_count() >= p.target() {
+                p.filled_once = true;
+            }
+            let desired = status::conditions(p);
+            let (next, became_ready) = status::transition(
+                &p.observed_conditions,
+                &desired,
+                p.resolved.generation,
+                wall,
+            );
+            if became_ready {
+                let languages: Vec<&str> = p
+                    .served_languages()
+                    .iter()
+                    .map(|l| l.name.as_str())
+                    .collect();
+                tracing::info!(
+                    pool = %key,
+                    warm = p.warm.len(),
+                    ?languages,
+                    "pool ready on this host: filled and its languages proven"
+                );
+            }
+            let changed = next.len() != p.observed_conditions.len()
+                || next.iter().zip(&p.observed_conditions).any(|(a, b)| {
+                    a.status != b.status || a.reason != b.reason || a.message != b.message
+                });
+            p.observed_conditions = next;
+            if changed {
+                out.push(Effect::Report(key.clone()));
+            }
+        }
+    }
+
+    /// Marks a container as being destroyed and orders it.
+    fn destroy(&mut self, container: ContainerName, pool: PoolKey) -> Effect {
+        self.enter(&container, Some(tracked(&pool, Phase::Destroying)));
+        Effect::Destroy { container, pool }
+    }
+
+    /// The one place a container changes phase (`None`: forgotten): the
+    /// pool's warm queue and counts follow.
+    fn enter(&mut self, container: &ContainerName, next: Option<Tracked>) {
+        if let Some(prev) = self.containers.remove(container)
+            && let Some(p) = self.pools.get_mut(&prev.pool)
+        {
+            match prev.phase {
+                Phase::Warm => p.warm.retain(|c| c != container),
+                Phase::Launching => p.launching = p.launching.saturating_sub(1),
+                Phase::Busy => p.busy = p.busy.saturating_sub(1),
+                Phase::Inspecting => p.inspecting = p.inspecting.saturating_sub(1),
+                Phase::Proving | Phase::Destroying => {}
+            }
+        }
+        let Some(next) = next else { return };
+        if let Some(p) = self.pools.get_mut(&next.pool) {
+            match next.phase {
+                Phase::Warm => p.warm.push_back(container.clone()),
+                Phase::Launching => p.launching += 1,
+                Phase::Busy => p.busy += 1,
+                Phase::Inspecting => p.inspecting += 1,
+                Phase::Proving | Phase::Destroying => {}
+            }
+        }
+        self.containers.insert(container.clone(), next);
+    }
+}
+
+/// A core that has applied a listing with exactly these pools.
+#[cfg(test)]
+pub(crate) fn with_pools(pools: Vec<(&str, PoolRuntime)>) -> Core {
+    let mut core = Core::new("n1");
+    core.listed = true;
+    core.pools = pools
+        .into_iter()
+        .map(|(k, p)| (PoolKey::parse(k), p))
+        .collect();
+    core
+}
+
+fn tracked(pool: &PoolKey, phase: Phase) -> Tracked {
+    Tracked {
+        pool: pool.clone(),
+        phase,
+        shape: None,
+    }
+}

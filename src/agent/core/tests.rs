@@ -1,0 +1,395 @@
+//! The core's decisions, event by event, with no host at all.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::jiff::Timestamp;
+
+use super::*;
+use crate::agent::keys;
+use crate::crd::{ExecutorPool, LanguageImage};
+
+const IMAGE: &str = "apiVersion: unsandbox.com/v1alpha1\nkind: LanguageImage\nmetadata: {name: small}\nspec:\n  source: {alias: unsandbox-small}\n  languages: [{name: python, sourceFile: m.py, run: python3 m.py}]\n";
+
+fn pool(warm: u32, memory: u32) -> ExecutorPool {
+    serde_yaml::from_str(&format!(
+        "apiVersion: unsandbox.com/v1alpha1\nkind: ExecutorPool\nmetadata: {{name: p, namespace: t}}\nspec: {{image: small, warm: {warm}, limits: {{memoryMib: {memory}}}}}\n"
+    ))
+    .unwrap()
+}
+
+fn resources(pools: Vec<ExecutorPool>) -> Resources {
+    let image: LanguageImage = serde_yaml::from_str(IMAGE).unwrap();
+    Resources::listed(pools, vec![image], None)
+}
+
+fn ready_image() -> ImageReady {
+    ImageReady {
+        fingerprint: "fp1".into(),
+        versions: BTreeMap::new(),
+    }
+}
+
+fn wall() -> Timestamp {
+    Timestamp::now()
+}
+
+fn launches(effects: &[Effect]) -> Vec<LaunchOrder> {
+    effects
+        .iter()
+        .filter_map(|e| match e {
+            Effect::Launch(o) => Some(o.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn destroys(effects: &[Effect]) -> Vec<String> {
+    effects
+        .iter()
+        .filter_map(|e| match e {
+            Effect::Destroy { container, .. } => Some(container.0.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn smokes(effects: &[Effect]) -> Vec<SmokeOrder> {
+    effects
+        .iter()
+        .filter_map(|e| match e {
+            Effect::Smoke(o) => Some(o.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// A core with pool t/p (`warm` wanted) whose image is ready and whose host
+/// has been listed empty; returns it with the launches and smoke suite it
+/// ordered.
+fn started(warm: u32) -> (Core, Vec<LaunchOrder>, Vec<SmokeOrder>) {
+    let now = Instant::now();
+    let mut core = Core::new("n1");
+    assert!(core.resources(&resources(vec![pool(warm, 256)])));
+    let first = core.tick(now, wall());
+    assert!(
+        first.contains(&Effect::EnsureImage(crate::crd::ImageSource {
+            alias: Some("unsandbox-small".into()),
+            ..Default::default()
+        }))
+    );
+    core.image_resolved(
+        crate::crd::ImageSource {
+            alias: Some("unsandbox-small".into()),
+            ..Default::default()
+        },
+        Ok(ready_image()),
+        now,
+    );
+    let before_listing = core.tick(now, wall());
+    assert!(before_listing.contains(&Effect::List));
+    assert!(
+        launches(&before_listing).is_empty() && smokes(&before_listing).is_empty(),
+        "nothing is launched for a shape before the host was listed"
+    );
+    assert!(core.listing(&[]).is_empty());
+    let effects = core.tick(now, wall());
+    let (l, s) = (launches(&effects), smokes(&effects));
+    (core, l, s)
+}
+
+/// `started`, with every launch and the smoke suite finished well.
+fn filled(warm: u32) -> Core {
+    let now = Instant::now();
+    let (mut core, orders, smoke) = started(warm);
+    for o in &orders {
+        let out = core.launched(&o.container, LaunchOutcome::Ready, now);
+        assert_eq!(out, [Effect::WarmAdded(o.pool.clone())]);
+    }
+    let checks = vec![crate::agent::smoke::LanguageCheck {
+        language: "python".into(),
+        passed: true,
+        error: None,
+        compile_ms: None,
+        run_ms: 1,
+    }];
+    let out = core.smoke_finished(&smoke[0], Some(checks), true, now);
+    assert_eq!(destroys(&out), [smoke[0].launch.container.0.clone()]);
+    core.destroyed(&smoke[0].launch.container);
+    core.tick(now, wall());
+    core
+}
+
+fn instance(name: &str, pool: &str, hash: &str, running: bool) -> InstanceInfo {
+    InstanceInfo {
+        name: name.into(),
+        status: if running { "Running" } else { "Stopped" }.into(),
+        ephemeral: false,
+        config: BTreeMap::from([
+            (keys::MANAGED.to_string(), "true".to_string()),
+            (keys::NODE.to_string(), "n1".to_string()),
+            (keys::POOL.to_string(), pool.to_string()),
+            (keys::SPEC.to_string(), hash.to_string()),
+        ]),
+    }
+}
+
+#[test]
+fn nothing_is_decided_before_a_complete_listing() {
+    let mut core = Core::new("n1");
+    let mut partial = resources(vec![]);
+    partial.complete = false;
+    assert!(!core.resources(&partial));
+    assert!(core.tick(Instant::now(), wall()).is_empty());
+    assert!(!core.listed());
+    assert!(core.pools().next().is_none());
+    // Even a listing of the host changes nothing: no pool is known yet,
+    // but no pool wants nothing either.
+    assert!(core.resources(&resources(vec![pool(1, 256)])));
+    assert!(core.listed());
+}
+
+#[test]
+fn a_pool_fills_to_its_warm_count_and_proves_its_languages_once() {
+    let (core, orders, smoke) = started(3);
+    assert_eq!(orders.len(), 3);
+    assert_eq!(smoke.len(), 1, "one smoke suite per shape");
+    let p = core.pool("t/p").unwrap();
+    assert_eq!((p.launching(), p.warm_count()), (3, 0));
+    assert!(!p.ready());
+
+    let core = filled(3);
+    let p = core.pool("t/p").unwrap();
+    assert_eq!((p.launching(), p.warm_count(), p.busy()), (0, 3, 0));
+    assert!(p.ready());
+    assert!(!core.in_flight());
+}
+
+#[test]
+fn a_taken_container_is_destroyed_and_replaced_at_once() {
+    let mut core = filled(2);
+    let now = Instant::now();
+    let c = core.take("t/p").unwrap();
+    let p = core.pool("t/p").unwrap();
+    assert_eq!((p.warm_count(), p.busy()), (1, 1));
+    let out = core.tick(now, wall());
+    assert_eq!(launches(&out).len(), 1, "a replacement launches at once");
+    assert_eq!(destroys(&core.released(&c)), std::slice::from_ref(&c.0));
+    assert_eq!(core.pool("t/p").unwrap().busy(), 0);
+    assert_eq!(core.container(c.as_str()).unwrap().phase, Phase::Destroying);
+    core.destroyed(&c);
+    assert!(core.container(c.as_str()).is_none());
+}
+
+#[test]
+fn shrinking_trims_the_oldest_and_a_shape_change_replaces_everything() {
+    let mut core = filled(3);
+    let now = Instant::now();
+    let oldest = core.pool("t/p").unwrap().warm[0].clone();
+    core.resources(&resources(vec![pool(1, 256)]));
+    let out = core.tick(now, wall());
+    let gone = destroys(&out);
+    assert_eq!(gone.len(), 2);
+    assert!(gone.contains(&oldest.0));
+    assert!(launches(&out).is_empty());
+
+    core.resources(&resources(vec![pool(1, 512)]));
+    let out = core.tick(now, wall());
+    assert_eq!(
+        destroys(&out).len(),
+        1,
+        "the last warm one, of the old shape"
+    );
+    assert!(out.contains(&Effect::List), "the new shape is listed first");
+    assert!(launches(&out).is_empty());
+    let p = core.pool("t/p").unwrap();
+    assert!(!p.ready(), "not ready again until refilled and re-proven");
+}
+
+#[test]
+fn a_deleted_pool_destroys_its_warm_containers_and_keeps_busy_ones_until_released() {
+    let mut core = filled(2);
+    let now = Instant::now();
+    let busy = core.take("t/p").unwrap();
+    core.tick(now, wall());
+    core.resources(&resources(vec![]));
+    let out = core.tick(now, wall());
+    assert_eq!(destroys(&out).len(), 1);
+    assert!(out.contains(&Effect::PoolRemoved(PoolKey::parse("t/p"))));
+    assert!(core.pool("t/p").is_none());
+    assert_eq!(core.containers_of("t/p"), 3, "destroying, busy, launching");
+    assert_eq!(
+        destroys(&core.released(&busy)),
+        std::slice::from_ref(&busy.0)
+    );
+}
+
+#[test]
+fn a_launch_that_finishes_for_a_gone_shape_is_destroyed() {
+    let (mut core, orders, _) = started(1);
+    let now = Instant::now();
+    core.resources(&resources(vec![pool(1, 512)]));
+    core.tick(now, wall());
+    assert!(
+        !core.launch_wanted(&orders[0]),
+        "skipped if not started yet"
+    );
+    let out = core.launched(&orders[0].container, LaunchOutcome::Ready, now);
+    assert_eq!(destroys(&out), [orders[0].container.0.clone()]);
+}
+
+#[test]
+fn failed_launches_back_off_and_say_why() {
+    let (mut core, orders, _) = started(2);
+    let now = Instant::now();
+    for o in &orders {
+        core.launched(&o.container, LaunchOutcome::Failed("disk full".into()), now);
+    }
+    let p = core.pool("t/p").unwrap();
+    assert_eq!((p.failures(), p.last_error()), (2, Some("disk full")));
+    assert_eq!(p.launching(), 0);
+    let out = core.tick(now, wall());
+    assert!(launches(&out).is_empty(), "backing off");
+    let degraded = &core.pool("t/p").unwrap().observed_conditions()[1];
+    assert_eq!(degraded.reason, "LaunchFailing");
+    let later = now + backoff(2) + Duration::from_millis(1);
+    let out = core.tick(later, wall());
+    assert_eq!(launches(&out).len(), 2, "tried again after the back-off");
+    assert_eq!(backoff(1), Duration::from_secs(1));
+    assert_eq!(backoff(20), Duration::from_secs(30));
+}
+
+#[test]
+fn a_restart_adopts_unused_containers_of_the_current_shape_and_destroys_the_rest() {
+    let (mut core, orders, _) = started(2);
+    let hash = orders[0].shape.0.clone();
+    // A fresh core, as after a restart, with what the earlier run left.
+    let now = Instant::now();
+    let mut core2 = Core::new("n1");
+    core2.resources(&resources(vec![pool(2, 256)]));
+    core2.tick(now, wall());
+    core2.image_resolved(
+        crate::crd::ImageSource {
+            alias: Some("unsandbox-small".into()),
+            ..Default::default()
+        },
+        Ok(ready_image()),
+        now,
+    );
+    core2.tick(now, wall());
+    let owned = vec![
+        instance("a", "t/p", &hash, true),
+        instance("b", "t/p", &hash, true),
+        instance("c", "t/p", &hash, true),
+        instance("old", "t/p", "other", true),
+        instance("gone", "t/gone", &hash, true),
+        instance("stopped", "t/p", &hash, false),
+    ];
+    let out = core2.listing(&owned);
+    let mut destroyed = destroys(&out);
+    destroyed.sort();
+    assert_eq!(destroyed, ["gone", "old", "stopped"]);
+    let inspect: Vec<&str> = out
+        .iter()
+        .filter_map(|e| match e {
+            Effect::Inspect { container, .. } => Some(container.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(inspect, ["a", "b", "c"]);
+    // While they are inspected nothing is launched in their place.
+    assert!(launches(&core2.tick(now, wall())).is_empty());
+    assert_eq!(
+        core2.inspected(&"a".into(), Some(false)),
+        [Effect::Destroy {
+            container: "a".into(),
+            pool: PoolKey::parse("t/p")
+        }],
+        "a used container is never adopted"
+    );
+    assert_eq!(core2.inspected(&"b".into(), Some(true)).len(), 1);
+    assert_eq!(core2.inspected(&"c".into(), Some(true)).len(), 1);
+    let p = core2.pool("t/p").unwrap();
+    assert_eq!(p.warm_count(), 2);
+    assert!(launches(&core2.tick(now, wall())).is_empty(), "full");
+    let _ = core.tick(now, wall());
+}
+
+#[test]
+fn adoption_stops_at_the_warm_count() {
+    let (_, orders, _) = started(1);
+    let hash = orders[0].shape.0.clone();
+    let (mut core, _, _) = started(1);
+    let now = Instant::now();
+    // The launch of `started` is still running: the pool is full with it.
+    let out = core.listing(&[instance("x", "t/p", &hash, true)]);
+    assert_eq!(out.len(), 1);
+    let out = core.inspected(&"x".into(), Some(true));
+    assert_eq!(destroys(&out), ["x"]);
+    let _ = core.tick(now, wall());
+}
+
+#[test]
+fn warm_containers_lost_out_of_band_are_forgotten_and_replaced() {
+    let mut core = filled(2);
+    let now = Instant::now();
+    let warm: Vec<ContainerName> = core.pool("t/p").unwrap().warm.iter().cloned().collect();
+    let hash = core.pool("t/p").unwrap().hash().unwrap().0.clone();
+    // One was deleted, the other stopped.
+    let out = core.listing(&[instance(warm[1].as_str(), "t/p", &hash, false)]);
+    assert_eq!(destroys(&out), [warm[1].0.clone()], "the stopped one goes");
+    assert_eq!(core.pool("t/p").unwrap().warm_count(), 0);
+    let out = core.tick(now, wall());
+    assert_eq!(launches(&out).len(), 2);
+}
+
+#[test]
+fn an_image_that_cannot_be_had_is_a_problem_and_is_tried_again() {
+    let now = Instant::now();
+    let mut core = Core::new("n1");
+    core.resources(&resources(vec![pool(1, 256)]));
+    core.tick(now, wall());
+    let source = crate::crd::ImageSource {
+        alias: Some("unsandbox-small".into()),
+        ..Default::default()
+    };
+    core.image_resolved(source.clone(), Err("no such image".into()), now);
+    let out = core.tick(now, wall());
+    assert!(launches(&out).is_empty());
+    let p = core.pool("t/p").unwrap();
+    assert_eq!(p.problem().unwrap().message, "no such image");
+    let out = core.tick(now + IMAGE_RETRY, wall());
+    assert!(out.contains(&Effect::EnsureImage(source)));
+}
+
+#[test]
+fn take_says_whether_waiting_can_help() {
+    let mut core = filled(1);
+    assert!(core.take("t/p").is_ok());
+    assert_eq!(
+        core.take("t/p"),
+        Err(TakeError::Empty {
+            none_can_come: false
+        })
+    );
+    assert_eq!(core.take("t/nope"), Err(TakeError::NotServed));
+    let mut zero = filled(1);
+    zero.resources(&resources(vec![pool(0, 256)]));
+    zero.tick(Instant::now(), wall());
+    assert_eq!(zero.none_can_come("t/p"), Some(true));
+    assert_eq!(
+        zero.take("t/p"),
+        Err(TakeError::Empty {
+            none_can_come: true
+        })
+    );
+}
+
+#[test]
+fn a_drained_core_ignores_later_resources() {
+    let mut core = filled(1);
+    core.drain();
+    assert!(!core.resources(&resources(vec![pool(1, 256)])));
+    assert!(launches(&core.tick(Instant::now(), wall())).is_empty());
+    assert!(core.pools().next().is_none());
+}

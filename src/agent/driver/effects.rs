@@ -1,0 +1,209 @@
+//! Carrying out the core's effects on the host, each in its own task, and
+//! handing every result back to the core.
+
+use std::time::Instant;
+
+use tracing::Instrument;
+
+use crate::metrics::{PoolLabels, ResultLabels};
+
+use super::super::core::{ContainerName, Effect, LaunchOrder, LaunchOutcome, PoolKey, SmokeOrder};
+use super::Agent;
+
+impl Agent {
+    /// Carries out effects: host work in background tasks, notifications at
+    /// once. `List` is the caller's (see `reconcile`).
+    pub(super) fn dispatch(&self, effects: Vec<Effect>) {
+        for effect in effects {
+            match effect {
+                Effect::List => {}
+                Effect::WarmAdded(_) => self.inner.warm_added.notify_waiters(),
+                Effect::Report(_) => self.inner.changed.notify_waiters(),
+                Effect::PoolRemoved(key) => {
+                    for state in ["warm", "busy", "launching"] {
+                        self.inner.metrics.set_containers(key.as_str(), state, 0);
+                    }
+                }
+                Effect::Destroy { container, pool } => self.spawn(
+                    tracing::info_span!("destroy", %pool, %container),
+                    move |agent| async move { agent.destroy(container, pool).await },
+                ),
+                Effect::EnsureImage(source) => self.spawn(
+                    tracing::info_span!("image", ?source),
+                    move |agent| async move {
+                        let result = agent.inner.host.ensure_image(&source).await;
+                        match &result {
+                            Ok(i) => tracing::info!(
+                                fingerprint = i.fingerprint,
+                                versions = i.versions.len(),
+                                "image ready"
+                            ),
+                            Err(e) => tracing::warn!(error = %e, "image unavailable"),
+                        }
+                        agent
+                            .inner
+                            .lock()
+                            .core
+                            .image_resolved(source, result, Instant::now());
+                        agent.wake();
+                    },
+                ),
+                Effect::Launch(order) => self.spawn(
+                    tracing::info_span!("launch", pool = %order.pool, container = %order.container),
+                    move |agent| async move { agent.launch(order).await },
+                ),
+                Effect::Smoke(order) => self.spawn(
+                    tracing::info_span!("smoke", pool = %order.launch.pool),
+                    move |agent| async move { agent.smoke(order).await },
+                ),
+                inspect @ Effect::Inspect { .. } => self
+                    .spawn(tracing::info_span!("inspect"), move |agent| async move {
+                        agent.inspect(inspect).await
+                    }),
+            }
+        }
+    }
+
+    /// Runs `work` in a task of the current runtime. Without one (a lease
+    /// dropped as the process ends) the work is left to the next start's
+    /// listing, which destroys what it finds unused.
+    fn spawn<F, Fut>(&self, span: tracing::Span, work: F)
+    where
+        F: FnOnce(Agent) -> Fut,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(work(self.clone()).instrument(span));
+        }
+    }
+
+    async fn destroy(&self, container: ContainerName, pool: PoolKey) {
+        let result = self.inner.host.destroy(container.as_str()).await;
+        let label = match &result {
+            Ok(()) => "ok",
+            Err(e) => {
+                tracing::warn!(error = %e, "destroy failed; the next resync retries");
+                e.metric_label()
+            }
+        };
+        self.inner
+            .metrics
+            .destroys
+            .get_or_create(&ResultLabels {
+                pool: pool.to_string(),
+                result: label.to_string(),
+            })
+            .inc();
+        // Forgotten either way: a container that survived a failed destroy
+        // is owned but untracked, so the next resync destroys it again.
+        self.inner.lock().core.destroyed(&container);
+    }
+
+    /// Creates one container, within the launch parallelism, unless its
+    /// pool no longer wants it by the time a slot is free.
+    async fn launch(&self, order: LaunchOrder) {
+        let _slot = self.inner.launch_slots.acquire().await;
+        let start = Instant::now();
+        let wanted = self.inner.lock().core.launch_wanted(&order);
+        let outcome = if wanted {
+            match self.inner.host.launch(&order).await {
+                Ok(()) => LaunchOutcome::Ready,
+                Err(e) => LaunchOutcome::Failed(e.to_string()),
+            }
+        } else {
+            LaunchOutcome::Skipped
+        };
+        let label = match &outcome {
+            LaunchOutcome::Ready => "ok",
+            LaunchOutcome::Failed(_) => "failed",
+            LaunchOutcome::Skipped => "skipped",
+        };
+        let m = &self.inner.metrics;
+        m.launches
+            .get_or_create(&ResultLabels {
+                pool: order.pool.to_string(),
+                result: label.to_string(),
+            })
+            .inc();
+        if outcome == LaunchOutcome::Ready {
+            m.launch_seconds
+                .get_or_create(&PoolLabels {
+                    pool: order.pool.to_string(),
+                })
+                .observe(start.elapsed().as_secs_f64());
+        }
+        let effects = self
+            .inner
+            .lock()
+            .core
+            .launched(&order.container, outcome, Instant::now());
+        self.dispatch(effects);
+        self.wake();
+    }
+
+    /// Launches a pool's smoke container, runs every language's tests in it,
+    /// and hands the results to the core (which destroys the container).
+    async fn smoke(&self, order: SmokeOrder) {
+        let start = Instant::now();
+        let launched = {
+            let _slot = self.inner.launch_slots.acquire().await;
+            self.inner.host.launch(&order.launch).await
+        };
+        let checks = match launched {
+            Ok(()) => {
+                let checks = self
+                    .inner
+                    .host
+                    .smoke(
+                        order.launch.container.as_str(),
+                        &order.launch.spec,
+                        &order.languages,
+                    )
+                    .await;
+                let failed: Vec<&str> = checks
+                    .iter()
+                    .filter(|c| !c.passed)
+                    .map(|c| c.language.as_str())
+                    .collect();
+                tracing::info!(
+                    languages = checks.len(),
+                    ?failed,
+                    elapsed_ms = start.elapsed().as_millis() as u64,
+                    "smoke tests finished"
+                );
+                for c in checks.iter().filter(|c| !c.passed) {
+                    tracing::warn!(language = %c.language, error = c.error.as_deref().unwrap_or(""), "language failed its smoke tests; not serving it here");
+                }
+                Some(checks)
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot start the smoke-test container; retrying later");
+                None
+            }
+        };
+        let launched = checks.is_some();
+        let effects =
+            self.inner
+                .lock()
+                .core
+                .smoke_finished(&order, checks, launched, Instant::now());
+        self.dispatch(effects);
+        self.wake();
+    }
+
+    /// Checks a container offered for adoption.
+    pub(super) async fn inspect(&self, effect: Effect) {
+        let Effect::Inspect { container, .. } = effect else {
+            return;
+        };
+        let unused = match self.inner.host.unused(container.as_str()).await {
+            Ok(unused) => Some(unused),
+            Err(e) => {
+                tracing::warn!(%container, error = %e, "cannot inspect a container to adopt; deciding on the next resync");
+                None
+            }
+        };
+        let effects = self.inner.lock().core.inspected(&container, unused);
+        self.dispatch(effects);
+    }
+}

@@ -1,0 +1,263 @@
+//! The agent's shell around its core: holds the lock, feeds the core events
+//! and carries its effects out on a `ContainerHost`, records metrics, and
+//! answers the API's questions.
+
+mod effects;
+mod lease;
+mod run;
+#[cfg(test)]
+mod tests;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use tokio::sync::{Notify, Semaphore, watch};
+
+use crate::crd::NetworkTier;
+use crate::lxd::Lxd;
+use crate::metrics::Metrics;
+
+use super::choose::{self, Blocker, Choice, ChoiceError};
+use super::core::{Core, PoolKey};
+use super::desired::Resources;
+use super::host::{ContainerHost, LxdHost};
+use super::status::{self, PoolReport};
+use super::{AgentConfig, CatalogEntry};
+
+pub use lease::{AcquireError, Lease, Shortage};
+
+/// A running agent. Cheap to clone.
+#[derive(Clone)]
+pub struct Agent {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    host: Arc<dyn ContainerHost>,
+    /// The LXD the executions run on.
+    lxd: Lxd,
+    cfg: AgentConfig,
+    metrics: Arc<Metrics>,
+    state: Mutex<Shell>,
+    /// Woken whenever a warm container is added.
+    warm_added: Notify,
+    /// Wakes the reconcile loop.
+    wake: Notify,
+    /// Woken whenever a pool's conditions on this host change.
+    changed: Notify,
+    resources: watch::Receiver<Resources>,
+    launch_slots: Semaphore,
+    /// One listing of the host at a time.
+    resync_lock: tokio::sync::Mutex<()>,
+}
+
+/// The core and what the shell keeps beside it.
+struct Shell {
+    core: Core,
+    /// Each pool's bound on concurrent executions: (slots, their number).
+    slots: HashMap<PoolKey, (Arc<Semaphore>, u32)>,
+}
+
+impl Shell {
+    /// Sizes each pool's execution slots to its spec; a pool that is gone
+    /// closes its slots, so requests waiting on them end.
+    fn resize_slots(&mut self) {
+        let wanted: BTreeMap<PoolKey, u32> = self
+            .core
+            .pools()
+            .map(|(k, p)| (k.clone(), p.resolved().spec.max_concurrent.max(1)))
+            .collect();
+        self.slots.retain(|k, (sem, _)| {
+            let keep = wanted.contains_key(k);
+            if !keep {
+                sem.close();
+            }
+            keep
+        });
+        for (key, max) in wanted {
+            let (sem, current) = self
+                .slots
+                .entry(key)
+                .or_insert_with(|| (Arc::new(Semaphore::new(max as usize)), max));
+            if max > *current {
+                sem.add_permits((max - *current) as usize);
+            } else if max < *current {
+                sem.forget_permits((*current - max) as usize);
+            }
+            *current = max;
+        }
+    }
+}
+
+impl Inner {
+    fn lock(&self) -> MutexGuard<'_, Shell> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl Agent {
+    /// An agent for the containers of `cfg.node` on `lxd`.
+    pub fn new(
+        lxd: Lxd,
+        cfg: AgentConfig,
+        resources: watch::Receiver<Resources>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        let host = LxdHost::new(
+            lxd.clone(),
+            &cfg.node,
+            &cfg.storage_pool,
+            cfg.images_dir.clone(),
+            cfg.templates,
+        );
+        Self::with_host(Arc::new(host), lxd, cfg, resources, metrics)
+    }
+
+    /// An agent whose containers live on `host`; executions run on `lxd`.
+    pub fn with_host(
+        host: Arc<dyn ContainerHost>,
+        lxd: Lxd,
+        cfg: AgentConfig,
+        resources: watch::Receiver<Resources>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        let slots = cfg.launch_parallelism.max(1);
+        Self {
+            inner: Arc::new(Inner {
+                host,
+                lxd,
+                state: Mutex::new(Shell {
+                    core: Core::new(&cfg.node),
+                    slots: HashMap::new(),
+                }),
+                cfg,
+                metrics,
+                warm_added: Notify::new(),
+                wake: Notify::new(),
+                changed: Notify::new(),
+                resources,
+                launch_slots: Semaphore::new(slots),
+                resync_lock: tokio::sync::Mutex::new(()),
+            }),
+        }
+    }
+
+    pub fn lxd(&self) -> &Lxd {
+        &self.inner.lxd
+    }
+
+    pub fn node(&self) -> &str {
+        &self.inner.cfg.node
+    }
+
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.inner.metrics
+    }
+
+    /// Every language served by a pool whose image provides it, sorted by name.
+    pub fn catalog(&self) -> Vec<CatalogEntry> {
+        let st = self.inner.lock();
+        let mut by_name: BTreeMap<String, CatalogEntry> = BTreeMap::new();
+        for (key, p) in st.core.pools() {
+            for l in p.served_languages() {
+                let e = by_name
+                    .entry(l.name.clone())
+                    .or_insert_with(|| CatalogEntry {
+                        name: l.name.clone(),
+                        aliases: l.aliases.clone(),
+                        version: p.version_of(l),
+                        pools: vec![],
+                    });
+                e.pools
+                    .push((key.to_string(), p.resolved().spec.network, p.warm_count()));
+            }
+        }
+        by_name.into_values().collect()
+    }
+
+    /// Picks the pool for `language` (a name or alias) and `tier`: among the
+    /// pools that serve it, the one with the most warm containers; else why
+    /// none can (see `choose::Blocker`).
+    pub fn choose(&self, language: &str, tier: NetworkTier) -> Result<Choice, ChoiceError> {
+        choose::choose(&self.inner.lock().core, language, tier)
+    }
+
+    /// What this host is still getting ready for (see `choose::pending`).
+    pub fn pending(&self) -> Option<Blocker> {
+        choose::pending(&self.inner.lock().core)
+    }
+
+    /// Each pool's report for this host.
+    pub fn reports(&self) -> Vec<PoolReport> {
+        let st = self.inner.lock();
+        st.core
+            .pools()
+            .map(|(key, p)| PoolReport {
+                namespace: key.namespace().to_string(),
+                name: key.name().to_string(),
+                generation: p.resolved().generation,
+                spec: p.resolved().spec.clone(),
+                node: status::node_status(p, &self.inner.cfg.node),
+                conditions: status::conditions(p),
+                observed: p.observed_conditions().to_vec(),
+            })
+            .collect()
+    }
+
+    /// What this host serves right now: the pools that are ready (proven
+    /// and filled once) with the languages they serve. Empty while it
+    /// serves nothing.
+    pub fn serving(&self) -> Vec<status::Serving> {
+        status::serving(&self.inner.lock().core)
+    }
+
+    /// Warm containers of one pool right now.
+    pub fn warm_of(&self, pool: &str) -> u32 {
+        self.inner
+            .lock()
+            .core
+            .pool(pool)
+            .map(|p| p.warm_count())
+            .unwrap_or(0)
+    }
+
+    /// Containers of one pool the agent still tracks, in any phase.
+    pub fn containers_of(&self, pool: &str) -> u32 {
+        self.inner.lock().core.containers_of(pool)
+    }
+
+    /// Containers this agent is responsible for right now, by name.
+    pub fn tracked(&self) -> Vec<String> {
+        self.inner.lock().core.tracked()
+    }
+
+    /// Waits until no container is between states (launching, busy, being
+    /// proven, adopted or destroyed), or `timeout` passes, so a stopping
+    /// process leaves nothing half-done behind: a launch still in flight
+    /// would create its container after a final cleanup had listed what to
+    /// remove.
+    pub async fn settle(&self, timeout: Duration) -> bool {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            if !self.inner.lock().core.in_flight() {
+                return true;
+            }
+            if std::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Asks the reconcile loop to run now.
+    pub fn wake(&self) {
+        self.inner.wake.notify_one();
+    }
+
+    /// Resolves when some pool's conditions on this host change next, so a
+    /// status reporter can publish at once.
+    pub fn changed(&self) -> tokio::sync::futures::Notified<'_> {
+        self.inner.changed.notified()
+    }
+}

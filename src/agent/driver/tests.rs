@@ -1,0 +1,291 @@
+//! The agent against an in-memory host: what `tests/e2e_pool.rs` shows on a
+//! real LXD, in milliseconds.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::watch;
+
+use super::*;
+use crate::agent::host::fake::FakeHost;
+use crate::crd::{ExecutorPool, LanguageImage};
+
+const IMAGE: &str = "apiVersion: unsandbox.com/v1alpha1\nkind: LanguageImage\nmetadata: {name: small}\nspec:\n  source: {alias: unsandbox-small}\n  languages:\n  - {name: python, sourceFile: m.py, run: python3 m.py}\n  - {name: lua, sourceFile: m.lua, run: lua m.lua}\n";
+
+fn pool(warm: u32) -> ExecutorPool {
+    serde_yaml::from_str(&format!(
+        "apiVersion: unsandbox.com/v1alpha1\nkind: ExecutorPool\nmetadata: {{name: p, namespace: t}}\nspec: {{image: small, warm: {warm}}}\n"
+    ))
+    .unwrap()
+}
+
+fn listed(pools: Vec<ExecutorPool>) -> Resources {
+    let image: LanguageImage = serde_yaml::from_str(IMAGE).unwrap();
+    Resources::listed(pools, vec![image], None)
+}
+
+struct Node {
+    agent: Agent,
+    tx: watch::Sender<Resources>,
+}
+
+/// An agent of node n1 on `host`, starting from `res`.
+fn node(host: &Arc<FakeHost>, res: Resources) -> Node {
+    let (tx, rx) = watch::channel(res);
+    let cfg = AgentConfig {
+        node: "n1".into(),
+        storage_pool: "fake".into(),
+        images_dir: None,
+        launch_parallelism: 4,
+        resync_interval: Duration::from_secs(3600),
+        templates: false,
+    };
+    let lxd = Lxd::new("/nonexistent/unix.socket", "unsandbox");
+    let host: Arc<dyn ContainerHost> = host.clone();
+    let agent = Agent::with_host(host, lxd, cfg, rx, Arc::new(Metrics::new()));
+    Node { agent, tx }
+}
+
+/// Runs reconcile passes until `done` holds (at most 5 s).
+async fn until(agent: &Agent, what: &str, done: impl Fn(&Agent) -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        agent.reconcile(false).await;
+        if done(agent) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+fn ready(agent: &Agent) -> bool {
+    !agent.serving().is_empty() && !agent.inner.lock().core.in_flight()
+}
+
+#[tokio::test]
+async fn a_pool_fills_serves_and_replaces_each_taken_container() {
+    let host = Arc::new(FakeHost::new("n1"));
+    let n = node(&host, listed(vec![pool(2)]));
+    until(&n.agent, "pool ready", ready).await;
+    assert_eq!(host.running().len(), 2);
+    let choice = n.agent.choose("python", NetworkTier::Zerotrust).unwrap();
+    let lease = n
+        .agent
+        .acquire(&choice.pool, Instant::now() + Duration::from_secs(1))
+        .await
+        .unwrap();
+    let taken = lease.container.clone();
+    drop(lease);
+    until(&n.agent, "taken one destroyed and replaced", |a| {
+        a.warm_of("t/p") == 2 && !a.tracked().contains(&taken)
+    })
+    .await;
+    assert!(!host.all().contains(&taken), "destroyed after one use");
+    assert_eq!(host.running().len(), 2);
+}
+
+#[tokio::test]
+async fn a_language_that_fails_its_smoke_tests_is_not_served() {
+    let host = Arc::new(FakeHost::new("n1"));
+    host.fail_language("lua");
+    let n = node(&host, listed(vec![pool(1)]));
+    until(&n.agent, "pool ready", ready).await;
+    assert_eq!(n.agent.serving()[0].languages, ["python"]);
+    assert!(matches!(
+        n.agent.choose("lua", NetworkTier::Zerotrust),
+        Err(ChoiceError::Blocked {
+            blocker: Blocker::LanguageFailed { .. },
+            ..
+        })
+    ));
+    let report = &n.agent.reports()[0];
+    assert_eq!(report.node.unavailable_languages[0].name, "lua");
+}
+
+#[tokio::test]
+async fn shrinking_trims_and_deleting_removes_everything() {
+    let host = Arc::new(FakeHost::new("n1"));
+    let n = node(&host, listed(vec![pool(3)]));
+    until(&n.agent, "pool ready", ready).await;
+    assert_eq!(host.running().len(), 3);
+    n.tx.send(listed(vec![pool(1)])).unwrap();
+    until(&n.agent, "trimmed", |_| host.running().len() == 1).await;
+    n.tx.send(listed(vec![])).unwrap();
+    until(&n.agent, "removed", |a| {
+        host.all().is_empty() && a.tracked().is_empty()
+    })
+    .await;
+    assert!(n.agent.reports().is_empty());
+}
+
+#[tokio::test]
+async fn a_restart_waits_for_a_complete_listing_then_adopts_what_it_left() {
+    let host = Arc::new(FakeHost::new("n1"));
+    let first = node(&host, listed(vec![pool(2)]));
+    until(&first.agent, "pool ready", ready).await;
+    let before = host.running();
+    let (launches, _) = host.calls();
+    // One of them was handed to an execution before the restart.
+    host.mark_used(&before[0]);
+
+    let mut partial = listed(vec![]);
+    partial.complete = false;
+    let second = node(&host, partial);
+    for _ in 0..3 {
+        assert!(!second.agent.reconcile(true).await);
+    }
+    assert_eq!(
+        host.running(),
+        before,
+        "nothing decided on a partial listing"
+    );
+    assert!(second.agent.tracked().is_empty());
+
+    second.tx.send(listed(vec![pool(2)])).unwrap();
+    until(&second.agent, "ready after the restart", ready).await;
+    let after = host.running();
+    assert!(!after.contains(&before[0]), "the used one was destroyed");
+    assert!(after.contains(&before[1]), "the unused one was adopted");
+    let (launches_after, _) = host.calls();
+    // One replacement and one smoke container; nothing else was launched.
+    assert_eq!(launches_after - launches, 2);
+}
+
+#[tokio::test]
+async fn containers_lost_out_of_band_are_replaced_and_strays_removed() {
+    let host = Arc::new(FakeHost::new("n1"));
+    let n = node(&host, listed(vec![pool(2)]));
+    until(&n.agent, "pool ready", ready).await;
+    let warm = host.running();
+    host.delete_out_of_band(&warm[0]);
+    host.stop_out_of_band(&warm[1]);
+    host.plant("us-stray-1", "n1", "t/gone", "h");
+    host.plant("us-other-node", "n2", "t/p", "h");
+    assert!(n.agent.resync().await);
+    until(&n.agent, "replaced", |a| {
+        a.warm_of("t/p") == 2 && !a.inner.lock().core.in_flight()
+    })
+    .await;
+    let now = host.running();
+    assert!(!now.contains(&warm[0]) && !now.contains(&warm[1]));
+    assert!(!host.all().contains(&"us-stray-1".to_string()));
+    assert!(
+        host.all().contains(&"us-other-node".to_string()),
+        "another node's container is not ours to remove"
+    );
+}
+
+#[tokio::test]
+async fn failed_launches_back_off_report_and_recover() {
+    let host = Arc::new(FakeHost::new("n1"));
+    host.fail_launches(2);
+    let n = node(&host, listed(vec![pool(1)]));
+    until(&n.agent, "a failure reported", |a| {
+        a.reports().first().is_some_and(|r| {
+            r.node.message.as_deref() == Some("LXD operation failed: no space left on device")
+        })
+    })
+    .await;
+    until(&n.agent, "pool ready after the back-off", ready).await;
+    let r = &n.agent.reports()[0];
+    assert_eq!(r.node.warm, 1);
+    assert!(r.node.message.is_none(), "{:?}", r.node.message);
+}
+
+#[tokio::test]
+async fn an_unavailable_image_is_reported_and_nothing_launches() {
+    let host = Arc::new(FakeHost::new("n1"));
+    host.fail_images(Some("image unsandbox-small is not in the LXD image store"));
+    let n = node(&host, listed(vec![pool(1)]));
+    until(&n.agent, "image failure reported", |a| {
+        matches!(
+            a.choose("python", NetworkTier::Zerotrust),
+            Err(ChoiceError::Blocked {
+                blocker: Blocker::ImageFailed { .. },
+                ..
+            })
+        )
+    })
+    .await;
+    assert!(host.all().is_empty());
+}
+
+#[tokio::test]
+async fn a_pool_with_no_warm_container_fails_at_once() {
+    let host = Arc::new(FakeHost::new("n1"));
+    let n = node(&host, listed(vec![pool(0)]));
+    until(&n.agent, "proven", |a| !a.serving().is_empty()).await;
+    let start = Instant::now();
+    let e = n
+        .agent
+        .acquire("t/p", start + Duration::from_secs(10))
+        .await
+        .unwrap_err();
+    assert!(start.elapsed() < Duration::from_secs(1), "no wait");
+    assert_eq!(
+        e,
+        AcquireError::NoCapacity(Shortage::NoneWarm { pool: "t/p".into() })
+    );
+    assert!(e.to_string().contains("keeps no container warm"), "{e}");
+    let answer = crate::api::ApiError::from(e);
+    assert_eq!(
+        (answer.status.as_u16(), answer.code, answer.retry_after),
+        (503, "no_capacity", None),
+        "waiting will not help: no Retry-After"
+    );
+}
+
+#[tokio::test]
+async fn a_pool_filling_up_is_waited_for_until_the_deadline() {
+    let host = Arc::new(FakeHost::new("n1"));
+    let n = node(&host, listed(vec![pool(1)]));
+    until(&n.agent, "pool ready", ready).await;
+    let _held = n
+        .agent
+        .acquire("t/p", Instant::now() + Duration::from_secs(1))
+        .await
+        .unwrap();
+    // The replacement fails for a while: nothing becomes warm in time.
+    host.fail_launches(1000);
+    let start = Instant::now();
+    let e = n
+        .agent
+        .acquire("t/p", start + Duration::from_millis(300))
+        .await
+        .unwrap_err();
+    assert!(start.elapsed() >= Duration::from_millis(290));
+    let AcquireError::NoCapacity(s) = &e else {
+        panic!("{e:?}")
+    };
+    assert!(s.temporary());
+    assert_eq!(crate::api::ApiError::from(e).retry_after, Some(1));
+}
+
+#[tokio::test]
+async fn destroy_all_leaves_nothing_and_later_resources_are_ignored() {
+    let host = Arc::new(FakeHost::new("n1"));
+    let n = node(&host, listed(vec![pool(2)]));
+    until(&n.agent, "pool ready", ready).await;
+    host.plant("us-left-1", "n1", "t/p", "old");
+    assert!(n.agent.settle(Duration::from_secs(1)).await);
+    assert_eq!(n.agent.destroy_all().await.unwrap(), 3);
+    assert!(host.all().is_empty());
+    n.tx.send(listed(vec![pool(2)])).unwrap();
+    n.agent.reconcile(true).await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(host.all().is_empty(), "a draining agent launches nothing");
+}
+
+#[tokio::test]
+async fn a_status_change_wakes_the_reporter() {
+    let host = Arc::new(FakeHost::new("n1"));
+    let n = node(&host, listed(vec![pool(1)]));
+    let changed = n.agent.changed();
+    tokio::pin!(changed);
+    changed.as_mut().enable();
+    n.agent.reconcile(false).await;
+    tokio::time::timeout(Duration::from_secs(1), changed)
+        .await
+        .expect("the first conditions are a change");
+}
