@@ -374,12 +374,14 @@ impl Core {
 
     /// A pool's smoke suite finished: `checks` are its results, `None` when
     /// its container could not be started (tried again after a back-off).
-    /// `launched` says whether the container exists and must be destroyed.
+    /// `left` says whether the container still exists (the driver removes
+    /// it before it reports, so the container count has settled when the
+    /// pool becomes ready; a failed removal is ordered again here).
     pub fn smoke_finished(
         &mut self,
         order: &SmokeOrder,
         checks: Option<Vec<LanguageCheck>>,
-        launched: bool,
+        left: bool,
         now: Instant,
     ) -> Vec<Effect> {
         if let Some(p) = self.pools.get_mut(&order.launch.pool) {
@@ -393,7 +395,7 @@ impl Core {
             }
         }
         let container = &order.launch.container;
-        if launched {
+        if left {
             vec![self.destroy(container.clone(), order.launch.pool.clone())]
         } else {
             self.enter(container, None);

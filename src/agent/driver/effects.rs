@@ -142,7 +142,7 @@ impl Agent {
     }
 
     /// Launches a pool's smoke container, runs every language's tests in it,
-    /// and hands the results to the core (which destroys the container).
+    /// removes it, and hands the results to the core.
     async fn smoke(&self, order: SmokeOrder) {
         let start = Instant::now();
         let launched = {
@@ -174,19 +174,27 @@ impl Agent {
                 for c in checks.iter().filter(|c| !c.passed) {
                     tracing::warn!(language = %c.language, error = c.error.as_deref().unwrap_or(""), "language failed its smoke tests; not serving it here");
                 }
-                Some(checks)
+                let container = order.launch.container.as_str();
+                let left = match self.inner.host.destroy(container).await {
+                    Ok(()) => false,
+                    Err(e) => {
+                        tracing::warn!(container, error = %e, "cannot remove the smoke-test container; retrying");
+                        true
+                    }
+                };
+                (Some(checks), left)
             }
             Err(e) => {
                 tracing::warn!(error = %e, "cannot start the smoke-test container; retrying later");
-                None
+                (None, false)
             }
         };
-        let launched = checks.is_some();
-        let effects =
-            self.inner
-                .lock()
-                .core
-                .smoke_finished(&order, checks, launched, Instant::now());
+        let (checks, left) = checks;
+        let effects = self
+            .inner
+            .lock()
+            .core
+            .smoke_finished(&order, checks, left, Instant::now());
         self.dispatch(effects);
         self.wake();
     }
