@@ -138,7 +138,7 @@ impl Agent {
                         (
                             None,
                             Some(Problem {
-                                reason: "ImageUnavailable",
+                                reason: crate::crd::Reason::ImageUnavailable,
                                 message: message.clone(),
                             }),
                         )
