@@ -4,8 +4,13 @@
 use std::collections::BTreeMap;
 
 use crate::crd::{
-    ExecutorPool, ExecutorPoolSpec, LanguageImage, LanguageImageSpec, NetworkTier, validate,
+    ExecutorPool, ExecutorPoolSpec, LanguageImage, LanguageImageSpec, pool_problem, validate,
 };
+
+/// Why a pool is not served on this host: decided by
+/// [`crate::crd::problems::pool_problem`], as on the controller, or by the
+/// host itself (its image could not be fetched).
+pub use crate::crd::Problem;
 
 /// The resources an agent works from, whatever their source (files or the API server).
 #[derive(Debug, Clone, Default)]
@@ -34,23 +39,6 @@ impl Resources {
             images,
             node_labels,
             complete: true,
-        }
-    }
-}
-
-/// Why a pool is not served on this host.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Problem {
-    /// CamelCase reason, as used in conditions.
-    pub reason: &'static str,
-    pub message: String,
-}
-
-impl Problem {
-    fn new(reason: &'static str, message: impl Into<String>) -> Self {
-        Self {
-            reason,
-            message: message.into(),
         }
     }
 }
@@ -106,38 +94,13 @@ pub fn resolve(res: &Resources, node: &str) -> Vec<ResolvedPool> {
 
 fn resolve_one(pool: &ExecutorPool, images: &[LanguageImage], node: &str) -> ResolvedPool {
     let spec = pool.spec.clone();
-    let mut problem = None;
-    let mut image = None;
-    if let Err(e) = validate::pool(&spec) {
-        problem = Some(Problem::new("InvalidSpec", e.to_string()));
-    }
-    match images
+    let found = images
         .iter()
-        .find(|i| i.metadata.name.as_deref() == Some(spec.image.as_str()))
-    {
-        None => {
-            problem.get_or_insert(Problem::new(
-                "ImageNotFound",
-                format!("LanguageImage {:?} does not exist", spec.image),
-            ));
-        }
-        Some(li) => match validate::image(&li.spec) {
-            Ok(()) => image = Some(li.spec.clone()),
-            Err(e) => {
-                problem.get_or_insert(Problem::new(
-                    "ImageInvalid",
-                    format!("LanguageImage {:?}: {e}", spec.image),
-                ));
-            }
-        },
-    }
-    if spec.network == NetworkTier::Semitrusted {
-        problem.get_or_insert(Problem::new(
-            "NetworkTierUnsupported",
-            "network tier semitrusted (egress through a filtering proxy) is not available yet; \
-             no containers are started rather than run with other isolation",
-        ));
-    }
+        .find(|i| i.metadata.name.as_deref() == Some(spec.image.as_str()));
+    let problem = pool_problem(&spec, found);
+    let image = found
+        .filter(|li| validate::image(&li.spec).is_ok())
+        .map(|li| li.spec.clone());
     ResolvedPool {
         key: pool_key(pool),
         name: pool.metadata.name.clone().unwrap_or_default(),
@@ -166,6 +129,7 @@ pub fn container_hash(spec: &ExecutorPoolSpec, fingerprint: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::crd::Reason;
 
     fn docs(yaml: &str) -> Resources {
         let mut res = Resources::default();
@@ -208,7 +172,11 @@ mod tests {
             .collect();
         assert_eq!(
             reasons,
-            ["ImageNotFound", "NetworkTierUnsupported", "InvalidSpec"]
+            [
+                Reason::ImageNotFound,
+                Reason::NetworkTierUnsupported,
+                Reason::InvalidSpec
+            ]
         );
         assert!(r.iter().all(|p| !p.servable()));
         assert_eq!(r[0].key, "default/a");

@@ -97,7 +97,7 @@ pub fn pools_view(
             &[condition::Desired::new(
                 condition::READY,
                 false,
-                "Rejected",
+                condition::Reason::Rejected,
                 format!("{x}"),
             )],
             None,
@@ -172,7 +172,7 @@ mod tests {
     use super::*;
     use crate::crd::condition::Desired;
 
-    fn report(reason: &str) -> PoolReport {
+    fn report(reason: condition::Reason) -> PoolReport {
         PoolReport {
             namespace: "t".into(),
             name: "p".into(),
@@ -208,7 +208,7 @@ mod tests {
             rejection("ExecutorPool", "t/new", false),
             rejection("LanguageImage", "unused", false),
         ];
-        let view = pools_view(vec![report("Warm")], |_| vec![], &rejected);
+        let view = pools_view(vec![report(condition::Reason::Warm)], |_| vec![], &rejected);
         let list = view.as_array().unwrap();
         assert_eq!(list.len(), 2, "{view}");
         let kept = &list[0]["status"]["rejected"];
@@ -221,7 +221,7 @@ mod tests {
         assert_eq!(list[1]["status"]["conditions"][0]["reason"], "Rejected");
         assert_eq!(list[1]["status"]["conditions"][0]["status"], "False");
 
-        let clean = pools_view(vec![report("Warm")], |_| vec![], &[]);
+        let clean = pools_view(vec![report(condition::Reason::Warm)], |_| vec![], &[]);
         assert!(clean[0]["status"].get("rejected").is_none(), "{clean}");
     }
 
@@ -231,7 +231,7 @@ mod tests {
         assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(body["ready"], false);
 
-        let (status, body) = readiness(&[], vec![report("ProvingLanguages")]);
+        let (status, body) = readiness(&[], vec![report(condition::Reason::ProvingLanguages)]);
         assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(body["pools"][0]["pool"], "t/p");
         assert_eq!(body["pools"][0]["reason"], "ProvingLanguages");
@@ -240,7 +240,7 @@ mod tests {
             pool: "t/p".into(),
             languages: vec!["python".into()],
         }];
-        let (status, body) = readiness(&serving, vec![report("Warm")]);
+        let (status, body) = readiness(&serving, vec![report(condition::Reason::Warm)]);
         assert_eq!(status, StatusCode::OK);
         assert_eq!(body["serving"][0]["languages"][0], "python");
     }

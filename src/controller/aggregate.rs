@@ -9,8 +9,8 @@ use k8s_openapi::api::core::v1::Node;
 use k8s_openapi::jiff::Timestamp;
 
 use super::heartbeat::{Freshness, freshness};
-use crate::crd::condition::{DEGRADED, Desired, READY, RECONCILING, STALLED};
-use crate::crd::{ExecutorPool, LanguageImage, NetworkTier, NodePoolStatus, labels, validate};
+use crate::crd::condition::{DEGRADED, Desired, READY, RECONCILING, Reason, STALLED};
+use crate::crd::{ExecutorPool, LanguageImage, NodePoolStatus, Problem, labels, pool_problem};
 
 /// Nodes that run the agent (match `agent_selector`) and match the pool's
 /// node selector, sorted.
@@ -103,11 +103,12 @@ pub fn summarize(pool: &ExecutorPool, seen: &Observed<'_>) -> Summary {
         .map(|e| e.node.as_str())
         .collect();
     let nodes_ready = format!("{}/{}", ready.len(), covered.len());
-    let problem = spec_problem(pool, seen.image);
+    let problem = pool_problem(&pool.spec, seen.image);
+    // A tier this version does not offer yet is a valid spec, not a wrong one.
     let invalid = problem
         .as_ref()
-        .is_some_and(|(reason, _)| *reason != "NetworkTierUnsupported");
-    let conditions = if let Some((reason, message)) = problem {
+        .is_some_and(|p| p.reason != Reason::NetworkTierUnsupported);
+    let conditions = if let Some(Problem { reason, message }) = problem {
         vec![
             Desired::new(READY, false, reason, message.clone()),
             Desired::new(DEGRADED, true, reason, message.clone()),
@@ -122,9 +123,9 @@ pub fn summarize(pool: &ExecutorPool, seen: &Observed<'_>) -> Summary {
     } else if covered.is_empty() {
         let msg = no_nodes_message(pool, seen.agent_selector);
         vec![
-            Desired::new(READY, false, "NoNodes", msg.clone()),
-            Desired::new(DEGRADED, true, "NoNodes", msg.clone()),
-            Desired::new(RECONCILING, true, "NoNodes", msg),
+            Desired::new(READY, false, Reason::NoNodes, msg.clone()),
+            Desired::new(DEGRADED, true, Reason::NoNodes, msg.clone()),
+            Desired::new(RECONCILING, true, Reason::NoNodes, msg),
             valid_spec(),
         ]
     } else {
@@ -138,7 +139,7 @@ pub fn summarize(pool: &ExecutorPool, seen: &Observed<'_>) -> Summary {
             Desired::new(
                 READY,
                 true,
-                "NodesReady",
+                Reason::NodesReady,
                 format!("{nodes_ready} nodes ready, {warm}/{desired} warm, {busy} busy"),
             )
         } else {
@@ -149,20 +150,20 @@ pub fn summarize(pool: &ExecutorPool, seen: &Observed<'_>) -> Summary {
             if !waiting.is_empty() {
                 parts.push(format!("waiting for {}", waiting.join(", ")));
             }
-            Desired::new(READY, false, "NodesNotReady", parts.join("; "))
+            Desired::new(READY, false, Reason::NodesNotReady, parts.join("; "))
         };
         let reconciling = if ready_cond.status {
             Desired::new(
                 RECONCILING,
                 false,
-                "NodesReady",
+                Reason::NodesReady,
                 "every covered node is ready",
             )
         } else {
             Desired::new(
                 RECONCILING,
                 true,
-                "NodesNotReady",
+                Reason::NodesNotReady,
                 ready_cond.message.clone(),
             )
         };
@@ -192,17 +193,17 @@ fn valid_spec() -> Desired {
     Desired::new(
         STALLED,
         false,
-        "SpecValid",
+        Reason::SpecValid,
         "the spec and its image are valid",
     )
 }
 
 /// Degraded: the first problem's reason, every problem in the message.
 fn degraded(image: Option<&LanguageImage>, stale: &[String], fresh: &[&NodePoolStatus]) -> Desired {
-    let mut problems: Vec<(&str, String)> = Vec::new();
+    let mut problems: Vec<(Reason, String)> = Vec::new();
     if let Some(i) = image.filter(|i| i.metadata.deletion_timestamp.is_some()) {
         problems.push((
-            "ImageDeleting",
+            Reason::ImageDeleting,
             format!(
                 "LanguageImage {:?} is being deleted (it stays while pools refer to it)",
                 i.metadata.name.as_deref().unwrap_or_default()
@@ -210,18 +211,23 @@ fn degraded(image: Option<&LanguageImage>, stale: &[String], fresh: &[&NodePoolS
         ));
     }
     if !stale.is_empty() {
-        problems.push(("NodesStale", format!("stale: {}", stale.join(", "))));
+        problems.push((Reason::NodesStale, format!("stale: {}", stale.join(", "))));
     }
     problems.extend(fresh.iter().filter_map(|e| {
         e.message
             .as_ref()
-            .map(|m| ("NodeProblems", format!("{}: {m}", e.node)))
+            .map(|m| (Reason::NodeProblems, format!("{}: {m}", e.node)))
     }));
     match problems.first() {
-        None => Desired::new(DEGRADED, false, "Healthy", "no node reports a problem"),
+        None => Desired::new(
+            DEGRADED,
+            false,
+            Reason::Healthy,
+            "no node reports a problem",
+        ),
         Some((reason, _)) => {
             let message: Vec<&str> = problems.iter().map(|(_, m)| m.as_str()).collect();
-            Desired::new(DEGRADED, true, reason, message.join("; "))
+            Desired::new(DEGRADED, true, *reason, message.join("; "))
         }
     }
 }
@@ -250,41 +256,21 @@ pub fn selector_string(selector: &BTreeMap<String, String>) -> String {
 pub fn terminating(waiting: &[String]) -> Vec<Desired> {
     let message = format!("waiting for {} to remove containers", waiting.join(", "));
     vec![
-        Desired::new(READY, false, "Terminating", message.clone()),
-        Desired::new(DEGRADED, false, "Terminating", "the pool is being deleted"),
-        Desired::new(RECONCILING, true, "Terminating", message),
-        Desired::new(STALLED, false, "Terminating", "the pool is being deleted"),
+        Desired::new(READY, false, Reason::Terminating, message.clone()),
+        Desired::new(
+            DEGRADED,
+            false,
+            Reason::Terminating,
+            "the pool is being deleted",
+        ),
+        Desired::new(RECONCILING, true, Reason::Terminating, message),
+        Desired::new(
+            STALLED,
+            false,
+            Reason::Terminating,
+            "the pool is being deleted",
+        ),
     ]
-}
-
-fn spec_problem(
-    pool: &ExecutorPool,
-    image: Option<&LanguageImage>,
-) -> Option<(&'static str, String)> {
-    if let Err(e) = validate::pool(&pool.spec) {
-        return Some(("InvalidSpec", e.to_string()));
-    }
-    let Some(image) = image else {
-        return Some((
-            "ImageNotFound",
-            format!("LanguageImage {:?} does not exist", pool.spec.image),
-        ));
-    };
-    if let Err(e) = validate::image(&image.spec) {
-        return Some((
-            "ImageInvalid",
-            format!("LanguageImage {:?}: {e}", pool.spec.image),
-        ));
-    }
-    if pool.spec.network == NetworkTier::Semitrusted {
-        return Some((
-            "NetworkTierUnsupported",
-            "network tier semitrusted (egress through a filtering proxy) is not available yet; \
-             no containers are started rather than run with other isolation"
-                .to_string(),
-        ));
-    }
-    None
 }
 
 /// Where the cleanup of a deleted pool stands.
@@ -415,9 +401,9 @@ mod tests {
             (s.desired, s.warm, s.busy, s.nodes_ready.as_str()),
             (7, 3, 1, "1/2")
         );
-        assert_eq!(s.conditions[0].reason, "NodesNotReady");
+        assert_eq!(s.conditions[0].reason, Reason::NodesNotReady);
         assert!(s.conditions[0].message.contains("waiting for b"));
-        assert_eq!(s.conditions[1].reason, "NodeProblems");
+        assert_eq!(s.conditions[1].reason, Reason::NodeProblems);
         assert!(s.conditions[1].status);
         assert!(condition(&s, RECONCILING).status);
         assert!(!condition(&s, STALLED).status);
@@ -435,7 +421,7 @@ mod tests {
                 Some(5),
                 2,
                 "1/1",
-                "NodesReady",
+                Reason::NodesReady,
                 "1/1 nodes ready",
                 false,
             ),
@@ -444,7 +430,7 @@ mod tests {
                 Some(45),
                 0,
                 "0/1",
-                "NodesNotReady",
+                Reason::NodesNotReady,
                 "stale: a (no heartbeat for 45 s)",
                 true,
             ),
@@ -453,7 +439,7 @@ mod tests {
                 None,
                 0,
                 "0/1",
-                "NodesNotReady",
+                Reason::NodesNotReady,
                 "stale: a (no heartbeat)",
                 true,
             ),
@@ -472,7 +458,7 @@ mod tests {
             assert!(s.conditions[0].message.contains(part), "{case}: {s:?}");
             assert_eq!(s.conditions[1].status, degraded, "{case}");
             if degraded {
-                assert_eq!(s.conditions[1].reason, "NodesStale", "{case}");
+                assert_eq!(s.conditions[1].reason, Reason::NodesStale, "{case}");
                 assert!(s.conditions[1].message.contains(part), "{case}");
                 assert_eq!(s.recheck_at, None, "{case}: nothing left to go stale");
             }
@@ -486,18 +472,15 @@ mod tests {
         ExecutorPool,
         Option<&'a LanguageImage>,
         &'a [&'a str],
-        Vec<(String, bool)>,
+        Vec<(Reason, bool)>,
     );
 
     #[test]
     fn problems_and_the_conditions_they_set() {
         let all = |p: &ExecutorPool, img: Option<&LanguageImage>, covered: &[&str]| {
             let s = summary(p, img, covered);
-            let flags: Vec<(String, bool)> = s
-                .conditions
-                .iter()
-                .map(|c| (c.reason.clone(), c.status))
-                .collect();
+            let flags: Vec<(Reason, bool)> =
+                s.conditions.iter().map(|c| (c.reason, c.status)).collect();
             (s, flags)
         };
         let ok = format!(
@@ -510,14 +493,7 @@ mod tests {
         let semi = pool(&format!("{POOL}  network: semitrusted\n"));
         let mut deleting = image();
         deleting.metadata.deletion_timestamp = Some(Time(at(NOW)));
-        let stalled = |r: &str| {
-            vec![
-                (r.to_string(), false),
-                (r.to_string(), true),
-                (r.to_string(), false),
-                (r.to_string(), true),
-            ]
-        };
+        let stalled = |r: Reason| vec![(r, false), (r, true), (r, false), (r, true)];
         // (case, pool, image, covered) -> [Ready, Degraded, Reconciling, Stalled]
         let img = image();
         let cases: Vec<Case<'_>> = vec![
@@ -526,21 +502,21 @@ mod tests {
                 bad,
                 Some(&img),
                 &["a"],
-                stalled("InvalidSpec"),
+                stalled(Reason::InvalidSpec),
             ),
             (
                 "no image",
                 pool(POOL),
                 None,
                 &["a"],
-                stalled("ImageNotFound"),
+                stalled(Reason::ImageNotFound),
             ),
             (
                 "semitrusted",
                 semi,
                 Some(&img),
                 &["a"],
-                stalled("NetworkTierUnsupported"),
+                stalled(Reason::NetworkTierUnsupported),
             ),
             (
                 "no nodes",
@@ -548,10 +524,10 @@ mod tests {
                 Some(&img),
                 &[],
                 vec![
-                    ("NoNodes".into(), false),
-                    ("NoNodes".into(), true),
-                    ("NoNodes".into(), true),
-                    ("SpecValid".into(), false),
+                    (Reason::NoNodes, false),
+                    (Reason::NoNodes, true),
+                    (Reason::NoNodes, true),
+                    (Reason::SpecValid, false),
                 ],
             ),
             (
@@ -560,10 +536,10 @@ mod tests {
                 Some(&img),
                 &["a"],
                 vec![
-                    ("NodesReady".into(), true),
-                    ("Healthy".into(), false),
-                    ("NodesReady".into(), false),
-                    ("SpecValid".into(), false),
+                    (Reason::NodesReady, true),
+                    (Reason::Healthy, false),
+                    (Reason::NodesReady, false),
+                    (Reason::SpecValid, false),
                 ],
             ),
             (
@@ -572,10 +548,10 @@ mod tests {
                 Some(&deleting),
                 &["a"],
                 vec![
-                    ("NodesReady".into(), true),
-                    ("ImageDeleting".into(), true),
-                    ("NodesReady".into(), false),
-                    ("SpecValid".into(), false),
+                    (Reason::NodesReady, true),
+                    (Reason::ImageDeleting, true),
+                    (Reason::NodesReady, false),
+                    (Reason::SpecValid, false),
                 ],
             ),
         ];
@@ -587,6 +563,54 @@ mod tests {
                 matches!(case, "invalid spec" | "no image"),
                 "{case}"
             );
+        }
+    }
+
+    /// The pool's status written by the controller and each agent's view of
+    /// the same pool (which decides whether it launches anything) give the
+    /// same reason and message for what keeps it from being served.
+    #[test]
+    fn controller_and_agents_agree_on_a_bad_pool() {
+        use crate::agent::desired::{Resources, resolve};
+        let good = image();
+        let mut bad = image();
+        bad.spec.languages.clear();
+        let semi = "  network: semitrusted\n";
+        let invalid = format!("  execution: {{wallTimeMs: {{default: 10, max: 1}}}}\n{semi}");
+        let cases = [
+            (
+                "invalid spec",
+                invalid.as_str(),
+                Some(&good),
+                Reason::InvalidSpec,
+            ),
+            ("no image", semi, None, Reason::ImageNotFound),
+            ("invalid image", semi, Some(&bad), Reason::ImageInvalid),
+            (
+                "semitrusted",
+                semi,
+                Some(&good),
+                Reason::NetworkTierUnsupported,
+            ),
+        ];
+        for (case, extra, img, want) in cases {
+            let p = pool(&format!("{POOL}{extra}"));
+            let listed =
+                Resources::listed(vec![p.clone()], img.into_iter().cloned().collect(), None);
+            let on_agent = resolve(&listed, "a").remove(0);
+            let agent = on_agent.problem.expect(case);
+            assert_eq!(agent.reason, want, "{case}");
+            assert_eq!(
+                on_agent.image.is_some(),
+                img.is_some() && want != Reason::ImageInvalid,
+                "{case}: the agent keeps a valid image only"
+            );
+            let s = summary(&p, img, &["a"]);
+            for type_ in [READY, DEGRADED, STALLED] {
+                let c = condition(&s, type_);
+                assert_eq!(c.reason, agent.reason, "{case}: {type_}");
+                assert_eq!(c.message, agent.message, "{case}: {type_}");
+            }
         }
     }
 

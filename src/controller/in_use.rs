@@ -2,7 +2,7 @@
 //! every image carries [`IN_USE_FINALIZER`]; a deleted image keeps it, and
 //! says which pools hold it, until no pool refers to it. Pure.
 
-use crate::crd::condition::{Desired, READY, RECONCILING, STALLED};
+use crate::crd::condition::{Desired, READY, RECONCILING, Reason, STALLED};
 use crate::crd::{ExecutorPool, LanguageImage, validate};
 
 /// Finalizer that keeps a deleted LanguageImage while pools refer to it.
@@ -46,9 +46,9 @@ pub fn image_conditions(image: &LanguageImage, users: &[String]) -> Vec<Desired>
             name_some(users)
         );
         return vec![
-            Desired::new(READY, false, "InUse", message.clone()),
-            Desired::new(RECONCILING, true, "InUse", message),
-            Desired::new(STALLED, false, "InUse", "waiting for the pools to go"),
+            Desired::new(READY, false, Reason::InUse, message.clone()),
+            Desired::new(RECONCILING, true, Reason::InUse, message),
+            Desired::new(STALLED, false, Reason::InUse, "waiting for the pools to go"),
         ];
     }
     match validate::image(&image.spec) {
@@ -56,21 +56,21 @@ pub fn image_conditions(image: &LanguageImage, users: &[String]) -> Vec<Desired>
             Desired::new(
                 READY,
                 true,
-                "Valid",
+                Reason::Valid,
                 format!("{} languages", image.spec.languages.len()),
             ),
-            Desired::new(RECONCILING, false, "Valid", "nothing to do"),
-            Desired::new(STALLED, false, "Valid", "the spec is valid"),
+            Desired::new(RECONCILING, false, Reason::Valid, "nothing to do"),
+            Desired::new(STALLED, false, Reason::Valid, "the spec is valid"),
         ],
         Err(e) => vec![
-            Desired::new(READY, false, "InvalidSpec", e.to_string()),
+            Desired::new(READY, false, Reason::InvalidSpec, e.to_string()),
             Desired::new(
                 RECONCILING,
                 false,
-                "InvalidSpec",
+                Reason::InvalidSpec,
                 "waiting for a change to the spec",
             ),
-            Desired::new(STALLED, true, "InvalidSpec", e.to_string()),
+            Desired::new(STALLED, true, Reason::InvalidSpec, e.to_string()),
         ],
     }
 }
@@ -119,18 +119,18 @@ mod tests {
     #[test]
     fn conditions_of_an_image() {
         let mut img = image();
-        let reasons = |c: Vec<Desired>| -> Vec<(String, bool)> {
+        let reasons = |c: Vec<Desired>| -> Vec<(Reason, bool)> {
             c.into_iter().map(|d| (d.reason, d.status)).collect()
         };
         let valid = vec![
-            ("Valid".to_string(), true),
-            ("Valid".to_string(), false),
-            ("Valid".to_string(), false),
+            (Reason::Valid, true),
+            (Reason::Valid, false),
+            (Reason::Valid, false),
         ];
         assert_eq!(reasons(image_conditions(&img, &["t/a".into()])), valid);
         img.metadata.deletion_timestamp = Some(Time(Timestamp::from_second(1).unwrap()));
         let in_use = image_conditions(&img, &["t/a".into()]);
-        assert_eq!(in_use[0].reason, "InUse");
+        assert_eq!(in_use[0].reason, Reason::InUse);
         assert!(
             in_use[0].message.contains("ExecutorPools t/a;"),
             "{in_use:?}"
@@ -140,6 +140,6 @@ mod tests {
         let mut bad = image();
         bad.spec.languages.clear();
         let c = image_conditions(&bad, &[]);
-        assert_eq!((c[0].reason.as_str(), c[2].status), ("InvalidSpec", true));
+        assert_eq!((c[0].reason, c[2].status), (Reason::InvalidSpec, true));
     }
 }

@@ -19,7 +19,7 @@ use super::aggregate::{
 };
 use super::in_use::{IN_USE_FINALIZER, image_conditions, name_some, users};
 use super::{Context, Error, finalizer};
-use crate::crd::condition::{self, Condition, Desired, READY};
+use crate::crd::condition::{self, Condition, Desired, READY, Reason};
 use crate::crd::{ExecutorPool, LanguageImage};
 
 /// Finalizer that keeps a deleted pool until its containers are gone.
@@ -120,7 +120,7 @@ async fn apply(p: &ExecutorPool, api: &Api<ExecutorPool>, ctx: &Context) -> Resu
         .iter()
         .any(|c| c.type_ == condition::STALLED && c.status);
     if stalled && reason_of(previous, READY) != Some(ready.reason.as_str()) {
-        publish(ctx, p, EventType::Warning, &ready.reason, &ready.message).await;
+        publish(ctx, p, EventType::Warning, ready.reason, &ready.message).await;
     }
     // A wrong spec waits for a change. Otherwise look again when the first
     // counted node would go stale: a silent agent sends no event.
@@ -178,11 +178,11 @@ async fn release_when_clean(
 
 /// The Event that says why a deleted pool was let go: truthful about nodes
 /// that still reported containers when the grace period ran out.
-fn release_event(done: &Cleanup, grace: Duration) -> (EventType, &'static str, String) {
+fn release_event(done: &Cleanup, grace: Duration) -> (EventType, Reason, String) {
     match done {
         Cleanup::GraceExpired(nodes) => (
             EventType::Warning,
-            "CleanupGraceExpired",
+            Reason::CleanupGraceExpired,
             format!(
                 "released after the cleanup grace of {} s; {} still reported containers",
                 grace.as_secs(),
@@ -191,7 +191,7 @@ fn release_event(done: &Cleanup, grace: Duration) -> (EventType, &'static str, S
         ),
         _ => (
             EventType::Normal,
-            "ContainersRemoved",
+            Reason::ContainersRemoved,
             "every node removed the pool's containers".to_string(),
         ),
     }
@@ -222,7 +222,7 @@ fn reason_of<'a>(conditions: &'a [Condition], type_: &str) -> Option<&'a str> {
         .map(|c| c.reason.as_str())
 }
 
-async fn publish<K>(ctx: &Context, obj: &K, type_: EventType, reason: &str, note: &str)
+async fn publish<K>(ctx: &Context, obj: &K, type_: EventType, reason: Reason, note: &str)
 where
     K: Resource<DynamicType = ()>,
 {
@@ -270,12 +270,12 @@ pub async fn image(obj: Arc<LanguageImage>, ctx: Arc<Context>) -> Result<Action,
     if !deleting {
         return Ok(Action::await_change());
     }
-    if reason_of(&previous.conditions, READY) != Some("InUse") {
+    if reason_of(&previous.conditions, READY) != Some(Reason::InUse.as_str()) {
         let note = format!(
             "deletion waits: ExecutorPools {} still use this image",
             name_some(&users)
         );
-        publish(&ctx, &*obj, EventType::Warning, "InUse", &note).await;
+        publish(&ctx, &*obj, EventType::Warning, Reason::InUse, &note).await;
     }
     Ok(Action::requeue(IN_USE_POLL))
 }
@@ -304,13 +304,16 @@ mod tests {
     fn release_events_tell_the_truth() {
         let grace = Duration::from_secs(300);
         let (t, reason, note) = release_event(&Cleanup::Clean, grace);
-        assert_eq!((t, reason), (EventType::Normal, "ContainersRemoved"));
+        assert_eq!((t, reason), (EventType::Normal, Reason::ContainersRemoved));
         assert!(note.contains("every node"));
         let (t, reason, note) = release_event(
             &Cleanup::GraceExpired(vec!["n1".into(), "n2".into()]),
             grace,
         );
-        assert_eq!((t, reason), (EventType::Warning, "CleanupGraceExpired"));
+        assert_eq!(
+            (t, reason),
+            (EventType::Warning, Reason::CleanupGraceExpired)
+        );
         assert_eq!(
             note,
             "released after the cleanup grace of 300 s; n1, n2 still reported containers"

@@ -5,6 +5,8 @@ pub use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 
+pub use super::Reason;
+
 /// Condition type: the resource does what it asks for.
 pub const READY: &str = "Ready";
 /// Condition type: the resource works, but less than it asks for.
@@ -23,8 +25,8 @@ pub struct Desired {
     pub type_: &'static str,
     /// `True` or `False`.
     pub status: bool,
-    /// One CamelCase word a program can match on.
-    pub reason: String,
+    /// Why the condition has this status; written as its CamelCase string.
+    pub reason: Reason,
     /// What a person should know.
     pub message: String,
 }
@@ -34,13 +36,13 @@ impl Desired {
     pub fn new(
         type_: &'static str,
         status: bool,
-        reason: &str,
+        reason: Reason,
         message: impl Into<String>,
     ) -> Self {
         Self {
             type_,
             status,
-            reason: reason.to_string(),
+            reason,
             message: message.into(),
         }
     }
@@ -70,7 +72,7 @@ pub fn merge(
             Condition {
                 type_: d.type_.to_string(),
                 status,
-                reason: d.reason.clone(),
+                reason: d.reason.to_string(),
                 message: d.message.clone(),
                 observed_generation: generation,
                 last_transition_time,
@@ -96,13 +98,13 @@ mod tests {
         let t1 = Timestamp::from_second(2_000).unwrap();
         let first = merge(
             &[],
-            &[Desired::new(READY, true, "Warm", "all warm")],
+            &[Desired::new(READY, true, Reason::Warm, "all warm")],
             Some(1),
             t0,
         );
         let second = merge(
             &first,
-            &[Desired::new(READY, true, "Warm", "still warm")],
+            &[Desired::new(READY, true, Reason::Warm, "still warm")],
             Some(2),
             t1,
         );
@@ -110,11 +112,12 @@ mod tests {
         assert_eq!(second[0].observed_generation, Some(2));
         let third = merge(
             &second,
-            &[Desired::new(READY, false, "Filling", "x")],
+            &[Desired::new(READY, false, Reason::Filling, "x")],
             Some(2),
             t1,
         );
         assert_eq!(third[0].last_transition_time, Time(t1));
+        assert_eq!(third[0].reason, "Filling", "the reason's wire string");
         assert!(!is_true(&third, READY));
         assert!(is_true(&second, READY));
     }

@@ -5,6 +5,8 @@ pub mod condition;
 pub mod executor_pool;
 pub mod labels;
 pub mod language_image;
+pub mod problems;
+pub mod reason;
 pub mod validate;
 
 pub use executor_pool::{
@@ -14,6 +16,8 @@ pub use executor_pool::{
 pub use language_image::{
     ImageSource, LanguageImage, LanguageImageSpec, LanguageImageStatus, LanguageSpec, SmokeTest,
 };
+pub use problems::{Problem, pool_problem};
+pub use reason::Reason;
 
 /// API group of every unsandbox resource.
 pub const GROUP: &str = "unsandbox.com";

@@ -6,7 +6,7 @@
 
 use std::fmt;
 
-use crate::crd::{ExecutorPoolSpec, LanguageSpec, NetworkTier};
+use crate::crd::{ExecutorPoolSpec, LanguageSpec, NetworkTier, Reason};
 
 use super::{Core, PoolRuntime};
 
@@ -144,8 +144,8 @@ pub fn blocker(key: &str, p: &PoolRuntime, language: &str) -> Option<Blocker> {
     if let Some(problem) = p.problem() {
         let message = problem.message.clone();
         return Some(match problem.reason {
-            "NetworkTierUnsupported" => Blocker::TierUnavailable { offered: vec![] },
-            "ImageUnavailable" => Blocker::ImageFailed { pool, message },
+            Reason::NetworkTierUnsupported => Blocker::TierUnavailable { offered: vec![] },
+            Reason::ImageUnavailable => Blocker::ImageFailed { pool, message },
             _ => Blocker::PoolInvalid { pool, message },
         });
     }
@@ -339,7 +339,7 @@ mod tests {
         ));
         let mut failed = proven("zerotrust");
         failed.runtime_problem = Some(Problem {
-            reason: "ImageUnavailable",
+            reason: Reason::ImageUnavailable,
             message: "no such image".into(),
         });
         assert!(matches!(
@@ -348,7 +348,7 @@ mod tests {
         ));
         let mut invalid = pool("zerotrust");
         invalid.resolved.problem = Some(Problem {
-            reason: "ImageNotFound",
+            reason: Reason::ImageNotFound,
             message: "LanguageImage \"small\" does not exist".into(),
         });
         assert!(matches!(
@@ -437,7 +437,7 @@ mod tests {
         // A declared semitrusted pool (not available yet) says the same.
         let mut semi = pool("semitrusted");
         semi.resolved.problem = Some(Problem {
-            reason: "NetworkTierUnsupported",
+            reason: Reason::NetworkTierUnsupported,
             message: "not yet".into(),
         });
         let st = state(vec![("t/a", proven("zerotrust")), ("t/s", semi)]);

@@ -461,7 +461,7 @@ impl Core {
                         image_jobs.insert(s.clone());
                     }
                     let problem = Problem {
-                        reason: "ImageUnavailable",
+                        reason: crate::crd::Reason::ImageUnavailable,
                         message: message.clone(),
                     };
                     (None, Some(problem))

@@ -318,7 +318,7 @@ mod tests {
         assert_eq!(p.unavailable_languages().len(), 2);
         assert!(!p.ready());
         let conds = crate::agent::status::conditions(&p);
-        assert_eq!(conds[0].reason, "ProvingLanguages");
+        assert_eq!(conds[0].reason, crate::crd::Reason::ProvingLanguages);
 
         let check = |language: &str, passed: bool| LanguageCheck {
             language: language.into(),
@@ -340,7 +340,7 @@ mod tests {
         let u = p.unavailable_languages();
         assert_eq!((u.len(), u[0].name.as_str()), (1, "lua"));
         let conds = crate::agent::status::conditions(&p);
-        assert_eq!(conds[1].reason, "LanguagesUnavailable");
+        assert_eq!(conds[1].reason, crate::crd::Reason::LanguagesUnavailable);
         assert!(
             conds[1].message.contains("lua: hello: printed"),
             "{}",

@@ -4,7 +4,7 @@
 use k8s_openapi::jiff::Timestamp;
 use serde::Serialize;
 
-use crate::crd::condition::{Condition, DEGRADED, Desired, READY, is_true, merge};
+use crate::crd::condition::{Condition, DEGRADED, Desired, READY, Reason, is_true, merge};
 use crate::crd::{ExecutorPoolSpec, NodePoolStatus};
 
 use super::{Core, PoolRuntime};
@@ -87,8 +87,8 @@ pub fn conditions(p: &PoolRuntime) -> Vec<Desired> {
     if !p.serving() {
         let msg = "waiting for the image to be in the LXD image store";
         return vec![
-            Desired::new(READY, false, "ImagePending", msg),
-            Desired::new(DEGRADED, false, "ImagePending", msg),
+            Desired::new(READY, false, Reason::ImagePending, msg),
+            Desired::new(DEGRADED, false, Reason::ImagePending, msg),
         ];
     }
     let warm = p.warm.len() as u32;
@@ -105,20 +105,20 @@ pub fn conditions(p: &PoolRuntime) -> Vec<Desired> {
         (Some(e), n) if n > 0 => Desired::new(
             DEGRADED,
             true,
-            "LaunchFailing",
+            Reason::LaunchFailing,
             format!("{n} launches failed in a row: {e}"),
         ),
         _ if !failed_languages.is_empty() => Desired::new(
             DEGRADED,
             true,
-            "LanguagesUnavailable",
+            Reason::LanguagesUnavailable,
             format!(
                 "{} languages failed their smoke tests on this host and are not served: {}",
                 failed_languages.len(),
                 failed_languages.join("; ")
             ),
         ),
-        _ => Desired::new(DEGRADED, false, "Healthy", "no failures"),
+        _ => Desired::new(DEGRADED, false, Reason::Healthy, "no failures"),
     };
     // Ready once the pool has been full; the counts say how full it is now.
     let counts = format!(
@@ -126,16 +126,16 @@ pub fn conditions(p: &PoolRuntime) -> Vec<Desired> {
         p.launching, p.busy
     );
     let ready = if p.ready() {
-        Desired::new(READY, true, "Warm", counts)
+        Desired::new(READY, true, Reason::Warm, counts)
     } else if p.smoke_results().is_none() {
         Desired::new(
             READY,
             false,
-            "ProvingLanguages",
+            Reason::ProvingLanguages,
             format!("running the languages' smoke tests on this host; {counts}"),
         )
     } else {
-        Desired::new(READY, false, "Filling", counts)
+        Desired::new(READY, false, Reason::Filling, counts)
     };
     vec![ready, degraded]
 }
@@ -176,8 +176,8 @@ mod tests {
 
     #[test]
     fn transition_times_are_those_of_the_change() {
-        let filling = [Desired::new(READY, false, "Filling", "0/2 warm")];
-        let warm = [Desired::new(READY, true, "Warm", "2/2 warm")];
+        let filling = [Desired::new(READY, false, Reason::Filling, "0/2 warm")];
+        let warm = [Desired::new(READY, true, Reason::Warm, "2/2 warm")];
         let (c, ready) = transition(&[], &filling, None, at(10));
         assert!(!ready);
         let (c, ready) = transition(&c, &filling, None, at(20));
