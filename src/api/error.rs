@@ -8,6 +8,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
 use crate::agent::{AcquireError, Blocker, ChoiceError};
+use crate::execution::{ExecError, Invalid, Limit};
 
 /// An error answer.
 #[derive(Debug)]
@@ -129,6 +130,66 @@ impl From<AcquireError> for ApiError {
                 "pool_unavailable",
                 e.to_string(),
             ),
+        }
+    }
+}
+
+impl From<ExecError> for ApiError {
+    fn from(e: ExecError) -> Self {
+        match e {
+            ExecError::Unavailable(e) => e.into(),
+            ExecError::DetectionPending(ref b) => ApiError::blocked(b, e.to_string()),
+            ExecError::Undetected { available } => ApiError::invalid(
+                "could not tell the language of this code; name it in `language` or use /execute/{language}",
+            )
+            .with(json!({"available": available})),
+            ExecError::Invalid(e) => e.into(),
+            ExecError::NoContainer(e) => e.into(),
+        }
+    }
+}
+
+/// The native API's name of the field that asks for `limit`.
+pub fn field(limit: Limit) -> &'static str {
+    match limit {
+        Limit::OutputBytes => "max_output_bytes",
+        Limit::RunTimeout => "timeout_ms",
+        Limit::CompileTimeout => "compile_timeout_ms",
+        // The native API cannot ask for CPU time; named for completeness.
+        Limit::RunCpuTime => "cpu_time_ms",
+        Limit::CompileCpuTime => "compile_cpu_time_ms",
+        Limit::RunMemory => "memory_mib",
+        Limit::CompileMemory => "compile_memory_mib",
+    }
+}
+
+impl From<Invalid> for ApiError {
+    /// 422 `invalid_request`, but a limit above the pool's maximum is 422
+    /// `limit_exceeds_maximum` with the field and the maximum.
+    fn from(e: Invalid) -> Self {
+        match e {
+            Invalid::AboveMaximum {
+                limit,
+                asked,
+                maximum,
+                ..
+            } => {
+                let name = field(limit);
+                ApiError::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "limit_exceeds_maximum",
+                    format!("{name} {asked} is above this pool's maximum of {maximum}"),
+                )
+                .with(json!({"field": name, "maximum": maximum}))
+            }
+            Invalid::BelowFloor { limit, floor, .. } => {
+                ApiError::invalid(format!("{} must be at least {floor}", field(limit)))
+            }
+            // The source takes its name: to the caller, a name sent twice.
+            Invalid::FileIsSource { index, name } => {
+                ApiError::invalid(format!("files[{index}].name {name:?} is used twice"))
+            }
+            e => ApiError::invalid(e.to_string()),
         }
     }
 }

@@ -1,11 +1,15 @@
 //! Request validation and the shape of answers, without LXD.
 
-use super::request::{Asked, MIB, Request};
+use axum::http::header;
+use axum::response::IntoResponse;
+use serde_json::json;
+
+use super::request::{Asked, Request};
 use super::response::{signal_name, stage};
 use super::*;
 use crate::agent::CatalogEntry;
-use crate::crd::ExecutorPoolSpec;
-use crate::execution::{Outcome, StageOutcome, Status};
+use crate::crd::{ExecutorPoolSpec, LanguageSpec};
+use crate::execution::{ExecError, MIB, Outcome, Plan, StageOutcome, Status};
 
 fn pool() -> ExecutorPoolSpec {
     serde_yaml::from_str(
@@ -13,6 +17,16 @@ fn pool() -> ExecutorPoolSpec {
          execution: {wallTimeMs: {default: 3000, max: 10000}, compileTimeMs: {default: 10000, max: 20000}}}",
     )
     .unwrap()
+}
+
+fn language() -> LanguageSpec {
+    serde_yaml::from_str("{name: python, sourceFile: main.py, run: python3 main.py}").unwrap()
+}
+
+/// A request as the execution service checks it against `pool()`.
+fn planned(v: Value) -> Result<Plan, PistonError> {
+    let sub = submission(&req(v)?, Default::default())?;
+    Ok(crate::execution::request::plan(sub, &language(), &pool()).map_err(ExecError::from)?)
 }
 
 fn req(v: Value) -> Result<Request, PistonError> {
@@ -83,13 +97,15 @@ fn what_piston_client_sends_is_accepted_with_its_defaults() {
             ..Asked::default()
         }
     );
-    let sub = submission(&r, &pool()).unwrap();
+    let sub = submission(&r, Default::default()).unwrap();
     assert_eq!(sub.code, "print(1)");
     assert!(sub.files.is_empty());
     assert_eq!(sub.stdin, b"\n", "Piston ends stdin with a newline");
-    assert_eq!(sub.memory_mib, None);
-    assert_eq!(sub.compile_memory_mib, None);
-    assert_eq!(sub.run_timeout_ms, Some(3000));
+    assert_eq!(sub.asked.run_memory, None);
+    assert_eq!(sub.asked.compile_memory, None);
+    assert_eq!(sub.asked.run_timeout_ms, Some(3000));
+    assert_eq!(sub.asked.compile_timeout_ms, Some(10000));
+    assert!(planned(client_body()).is_ok());
     // No version (an alias in piston-client) is any version.
     let mut body = client_body();
     body.as_object_mut().unwrap().remove("version");
@@ -101,7 +117,7 @@ fn limits_are_checked_against_the_pool() {
     let with = |k: &str, v: Value| {
         let mut b = client_body();
         b[k] = v;
-        submission(&req(b).unwrap(), &pool())
+        planned(b)
     };
     assert_eq!(
         message(with("run_timeout", json!(10001))),
@@ -112,72 +128,78 @@ fn limits_are_checked_against_the_pool() {
         "compile_timeout cannot exceed the configured limit of 20000"
     );
     assert_eq!(
+        message(with("compile_cpu_time", json!(20001))),
+        "compile_cpu_time cannot exceed the configured limit of 20000"
+    );
+    assert_eq!(
         message(with("run_memory_limit", json!(129 * MIB))),
         format!(
             "run_memory_limit cannot exceed the configured limit of {}",
             128 * MIB
         )
     );
-    assert!(message(with("run_memory_limit", json!(MIB))).contains("at least 33554432 bytes"));
+    assert_eq!(
+        message(with("run_memory_limit", json!(128 * MIB + 1))),
+        format!(
+            "run_memory_limit cannot exceed the configured limit of {}",
+            128 * MIB
+        ),
+        "one byte above is above"
+    );
+    assert_eq!(
+        message(with("compile_memory_limit", json!(MIB))),
+        "compile_memory_limit must be at least 33554432 bytes (32 MiB)"
+    );
     // Bytes become MiB, rounded down; compile memory has its own maximum.
     assert_eq!(
         with("run_memory_limit", json!(100_000_000))
             .unwrap()
+            .limits
+            .run
             .memory_mib,
-        Some(95)
+        95
     );
     assert_eq!(
         with("compile_memory_limit", json!(200 * MIB))
             .unwrap()
-            .compile_memory_mib,
-        Some(200)
+            .limits
+            .compile
+            .memory_mib,
+        200
     );
+    let run_wall = |b: Value| planned(b).unwrap().limits.run.wall.as_millis();
+    let mut b = client_body();
+    b["run_cpu_time"] = json!(2500);
+    b["run_timeout"] = json!(4000);
+    assert_eq!(run_wall(b), 4000, "CPU time does not shorten the timeout");
+    // Falsy values are skipped, as Piston does: the pool's default applies.
+    let mut b = client_body();
+    b["run_timeout"] = json!(0);
     assert_eq!(
-        with("run_cpu_time", json!(2500)).unwrap().run_timeout_ms,
-        Some(3000)
+        submission(&req(b.clone()).unwrap(), Default::default())
+            .unwrap()
+            .asked
+            .run_timeout_ms,
+        None
     );
-    // Falsy values are skipped, as Piston does.
-    assert_eq!(with("run_timeout", json!(0)).unwrap().run_timeout_ms, None);
+    assert_eq!(run_wall(b), 3000);
 }
 
 #[test]
-fn the_first_utf8_file_is_the_source_and_the_rest_sit_beside_it() {
-    let b = json!({"language": "python", "files": [
-        {"name": "data.bin", "content": "aGk=", "encoding": "base64"},
-        {"name": "prog.py", "content": "import helper"},
-        {"name": "helper.py", "content": "X = 1"},
-        {"content": "6869", "encoding": "hex"},
-        {"content": "aGk", "encoding": "base64"},
-    ]});
-    let sub = submission(&req(b).unwrap(), &pool()).unwrap();
-    assert_eq!(sub.code, "import helper");
-    let names: Vec<(&str, &[u8])> = sub
-        .files
-        .iter()
-        .map(|(n, c)| (n.as_str(), c.as_slice()))
-        .collect();
+fn arguments_and_stdin_have_the_native_apis_rules() {
+    let mut b = client_body();
+    b["args"] = json!(["a\u{0}b"]);
+    assert_eq!(message(planned(b)), "args must not contain NUL bytes");
+    let mut b = client_body();
+    b["args"] = json!(vec!["a"; 257]);
+    assert_eq!(message(planned(b)), "at most 256 args may be sent");
+    let mut b = client_body();
+    b["stdin"] = json!("x".repeat(1 << 20));
     assert_eq!(
-        names,
-        [
-            ("data.bin", &b"hi"[..]),
-            ("helper.py", b"X = 1"),
-            ("file3.code", b"hi"),
-            ("file4.code", b"hi")
-        ]
+        message(planned(b)),
+        "stdin may be at most 1048576 bytes",
+        "with Piston's newline it is one byte too long"
     );
-    let only_binary =
-        json!({"language": "python", "files": [{"content": "aGk=", "encoding": "base64"}]});
-    assert_eq!(
-        message(submission(&req(only_binary).unwrap(), &pool())),
-        "files must include at least one utf8 encoded file"
-    );
-    let bad = |f: Value| {
-        let b = json!({"language": "python", "files": [{"content": "x"}, f]});
-        message(submission(&req(b).unwrap(), &pool()))
-    };
-    assert!(bad(json!({"name": "../x", "content": ""})).starts_with("files[1].name"));
-    assert!(bad(json!({"content": "zz", "encoding": "hex"})).contains("not valid hex"));
-    assert!(bad(json!({"content": "!!", "encoding": "base64"})).contains("not valid base64"));
 }
 
 fn ran(status: Status, code: Option<i32>, signal: Option<i32>) -> StageOutcome {
