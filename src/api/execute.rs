@@ -240,3 +240,67 @@ fn response(
         output_encoding: (encoding == OutputEncoding::Base64).then_some(encoding),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn input(content: &str, encoding: Option<&str>) -> InputFile {
+        InputFile {
+            name: "f".into(),
+            content: content.into(),
+            encoding: encoding.map(Into::into),
+        }
+    }
+
+    #[test]
+    fn files_are_text_or_strict_base64_and_problems_are_kept_for_their_turn() {
+        let cases: [(InputFile, Result<Vec<u8>, &str>); 6] = [
+            (input("hi", None), Ok(b"hi".to_vec())),
+            (input("hi", Some("utf8")), Ok(b"hi".to_vec())),
+            (input("hi", Some("utf-8")), Ok(b"hi".to_vec())),
+            (input("aGk=", Some("base64")), Ok(b"hi".to_vec())),
+            (
+                input("aGk", Some("base64")),
+                Err("content is not valid base64: Invalid padding"),
+            ),
+            (
+                input("6869", Some("hex")),
+                Err("encoding \"hex\": use utf8 or base64"),
+            ),
+        ];
+        for (i, (f, want)) in cases.into_iter().enumerate() {
+            let got = file((i, f));
+            assert_eq!(got.index, i);
+            assert_eq!(got.content, want.map_err(String::from), "case {i}");
+        }
+    }
+
+    #[test]
+    fn a_native_body_asks_for_memory_in_mib() {
+        let body: ExecuteRequest = serde_json::from_value(serde_json::json!({
+            "code": "1", "memory_mib": 64, "compile_memory_mib": 96, "timeout_ms": 5,
+            "max_output_bytes": 7, "args": ["a"], "stdin": "in",
+            "files": [{"name": "a", "content": "x"}],
+        }))
+        .unwrap();
+        let r = request("py", NetworkTier::Zerotrust, body, Default::default());
+        assert_eq!(
+            r.asked,
+            Asked {
+                run_timeout_ms: Some(5),
+                compile_timeout_ms: None,
+                run_cpu_ms: None,
+                compile_cpu_ms: None,
+                output_bytes: Some(7),
+                run_memory: Some(Memory::Mib(64)),
+                compile_memory: Some(Memory::Mib(96)),
+            }
+        );
+        assert_eq!(
+            (r.language.as_str(), r.stdin.as_slice()),
+            ("py", &b"in"[..])
+        );
+        assert_eq!(r.files[0].name, "a");
+    }
+}

@@ -276,4 +276,99 @@ mod tests {
         assert_eq!(status, StatusCode::OK);
         assert_eq!(body["serving"][0]["languages"][0], "python");
     }
+
+    #[test]
+    fn languages_list_each_pool_with_tier_and_warm_count() {
+        let entry = CatalogEntry {
+            name: "python".into(),
+            aliases: vec!["py".into()],
+            version: None,
+            pools: vec![("t/p".into(), crate::crd::NetworkTier::Zerotrust, 2)],
+        };
+        assert_eq!(
+            value(language(entry)),
+            serde_json::json!({"name": "python", "aliases": ["py"], "version": null,
+                "pools": [{"pool": "t/p", "network": "zerotrust", "warm": 2}]})
+        );
+        assert_eq!(
+            value(Health {
+                status: HealthStatus::Ok
+            }),
+            serde_json::json!({"status": "ok"})
+        );
+    }
+
+    #[test]
+    fn readiness_bodies_have_their_fixed_words() {
+        let (_, body) = ready(vec![], vec![]);
+        assert_eq!(
+            body,
+            serde_json::json!({"ready": false, "pools": [], "message":
+                "this host has no pool to serve (none covers it, or its pools are not listed yet)"})
+        );
+        let (_, body) = ready(vec![], vec![report("ProvingLanguages")]);
+        assert_eq!(
+            body,
+            serde_json::json!({"ready": false,
+                "message": "no pool on this host serves a language yet",
+                "pools": [{"pool": "t/p", "reason": "ProvingLanguages",
+                    "message": "running the languages' smoke tests on this host"}]})
+        );
+        let serving = vec![Serving {
+            pool: "t/p".into(),
+            languages: vec!["python".into()],
+        }];
+        let (_, body) = ready(serving, vec![]);
+        assert_eq!(
+            body,
+            serde_json::json!({"ready": true, "serving": [{"pool": "t/p", "languages": ["python"]}]})
+        );
+    }
+
+    #[test]
+    fn pools_are_shaped_like_executor_pools() {
+        let view = value(pools_view(
+            vec![report("Warm")],
+            |_| vec![],
+            &[rejection("ExecutorPool", "t/gone", false)],
+        ));
+        let served = &view[0];
+        let keys = |v: &Value| {
+            let mut k: Vec<String> = v.as_object().unwrap().keys().cloned().collect();
+            k.sort();
+            k
+        };
+        assert_eq!(
+            keys(served),
+            ["apiVersion", "kind", "metadata", "spec", "status"]
+        );
+        assert_eq!(served["apiVersion"], "unsandbox.com/v1alpha1");
+        assert_eq!(served["kind"], "ExecutorPool");
+        assert_eq!(
+            served["metadata"],
+            serde_json::json!({"name": "p", "namespace": "t", "generation": null})
+        );
+        assert_eq!(
+            keys(&served["status"]),
+            [
+                "busy",
+                "conditions",
+                "nodes",
+                "nodesReady",
+                "observedGeneration",
+                "warm"
+            ]
+        );
+        assert_eq!(served["status"]["observedGeneration"], Value::Null);
+        assert_eq!(served["status"]["nodesReady"], "0/1");
+        assert_eq!(served["status"]["nodes"].as_array().unwrap().len(), 1);
+        assert_eq!(served["spec"]["image"], "small");
+        let rejected = &view[1];
+        assert_eq!(keys(rejected), ["apiVersion", "kind", "metadata", "status"]);
+        assert_eq!(
+            rejected["metadata"],
+            serde_json::json!({"name": "gone", "namespace": "t"})
+        );
+        assert_eq!(keys(&rejected["status"]), ["conditions", "rejected"]);
+    }
 }

@@ -402,3 +402,75 @@ fn a_host_still_getting_ready_is_503_and_what_it_will_not_serve_is_400() {
         (StatusCode::BAD_REQUEST, "cobol-* runtime is unknown")
     );
 }
+
+#[test]
+fn execution_errors_become_pistons_answers() {
+    use crate::agent::{AcquireError, Blocker};
+    use crate::execution::{Invalid, Limit, Unit};
+    let cases: Vec<(ExecError, StatusCode, &str)> = vec![
+        (
+            Invalid::AboveMaximum {
+                limit: Limit::CompileCpuTime,
+                asked: 9,
+                maximum: 8,
+                unit: Unit::Ms,
+            }
+            .into(),
+            StatusCode::BAD_REQUEST,
+            "compile_cpu_time cannot exceed the configured limit of 8",
+        ),
+        (
+            Invalid::BelowFloor {
+                limit: Limit::RunMemory,
+                floor: 32 * MIB,
+                unit: Unit::Bytes,
+            }
+            .into(),
+            StatusCode::BAD_REQUEST,
+            "run_memory_limit must be at least 33554432 bytes (32 MiB)",
+        ),
+        (
+            Invalid::FileIsSource {
+                index: 1,
+                name: "main.py".into(),
+            }
+            .into(),
+            StatusCode::BAD_REQUEST,
+            "a file may not be named \"main.py\": the source goes there",
+        ),
+        (
+            Invalid::TooManyFiles.into(),
+            StatusCode::BAD_REQUEST,
+            "at most 64 files may be sent",
+        ),
+        (
+            AcquireError::PoolGone("t/p".into()).into(),
+            StatusCode::SERVICE_UNAVAILABLE,
+            "pool t/p is not served on this host",
+        ),
+        (
+            ChoiceError::Blocked {
+                language: "python".into(),
+                tier: NetworkTier::Zerotrust,
+                blocker: Blocker::TierUnavailable { offered: vec![] },
+            }
+            .into(),
+            StatusCode::BAD_REQUEST,
+            "python with network tier zerotrust: no pool serves it with this network tier",
+        ),
+    ];
+    for (e, status, message) in cases {
+        let what = format!("{e:?}");
+        let p = PistonError::from(e);
+        assert_eq!((p.status, p.message.as_str()), (status, message), "{what}");
+    }
+    let e = PistonError::from(ExecError::Unavailable(ChoiceError::Blocked {
+        language: "python".into(),
+        tier: NetworkTier::Zerotrust,
+        blocker: Blocker::Starting,
+    }));
+    assert_eq!(
+        (e.status, e.retry_after),
+        (StatusCode::SERVICE_UNAVAILABLE, Some(2))
+    );
+}
