@@ -18,7 +18,8 @@
 //!   from its cgroup and a stage that used more is reported `TO` afterwards
 //!   (it ran until it finished or hit its wall-clock timeout).
 //! - File names are plain names (no folders). The first utf8 file is the
-//!   source, written to the language's source file whatever its name.
+//!   source, written to the language's source file whatever its name; at
+//!   most 64 others, as in the native API.
 //! - Timeouts, memory and output caps default to the pool's, not Piston's.
 //! - A request runs on the host that received it (no forwarding to peers).
 

@@ -202,6 +202,67 @@ fn arguments_and_stdin_have_the_native_apis_rules() {
     );
 }
 
+#[test]
+fn the_first_utf8_file_is_the_source_and_the_rest_sit_beside_it() {
+    let b = json!({"language": "python", "files": [
+        {"name": "data.bin", "content": "aGk=", "encoding": "base64"},
+        {"name": "prog.py", "content": "import helper"},
+        {"name": "helper.py", "content": "X = 1"},
+        {"content": "6869", "encoding": "hex"},
+        {"content": "aGk", "encoding": "base64"},
+    ]});
+    let sub = planned(b).unwrap().job;
+    assert_eq!(sub.code, "import helper");
+    let names: Vec<(&str, &[u8])> = sub
+        .files
+        .iter()
+        .map(|(n, c)| (n.as_str(), c.as_slice()))
+        .collect();
+    assert_eq!(
+        names,
+        [
+            ("data.bin", &b"hi"[..]),
+            ("helper.py", b"X = 1"),
+            ("file3.code", b"hi"),
+            ("file4.code", b"hi")
+        ]
+    );
+    let only_binary =
+        json!({"language": "python", "files": [{"content": "aGk=", "encoding": "base64"}]});
+    assert_eq!(
+        message(planned(only_binary)),
+        "files must include at least one utf8 encoded file"
+    );
+    let bad = |f: Value| {
+        let b = json!({"language": "python", "files": [{"content": "x"}, f]});
+        message(planned(b))
+    };
+    assert!(bad(json!({"name": "../x", "content": ""})).starts_with("files[1].name"));
+    assert_eq!(
+        bad(json!({"content": "zz", "encoding": "hex"})),
+        "files[1].content: not valid hex"
+    );
+    assert!(
+        bad(json!({"content": "!!", "encoding": "base64"}))
+            .starts_with("files[1].content: not valid base64: ")
+    );
+    assert_eq!(
+        bad(json!({"name": "main.py", "content": ""})),
+        "a file may not be named \"main.py\": the source goes there"
+    );
+    let twice = json!({"language": "python", "files": [
+        {"content": "x"}, {"name": "a", "content": ""}, {"name": "a", "content": ""}]});
+    assert_eq!(message(planned(twice)), "files[2].name \"a\" is used twice");
+    // Piston sends the source as a file too: 64 others are allowed.
+    let many = |n: usize| {
+        let mut files = vec![json!({"content": "x"})];
+        files.extend((0..n).map(|i| json!({"name": format!("f{i}"), "content": ""})));
+        planned(json!({"language": "python", "files": files}))
+    };
+    assert!(many(64).is_ok());
+    assert_eq!(message(many(65)), "at most 64 files may be sent");
+}
+
 fn ran(status: Status, code: Option<i32>, signal: Option<i32>) -> StageOutcome {
     StageOutcome {
         status,
