@@ -318,6 +318,20 @@ fn limits(a: &Asked, pool: &ExecutorPoolSpec) -> Result<Limits, Invalid> {
         a.compile_memory,
         u64::from(l.compile_memory_mib.unwrap_or(l.memory_mib)),
     )?;
+    // A pool's own memory below the floor (`compileMemoryMib` of a pool
+    // from a file is not checked when it is read) cannot run anything either.
+    for (limit, mib) in [
+        (Limit::RunMemory, run_memory),
+        (Limit::CompileMemory, compile_memory),
+    ] {
+        if mib < MIN_MEMORY_MIB {
+            return Err(Invalid::BelowFloor {
+                limit,
+                floor: MIN_MEMORY_MIB,
+                unit: Unit::Mib,
+            });
+        }
+    }
     let stage = |wall: u64, memory_mib: u64| StageLimits {
         wall: Duration::from_millis(wall),
         output_cap: usize::try_from(output).unwrap_or(usize::MAX),
@@ -664,6 +678,20 @@ mod tests {
         assert_eq!(p.limits.run.memory_mib, 95, "bytes round down to MiB");
         assert_eq!(p.limits.compile.memory_mib, 32);
         assert_eq!(p.job.files.len(), 2);
+    }
+
+    #[test]
+    fn a_pool_below_the_memory_floor_runs_nothing() {
+        let mut pool = pool();
+        pool.limits.compile_memory_mib = Some(16);
+        assert_eq!(
+            plan(request(), &language(), &pool).map(|_| ()),
+            Err(Invalid::BelowFloor {
+                limit: Limit::CompileMemory,
+                floor: 32,
+                unit: Unit::Mib,
+            })
+        );
     }
 
     #[test]
