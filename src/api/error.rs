@@ -8,6 +8,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
 use crate::agent::{AcquireError, Blocker, ChoiceError};
+use crate::execution::{ExecError, Invalid, Limit};
 
 /// An error answer.
 #[derive(Debug)]
@@ -133,6 +134,66 @@ impl From<AcquireError> for ApiError {
     }
 }
 
+impl From<ExecError> for ApiError {
+    fn from(e: ExecError) -> Self {
+        match e {
+            ExecError::Unavailable(e) => e.into(),
+            ExecError::DetectionPending(ref b) => ApiError::blocked(b, e.to_string()),
+            ExecError::Undetected { available } => ApiError::invalid(
+                "could not tell the language of this code; name it in `language` or use /execute/{language}",
+            )
+            .with(json!({"available": available})),
+            ExecError::Invalid(e) => e.into(),
+            ExecError::NoContainer(e) => e.into(),
+        }
+    }
+}
+
+/// The native API's name of the field that asks for `limit`.
+pub fn field(limit: Limit) -> &'static str {
+    match limit {
+        Limit::OutputBytes => "max_output_bytes",
+        Limit::RunTimeout => "timeout_ms",
+        Limit::CompileTimeout => "compile_timeout_ms",
+        // The native API cannot ask for CPU time; named for completeness.
+        Limit::RunCpuTime => "cpu_time_ms",
+        Limit::CompileCpuTime => "compile_cpu_time_ms",
+        Limit::RunMemory => "memory_mib",
+        Limit::CompileMemory => "compile_memory_mib",
+    }
+}
+
+impl From<Invalid> for ApiError {
+    /// 422 `invalid_request`, but a limit above the pool's maximum is 422
+    /// `limit_exceeds_maximum` with the field and the maximum.
+    fn from(e: Invalid) -> Self {
+        match e {
+            Invalid::AboveMaximum {
+                limit,
+                asked,
+                maximum,
+                ..
+            } => {
+                let name = field(limit);
+                ApiError::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "limit_exceeds_maximum",
+                    format!("{name} {asked} is above this pool's maximum of {maximum}"),
+                )
+                .with(json!({"field": name, "maximum": maximum}))
+            }
+            Invalid::BelowFloor { limit, floor, .. } => {
+                ApiError::invalid(format!("{} must be at least {floor}", field(limit)))
+            }
+            // The source takes its name: to the caller, a name sent twice.
+            Invalid::FileIsSource { index, name } => {
+                ApiError::invalid(format!("files[{index}].name {name:?} is used twice"))
+            }
+            e => ApiError::invalid(e.to_string()),
+        }
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let mut body = json!({"error": self.code, "message": self.message});
@@ -234,5 +295,142 @@ mod tests {
             (e.status, e.code),
             (StatusCode::NOT_FOUND, "unknown_language")
         );
+    }
+
+    #[test]
+    fn execution_errors_keep_their_status_code_and_message() {
+        use crate::execution::{Invalid, Limit, Unit};
+        let cases: Vec<(ExecError, StatusCode, &str, &str)> = vec![
+            (
+                Invalid::TooManyFiles.into(),
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_request",
+                "at most 64 files may be sent",
+            ),
+            (
+                Invalid::FileIsSource {
+                    index: 2,
+                    name: "main.py".into(),
+                }
+                .into(),
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_request",
+                "files[2].name \"main.py\" is used twice",
+            ),
+            (
+                Invalid::FileContent {
+                    index: 0,
+                    problem: "encoding \"hex\": use utf8 or base64".into(),
+                }
+                .into(),
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_request",
+                "files[0].encoding \"hex\": use utf8 or base64",
+            ),
+            (
+                Invalid::BelowFloor {
+                    limit: Limit::CompileMemory,
+                    floor: 32,
+                    unit: Unit::Mib,
+                }
+                .into(),
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_request",
+                "compile_memory_mib must be at least 32",
+            ),
+            (
+                Invalid::BelowFloor {
+                    limit: Limit::RunTimeout,
+                    floor: 1,
+                    unit: Unit::Ms,
+                }
+                .into(),
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_request",
+                "timeout_ms must be at least 1",
+            ),
+            (
+                Invalid::AboveMaximum {
+                    limit: Limit::OutputBytes,
+                    asked: 9,
+                    maximum: 8,
+                    unit: Unit::Bytes,
+                }
+                .into(),
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "limit_exceeds_maximum",
+                "max_output_bytes 9 is above this pool's maximum of 8",
+            ),
+            (
+                Invalid::NulInArgs.into(),
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_request",
+                "args must not contain NUL bytes",
+            ),
+            (
+                ExecError::Undetected {
+                    available: vec!["python".into()],
+                },
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_request",
+                "could not tell the language of this code; name it in `language` or use /execute/{language}",
+            ),
+            (
+                ExecError::DetectionPending(Blocker::Starting),
+                StatusCode::SERVICE_UNAVAILABLE,
+                "agent_starting",
+                "cannot detect the language yet: this host is starting and has not listed its pools yet; retry shortly",
+            ),
+            (
+                ChoiceError::UnknownLanguage {
+                    language: "cobol".into(),
+                    available: vec![],
+                }
+                .into(),
+                StatusCode::NOT_FOUND,
+                "unknown_language",
+                "unknown language \"cobol\"",
+            ),
+            (
+                AcquireError::PoolGone("t/p".into()).into(),
+                StatusCode::SERVICE_UNAVAILABLE,
+                "pool_unavailable",
+                "pool t/p is not served on this host",
+            ),
+        ];
+        for (e, status, code, message) in cases {
+            let what = format!("{e:?}");
+            let a = ApiError::from(e);
+            assert_eq!(
+                (a.status, a.code, a.message.as_str()),
+                (status, code, message),
+                "{what}"
+            );
+        }
+    }
+
+    #[test]
+    fn extra_fields_name_the_limit_and_what_is_available() {
+        use crate::execution::{Invalid, Limit, Unit};
+        let e = ApiError::from(ExecError::from(Invalid::AboveMaximum {
+            limit: Limit::RunMemory,
+            asked: 129,
+            maximum: 128,
+            unit: Unit::Mib,
+        }));
+        assert_eq!(
+            e.extra,
+            Some(json!({"field": "memory_mib", "maximum": 128}))
+        );
+        assert_eq!(
+            e.message,
+            "memory_mib 129 is above this pool's maximum of 128"
+        );
+        let e = ApiError::from(ExecError::Undetected {
+            available: vec!["python".into(), "bash".into()],
+        });
+        assert_eq!(e.extra, Some(json!({"available": ["python", "bash"]})));
+        let e = ApiError::from(ExecError::DetectionPending(Blocker::Starting));
+        assert_eq!(e.retry_after, Some(2));
     }
 }

@@ -1,40 +1,52 @@
 //! Read-only endpoints: languages, pools, health, readiness, metrics.
 
+mod bodies;
+
 use axum::Json;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
-use serde_json::{Value, json};
 
-use crate::agent::PoolReport;
 use crate::agent::status::{self, Serving};
+use crate::agent::{CatalogEntry, PoolReport};
 use crate::crd::condition::{self, Condition};
 use crate::standalone::Rejection;
 
 use super::AppState;
 
+use bodies::{
+    ApiVersion, Health, HealthStatus, Kind, Language, LanguagePool, PoolEntry, Readiness,
+    RejectedMetadata, RejectedPool, RejectedStatus, ServedMetadata, ServedPool, ServedStatus,
+    UnreadyPool, Waiting,
+};
+
 /// `GET /languages`: every language served here, with its pools.
-pub async fn languages(State(app): State<AppState>) -> Json<Value> {
-    let list: Vec<Value> = app
-        .agent
-        .catalog()
-        .into_iter()
-        .map(|e| {
-            let pools: Vec<Value> = e
-                .pools
-                .iter()
-                .map(|(pool, tier, warm)| json!({"pool": pool, "network": tier, "warm": warm}))
-                .collect();
-            json!({"name": e.name, "aliases": e.aliases, "version": e.version, "pools": pools})
-        })
-        .collect();
-    Json(Value::Array(list))
+pub async fn languages(State(app): State<AppState>) -> Json<Vec<Language>> {
+    Json(app.agent.catalog().into_iter().map(language).collect())
+}
+
+/// A catalog entry as `/languages` lists it. Pure.
+fn language(e: CatalogEntry) -> Language {
+    Language {
+        name: e.name,
+        aliases: e.aliases,
+        version: e.version,
+        pools: e
+            .pools
+            .into_iter()
+            .map(|(pool, network, warm)| LanguagePool {
+                pool,
+                network,
+                warm,
+            })
+            .collect(),
+    }
 }
 
 /// `GET /pools`: each pool as this host sees it, shaped like an ExecutorPool
 /// with its status; in standalone mode with the documents of the files that
 /// are rejected (see `pools_view`).
-pub async fn pools(State(app): State<AppState>) -> Json<Value> {
+pub async fn pools(State(app): State<AppState>) -> Json<Vec<PoolEntry>> {
     let stamp = |r: &PoolReport| status::stamped(&r.observed, &r.conditions, r.generation);
     Json(pools_view(
         app.agent.reports(),
@@ -52,39 +64,41 @@ pub fn pools_view(
     reports: Vec<PoolReport>,
     stamp: impl Fn(&PoolReport) -> Vec<Condition>,
     rejected: &[Rejection],
-) -> Value {
+) -> Vec<PoolEntry> {
     let mut listed = Vec::new();
-    let mut list: Vec<Value> = reports
+    let mut list: Vec<PoolEntry> = reports
         .into_iter()
         .map(|r| {
             let key = format!("{}/{}", r.namespace, r.name);
-            let about: Vec<&Rejection> = rejected
+            let about: Vec<Rejection> = rejected
                 .iter()
                 .filter(|x| {
                     (x.kind == "ExecutorPool" && x.name == key)
                         || (x.kind == "LanguageImage" && x.name == r.spec.image)
                 })
+                .cloned()
                 .collect();
             let conditions = stamp(&r);
             listed.push(key);
-            let mut status = json!({
-                "observedGeneration": r.generation,
-                "warm": r.node.warm,
-                "busy": r.node.busy,
-                "nodesReady": format!("{}/1", u8::from(r.node.ready)),
-                "conditions": conditions,
-                "nodes": [r.node],
-            });
-            if !about.is_empty() {
-                status["rejected"] = json!(about);
-            }
-            json!({
-                "apiVersion": "unsandbox.com/v1alpha1",
-                "kind": "ExecutorPool",
-                "metadata": {"name": r.name, "namespace": r.namespace, "generation": r.generation},
-                "spec": r.spec,
-                "status": status,
-            })
+            PoolEntry::Served(Box::new(ServedPool {
+                api_version: ApiVersion::V1alpha1,
+                kind: Kind::ExecutorPool,
+                metadata: ServedMetadata {
+                    name: r.name,
+                    namespace: r.namespace,
+                    generation: r.generation,
+                },
+                spec: r.spec,
+                status: ServedStatus {
+                    observed_generation: r.generation,
+                    warm: r.node.warm,
+                    busy: r.node.busy,
+                    nodes_ready: format!("{}/1", u8::from(r.node.ready)),
+                    conditions,
+                    nodes: vec![r.node],
+                    rejected: about,
+                },
+            }))
         })
         .collect();
     for x in rejected
@@ -103,56 +117,64 @@ pub fn pools_view(
             None,
             k8s_openapi::jiff::Timestamp::now(),
         );
-        list.push(json!({
-            "apiVersion": "unsandbox.com/v1alpha1",
-            "kind": "ExecutorPool",
-            "metadata": {"name": name, "namespace": namespace},
-            "status": {"conditions": ready, "rejected": [x]},
+        list.push(PoolEntry::Rejected(RejectedPool {
+            api_version: ApiVersion::V1alpha1,
+            kind: Kind::ExecutorPool,
+            metadata: RejectedMetadata {
+                name: name.to_string(),
+                namespace: namespace.to_string(),
+            },
+            status: RejectedStatus {
+                conditions: ready,
+                rejected: vec![x.clone()],
+            },
         }));
     }
-    Value::Array(list)
+    list
 }
 
 /// `GET /healthz`: the process is alive.
-pub async fn healthz() -> Json<Value> {
-    Json(json!({"status": "ok"}))
+pub async fn healthz() -> Json<Health> {
+    Json(Health {
+        status: HealthStatus::Ok,
+    })
 }
 
 /// `GET /readyz`: 200 while this host serves something (at least one
 /// language of a ready pool), saying what; else 503, saying why each pool
 /// is not ready.
 pub async fn readyz(State(app): State<AppState>) -> impl IntoResponse {
-    let (status, body) = readiness(&app.agent.serving(), app.agent.reports());
+    let (status, body) = readiness(app.agent.serving(), app.agent.reports());
     (status, Json(body))
 }
 
 /// The readiness answer from what is served and each pool's report. Pure.
-fn readiness(serving: &[Serving], reports: Vec<PoolReport>) -> (StatusCode, Value) {
+fn readiness(serving: Vec<Serving>, reports: Vec<PoolReport>) -> (StatusCode, Readiness) {
     if !serving.is_empty() {
-        return (StatusCode::OK, json!({"ready": true, "serving": serving}));
+        return (StatusCode::OK, Readiness::serving(serving));
     }
-    let pools: Vec<Value> = reports
+    let pools: Vec<UnreadyPool> = reports
         .into_iter()
         .filter_map(|r| {
             let ready = r
                 .conditions
                 .into_iter()
                 .find(|c| c.type_ == condition::READY)?;
-            Some(json!({
-                "pool": format!("{}/{}", r.namespace, r.name),
-                "reason": ready.reason,
-                "message": ready.message,
-            }))
+            Some(UnreadyPool {
+                pool: format!("{}/{}", r.namespace, r.name),
+                reason: ready.reason,
+                message: ready.message,
+            })
         })
         .collect();
     let message = if pools.is_empty() {
-        "this host has no pool to serve (none covers it, or its pools are not listed yet)"
+        Waiting::NoPool
     } else {
-        "no pool on this host serves a language yet"
+        Waiting::NoLanguage
     };
     (
         StatusCode::SERVICE_UNAVAILABLE,
-        json!({"ready": false, "message": message, "pools": pools}),
+        Readiness::waiting(message, pools),
     )
 }
 
@@ -171,6 +193,16 @@ pub async fn metrics(State(app): State<AppState>) -> impl IntoResponse {
 mod tests {
     use super::*;
     use crate::crd::condition::Desired;
+    use serde_json::Value;
+
+    fn value(v: impl serde::Serialize) -> Value {
+        serde_json::to_value(v).unwrap()
+    }
+
+    fn ready(serving: Vec<Serving>, reports: Vec<PoolReport>) -> (StatusCode, Value) {
+        let (status, body) = readiness(serving, reports);
+        (status, value(body))
+    }
 
     fn report(reason: condition::Reason) -> PoolReport {
         PoolReport {
@@ -208,7 +240,11 @@ mod tests {
             rejection("ExecutorPool", "t/new", false),
             rejection("LanguageImage", "unused", false),
         ];
-        let view = pools_view(vec![report(condition::Reason::Warm)], |_| vec![], &rejected);
+        let view = value(pools_view(
+            vec![report(condition::Reason::Warm)],
+            |_| vec![],
+            &rejected,
+        ));
         let list = view.as_array().unwrap();
         assert_eq!(list.len(), 2, "{view}");
         let kept = &list[0]["status"]["rejected"];
@@ -221,27 +257,126 @@ mod tests {
         assert_eq!(list[1]["status"]["conditions"][0]["reason"], "Rejected");
         assert_eq!(list[1]["status"]["conditions"][0]["status"], "False");
 
-        let clean = pools_view(vec![report(condition::Reason::Warm)], |_| vec![], &[]);
+        let clean = value(pools_view(
+            vec![report(condition::Reason::Warm)],
+            |_| vec![],
+            &[],
+        ));
         assert!(clean[0]["status"].get("rejected").is_none(), "{clean}");
     }
 
     #[test]
     fn ready_only_while_some_language_is_served() {
-        let (status, body) = readiness(&[], vec![]);
+        let (status, body) = ready(vec![], vec![]);
         assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(body["ready"], false);
 
-        let (status, body) = readiness(&[], vec![report(condition::Reason::ProvingLanguages)]);
+        let (status, body) = ready(vec![], vec![report(condition::Reason::ProvingLanguages)]);
         assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(body["pools"][0]["pool"], "t/p");
         assert_eq!(body["pools"][0]["reason"], "ProvingLanguages");
 
-        let serving = [Serving {
+        let serving = vec![Serving {
             pool: "t/p".into(),
             languages: vec!["python".into()],
         }];
-        let (status, body) = readiness(&serving, vec![report(condition::Reason::Warm)]);
+        let (status, body) = ready(serving, vec![report(condition::Reason::Warm)]);
         assert_eq!(status, StatusCode::OK);
         assert_eq!(body["serving"][0]["languages"][0], "python");
+    }
+
+    #[test]
+    fn languages_list_each_pool_with_tier_and_warm_count() {
+        let entry = CatalogEntry {
+            name: "python".into(),
+            aliases: vec!["py".into()],
+            version: None,
+            pools: vec![("t/p".into(), crate::crd::NetworkTier::Zerotrust, 2)],
+        };
+        assert_eq!(
+            value(language(entry)),
+            serde_json::json!({"name": "python", "aliases": ["py"], "version": null,
+                "pools": [{"pool": "t/p", "network": "zerotrust", "warm": 2}]})
+        );
+        assert_eq!(
+            value(Health {
+                status: HealthStatus::Ok
+            }),
+            serde_json::json!({"status": "ok"})
+        );
+    }
+
+    #[test]
+    fn readiness_bodies_have_their_fixed_words() {
+        let (_, body) = ready(vec![], vec![]);
+        assert_eq!(
+            body,
+            serde_json::json!({"ready": false, "pools": [], "message":
+                "this host has no pool to serve (none covers it, or its pools are not listed yet)"})
+        );
+        let (_, body) = ready(vec![], vec![report(condition::Reason::ProvingLanguages)]);
+        assert_eq!(
+            body,
+            serde_json::json!({"ready": false,
+                "message": "no pool on this host serves a language yet",
+                "pools": [{"pool": "t/p", "reason": "ProvingLanguages",
+                    "message": "running the languages' smoke tests on this host"}]})
+        );
+        let serving = vec![Serving {
+            pool: "t/p".into(),
+            languages: vec!["python".into()],
+        }];
+        let (_, body) = ready(serving, vec![]);
+        assert_eq!(
+            body,
+            serde_json::json!({"ready": true, "serving": [{"pool": "t/p", "languages": ["python"]}]})
+        );
+    }
+
+    #[test]
+    fn pools_are_shaped_like_executor_pools() {
+        let view = value(pools_view(
+            vec![report(condition::Reason::Warm)],
+            |_| vec![],
+            &[rejection("ExecutorPool", "t/gone", false)],
+        ));
+        let served = &view[0];
+        let keys = |v: &Value| {
+            let mut k: Vec<String> = v.as_object().unwrap().keys().cloned().collect();
+            k.sort();
+            k
+        };
+        assert_eq!(
+            keys(served),
+            ["apiVersion", "kind", "metadata", "spec", "status"]
+        );
+        assert_eq!(served["apiVersion"], "unsandbox.com/v1alpha1");
+        assert_eq!(served["kind"], "ExecutorPool");
+        assert_eq!(
+            served["metadata"],
+            serde_json::json!({"name": "p", "namespace": "t", "generation": null})
+        );
+        assert_eq!(
+            keys(&served["status"]),
+            [
+                "busy",
+                "conditions",
+                "nodes",
+                "nodesReady",
+                "observedGeneration",
+                "warm"
+            ]
+        );
+        assert_eq!(served["status"]["observedGeneration"], Value::Null);
+        assert_eq!(served["status"]["nodesReady"], "0/1");
+        assert_eq!(served["status"]["nodes"].as_array().unwrap().len(), 1);
+        assert_eq!(served["spec"]["image"], "small");
+        let rejected = &view[1];
+        assert_eq!(keys(rejected), ["apiVersion", "kind", "metadata", "status"]);
+        assert_eq!(
+            rejected["metadata"],
+            serde_json::json!({"name": "gone", "namespace": "t"})
+        );
+        assert_eq!(keys(&rejected["status"]), ["conditions", "rejected"]);
     }
 }

@@ -42,6 +42,11 @@ impl AppState {
             rejections: crate::standalone::no_rejections(),
         }
     }
+
+    /// The execution service on this host's agent.
+    pub fn executions(&self) -> crate::execution::Executions {
+        crate::execution::Executions::new(self.agent.clone())
+    }
 }
 
 /// The API's routes, with a body limit of `max_body_bytes`, open to anyone.

@@ -18,10 +18,12 @@
 //!   from its cgroup and a stage that used more is reported `TO` afterwards
 //!   (it ran until it finished or hit its wall-clock timeout).
 //! - File names are plain names (no folders). The first utf8 file is the
-//!   source, written to the language's source file whatever its name.
+//!   source, written to the language's source file whatever its name; at
+//!   most 64 others, as in the native API.
 //! - Timeouts, memory and output caps default to the pool's, not Piston's.
 //! - A request runs on the host that received it (no forwarding to peers).
 
+mod error;
 mod request;
 mod response;
 mod version;
@@ -32,9 +34,8 @@ use axum::Json;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
-use axum::http::{HeaderValue, StatusCode, header};
-use axum::response::{IntoResponse, Response};
-use serde_json::{Map, Value, json};
+use axum::http::StatusCode;
+use serde_json::{Map, Value};
 
 use crate::agent::ChoiceError;
 use crate::crd::NetworkTier;
@@ -42,56 +43,12 @@ use crate::metrics::RouteLabels;
 
 use super::AppState;
 use super::error::ApiError;
-use super::execute::{Submission, run_local};
 
+pub use error::PistonError;
 pub use response::{ExecuteResponse, Runtime, Stage};
 
 use request::{parse, submission};
 use response::{response, runtime_list, served_version};
-
-/// An error answer in Piston's shape: `{"message": ...}`.
-#[derive(Debug, PartialEq)]
-pub struct PistonError {
-    pub status: StatusCode,
-    pub message: String,
-    pub retry_after: Option<u64>,
-}
-
-impl PistonError {
-    fn bad(message: impl Into<String>) -> Self {
-        Self {
-            status: StatusCode::BAD_REQUEST,
-            message: message.into(),
-            retry_after: None,
-        }
-    }
-}
-
-impl From<ApiError> for PistonError {
-    fn from(e: ApiError) -> Self {
-        // Piston answers every invalid request 400.
-        let status = match e.status {
-            StatusCode::UNPROCESSABLE_ENTITY | StatusCode::NOT_FOUND => StatusCode::BAD_REQUEST,
-            s => s,
-        };
-        Self {
-            status,
-            message: e.message,
-            retry_after: e.retry_after,
-        }
-    }
-}
-
-impl IntoResponse for PistonError {
-    fn into_response(self) -> Response {
-        let mut resp = (self.status, Json(json!({"message": self.message}))).into_response();
-        if let Some(secs) = self.retry_after {
-            resp.headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
-        }
-        resp
-    }
-}
 
 /// `GET /api/v2/runtimes`.
 pub async fn runtimes(State(app): State<AppState>) -> Json<Vec<Runtime>> {
@@ -136,11 +93,8 @@ async fn run(
     };
     let req = parse(&value)?;
     let (choice, version) = lookup(app, &req.language, &req.version)?;
-    let sub = Submission {
-        caps,
-        ..submission(&req, &choice.spec)?
-    };
-    let ran = run_local(app, choice, sub, started).await?;
+    let sub = submission(&req, caps)?;
+    let ran = app.executions().run(choice, sub, started).await?;
     Ok(response(
         &ran.outcome,
         &ran.choice.language.name,
@@ -173,7 +127,7 @@ fn lookup(
 ) -> Result<(crate::agent::Choice, String), PistonError> {
     let unknown = format!("{language}-{selector} runtime is unknown");
     let choice = app
-        .agent
+        .executions()
         .choose(language, NetworkTier::Zerotrust)
         .map_err(|e| choice_error(e, &unknown))?;
     let served = app

@@ -1,19 +1,14 @@
 //! Piston request bodies: checked field by field in Piston's order with its
-//! messages, then against the chosen pool's limits. Pure.
+//! messages, then turned into an execution request, which the execution
+//! service checks against the chosen pool like any other. Pure.
 
 use base64::Engine;
 use serde_json::{Map, Value};
 
-use crate::api::execute::Submission;
-use crate::crd::ExecutorPoolSpec;
-use crate::crd::validate::file_name_problem;
+use crate::crd::NetworkTier;
+use crate::execution::{self, Asked as Limits, Memory};
 
 use super::PistonError;
-
-pub(super) const MAX_FILES: usize = 64;
-pub(super) const MIB: u64 = 1024 * 1024;
-/// Smallest stage memory limit a container is given.
-pub(super) const MIN_MEMORY_MIB: u64 = 32;
 
 /// A file of a request, not yet decoded.
 #[derive(Debug, Clone, PartialEq)]
@@ -159,38 +154,28 @@ pub(super) fn constraint(obj: &Map<String, Value>, name: &str) -> Result<Option<
     Ok(Some(v as u64))
 }
 
-/// Extra files: name and bytes.
-pub(super) type Named = Vec<(String, Vec<u8>)>;
-
-/// The source (first utf8 file) and the other files, decoded and named.
-pub(super) fn split_files(files: &[RawFile]) -> Result<(String, Named), PistonError> {
+/// The source (first utf8 file) and the other files, named (`file{i}.code`
+/// when unnamed) and decoded, each with its place in the request.
+pub(super) fn split_files(
+    files: &[RawFile],
+) -> Result<(String, Vec<execution::File>), PistonError> {
     let src = files
         .iter()
         .position(|f| f.encoding == Encoding::Utf8)
         .ok_or_else(|| PistonError::bad("files must include at least one utf8 encoded file"))?;
-    if files.len() > MAX_FILES {
-        return Err(PistonError::bad(format!(
-            "at most {MAX_FILES} files may be sent"
-        )));
-    }
-    let mut others: Named = Vec::new();
-    for (i, f) in files.iter().enumerate().filter(|(i, _)| *i != src) {
-        let name = f.name.clone().unwrap_or_else(|| format!("file{i}.code"));
-        if let Some(problem) = file_name_problem(&name) {
-            let shown: String = name.chars().take(64).collect();
-            return Err(PistonError::bad(format!(
-                "files[{i}].name {shown:?}: {problem}"
-            )));
-        }
-        if others.iter().any(|(n, _)| *n == name) {
-            return Err(PistonError::bad(format!(
-                "files[{i}].name {name:?} is used twice"
-            )));
-        }
-        let bytes = decode(&f.content, f.encoding)
-            .map_err(|e| PistonError::bad(format!("files[{i}].content: {e}")))?;
-        others.push((name, bytes));
-    }
+    let others = files
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != src)
+        .map(|(index, f)| execution::File {
+            index,
+            name: f
+                .name
+                .clone()
+                .unwrap_or_else(|| format!("file{index}.code")),
+            content: decode(&f.content, f.encoding).map_err(|e| format!("content: {e}")),
+        })
+        .collect();
     Ok((files[src].content.clone(), others))
 }
 
@@ -225,62 +210,35 @@ pub(super) fn decode(content: &str, encoding: Encoding) -> Result<Vec<u8>, Strin
     }
 }
 
-/// The submission for `pool`, with every asked limit checked against it.
+/// The execution request for a Piston request, with `caps` from the
+/// caller's quota. Piston's memory limits are bytes; Piston ends stdin with
+/// a newline when it has none.
 pub(super) fn submission(
     req: &Request,
-    pool: &ExecutorPoolSpec,
-) -> Result<Submission, PistonError> {
+    caps: crate::auth::Quota,
+) -> Result<execution::Request, PistonError> {
     let (code, files) = split_files(&req.files)?;
     let a = &req.asked;
-    let ex = &pool.execution;
-    let compile_mib = u64::from(
-        pool.limits
-            .compile_memory_mib
-            .unwrap_or(pool.limits.memory_mib),
-    );
-    let run_mib = u64::from(pool.limits.memory_mib);
-    let within = |name: &str, asked: Option<u64>, max: u64| match asked {
-        Some(v) if v > max => Err(PistonError::bad(format!(
-            "{name} cannot exceed the configured limit of {max}"
-        ))),
-        _ => Ok(asked),
-    };
-    within("compile_timeout", a.compile_timeout, ex.compile_time_ms.max)?;
-    within("run_timeout", a.run_timeout, ex.wall_time_ms.max)?;
-    // CPU time cannot exceed wall time on one CPU; the wall-time maxima bound it.
-    within(
-        "compile_cpu_time",
-        a.compile_cpu_time,
-        ex.compile_time_ms.max,
-    )?;
-    within("run_cpu_time", a.run_cpu_time, ex.wall_time_ms.max)?;
-    let memory = |name: &str, asked: Option<u64>, max_mib: u64| {
-        let Some(bytes) = within(name, asked, max_mib * MIB)? else {
-            return Ok(None);
-        };
-        if bytes < MIN_MEMORY_MIB * MIB {
-            return Err(PistonError::bad(format!(
-                "{name} must be at least {} bytes ({MIN_MEMORY_MIB} MiB)",
-                MIN_MEMORY_MIB * MIB
-            )));
-        }
-        Ok(Some(bytes / MIB))
-    };
     let mut stdin = req.stdin.clone();
-    // Piston ends stdin with a newline when it has none.
     if !stdin.ends_with('\n') {
         stdin.push('\n');
     }
-    Ok(Submission {
+    Ok(execution::Request {
+        language: req.language.clone(),
+        tier: NetworkTier::Zerotrust,
         code,
         files,
         stdin: stdin.into_bytes(),
         args: req.args.clone(),
-        run_timeout_ms: a.run_timeout,
-        compile_timeout_ms: a.compile_timeout,
-        output_bytes: None,
-        memory_mib: memory("run_memory_limit", a.run_memory_limit, run_mib)?,
-        compile_memory_mib: memory("compile_memory_limit", a.compile_memory_limit, compile_mib)?,
-        caps: Default::default(),
+        asked: Limits {
+            run_timeout_ms: a.run_timeout,
+            compile_timeout_ms: a.compile_timeout,
+            run_cpu_ms: a.run_cpu_time,
+            compile_cpu_ms: a.compile_cpu_time,
+            output_bytes: None,
+            run_memory: a.run_memory_limit.map(Memory::Bytes),
+            compile_memory: a.compile_memory_limit.map(Memory::Bytes),
+        },
+        caps,
     })
 }

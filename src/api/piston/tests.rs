@@ -1,11 +1,15 @@
 //! Request validation and the shape of answers, without LXD.
 
-use super::request::{Asked, MIB, Request};
+use axum::http::header;
+use axum::response::IntoResponse;
+use serde_json::json;
+
+use super::request::{Asked, Request};
 use super::response::{signal_name, stage};
 use super::*;
 use crate::agent::CatalogEntry;
-use crate::crd::ExecutorPoolSpec;
-use crate::execution::{Outcome, StageOutcome, Status};
+use crate::crd::{ExecutorPoolSpec, LanguageSpec};
+use crate::execution::{ExecError, MIB, Outcome, Plan, StageOutcome, Status};
 
 fn pool() -> ExecutorPoolSpec {
     serde_yaml::from_str(
@@ -13,6 +17,16 @@ fn pool() -> ExecutorPoolSpec {
          execution: {wallTimeMs: {default: 3000, max: 10000}, compileTimeMs: {default: 10000, max: 20000}}}",
     )
     .unwrap()
+}
+
+fn language() -> LanguageSpec {
+    serde_yaml::from_str("{name: python, sourceFile: main.py, run: python3 main.py}").unwrap()
+}
+
+/// A request as the execution service checks it against `pool()`.
+fn planned(v: Value) -> Result<Plan, PistonError> {
+    let sub = submission(&req(v)?, Default::default())?;
+    Ok(crate::execution::request::plan(sub, &language(), &pool()).map_err(ExecError::from)?)
 }
 
 fn req(v: Value) -> Result<Request, PistonError> {
@@ -83,13 +97,15 @@ fn what_piston_client_sends_is_accepted_with_its_defaults() {
             ..Asked::default()
         }
     );
-    let sub = submission(&r, &pool()).unwrap();
+    let sub = submission(&r, Default::default()).unwrap();
     assert_eq!(sub.code, "print(1)");
     assert!(sub.files.is_empty());
     assert_eq!(sub.stdin, b"\n", "Piston ends stdin with a newline");
-    assert_eq!(sub.memory_mib, None);
-    assert_eq!(sub.compile_memory_mib, None);
-    assert_eq!(sub.run_timeout_ms, Some(3000));
+    assert_eq!(sub.asked.run_memory, None);
+    assert_eq!(sub.asked.compile_memory, None);
+    assert_eq!(sub.asked.run_timeout_ms, Some(3000));
+    assert_eq!(sub.asked.compile_timeout_ms, Some(10000));
+    assert!(planned(client_body()).is_ok());
     // No version (an alias in piston-client) is any version.
     let mut body = client_body();
     body.as_object_mut().unwrap().remove("version");
@@ -101,7 +117,7 @@ fn limits_are_checked_against_the_pool() {
     let with = |k: &str, v: Value| {
         let mut b = client_body();
         b[k] = v;
-        submission(&req(b).unwrap(), &pool())
+        planned(b)
     };
     assert_eq!(
         message(with("run_timeout", json!(10001))),
@@ -112,32 +128,78 @@ fn limits_are_checked_against_the_pool() {
         "compile_timeout cannot exceed the configured limit of 20000"
     );
     assert_eq!(
+        message(with("compile_cpu_time", json!(20001))),
+        "compile_cpu_time cannot exceed the configured limit of 20000"
+    );
+    assert_eq!(
         message(with("run_memory_limit", json!(129 * MIB))),
         format!(
             "run_memory_limit cannot exceed the configured limit of {}",
             128 * MIB
         )
     );
-    assert!(message(with("run_memory_limit", json!(MIB))).contains("at least 33554432 bytes"));
+    assert_eq!(
+        message(with("run_memory_limit", json!(128 * MIB + 1))),
+        format!(
+            "run_memory_limit cannot exceed the configured limit of {}",
+            128 * MIB
+        ),
+        "one byte above is above"
+    );
+    assert_eq!(
+        message(with("compile_memory_limit", json!(MIB))),
+        "compile_memory_limit must be at least 33554432 bytes (32 MiB)"
+    );
     // Bytes become MiB, rounded down; compile memory has its own maximum.
     assert_eq!(
         with("run_memory_limit", json!(100_000_000))
             .unwrap()
+            .limits
+            .run
             .memory_mib,
-        Some(95)
+        95
     );
     assert_eq!(
         with("compile_memory_limit", json!(200 * MIB))
             .unwrap()
-            .compile_memory_mib,
-        Some(200)
+            .limits
+            .compile
+            .memory_mib,
+        200
     );
+    let run_wall = |b: Value| planned(b).unwrap().limits.run.wall.as_millis();
+    let mut b = client_body();
+    b["run_cpu_time"] = json!(2500);
+    b["run_timeout"] = json!(4000);
+    assert_eq!(run_wall(b), 4000, "CPU time does not shorten the timeout");
+    // Falsy values are skipped, as Piston does: the pool's default applies.
+    let mut b = client_body();
+    b["run_timeout"] = json!(0);
     assert_eq!(
-        with("run_cpu_time", json!(2500)).unwrap().run_timeout_ms,
-        Some(3000)
+        submission(&req(b.clone()).unwrap(), Default::default())
+            .unwrap()
+            .asked
+            .run_timeout_ms,
+        None
     );
-    // Falsy values are skipped, as Piston does.
-    assert_eq!(with("run_timeout", json!(0)).unwrap().run_timeout_ms, None);
+    assert_eq!(run_wall(b), 3000);
+}
+
+#[test]
+fn arguments_and_stdin_have_the_native_apis_rules() {
+    let mut b = client_body();
+    b["args"] = json!(["a\u{0}b"]);
+    assert_eq!(message(planned(b)), "args must not contain NUL bytes");
+    let mut b = client_body();
+    b["args"] = json!(vec!["a"; 257]);
+    assert_eq!(message(planned(b)), "at most 256 args may be sent");
+    let mut b = client_body();
+    b["stdin"] = json!("x".repeat(1 << 20));
+    assert_eq!(
+        message(planned(b)),
+        "stdin may be at most 1048576 bytes",
+        "with Piston's newline it is one byte too long"
+    );
 }
 
 #[test]
@@ -149,7 +211,7 @@ fn the_first_utf8_file_is_the_source_and_the_rest_sit_beside_it() {
         {"content": "6869", "encoding": "hex"},
         {"content": "aGk", "encoding": "base64"},
     ]});
-    let sub = submission(&req(b).unwrap(), &pool()).unwrap();
+    let sub = planned(b).unwrap().job;
     assert_eq!(sub.code, "import helper");
     let names: Vec<(&str, &[u8])> = sub
         .files
@@ -168,16 +230,37 @@ fn the_first_utf8_file_is_the_source_and_the_rest_sit_beside_it() {
     let only_binary =
         json!({"language": "python", "files": [{"content": "aGk=", "encoding": "base64"}]});
     assert_eq!(
-        message(submission(&req(only_binary).unwrap(), &pool())),
+        message(planned(only_binary)),
         "files must include at least one utf8 encoded file"
     );
     let bad = |f: Value| {
         let b = json!({"language": "python", "files": [{"content": "x"}, f]});
-        message(submission(&req(b).unwrap(), &pool()))
+        message(planned(b))
     };
     assert!(bad(json!({"name": "../x", "content": ""})).starts_with("files[1].name"));
-    assert!(bad(json!({"content": "zz", "encoding": "hex"})).contains("not valid hex"));
-    assert!(bad(json!({"content": "!!", "encoding": "base64"})).contains("not valid base64"));
+    assert_eq!(
+        bad(json!({"content": "zz", "encoding": "hex"})),
+        "files[1].content: not valid hex"
+    );
+    assert!(
+        bad(json!({"content": "!!", "encoding": "base64"}))
+            .starts_with("files[1].content: not valid base64: ")
+    );
+    assert_eq!(
+        bad(json!({"name": "main.py", "content": ""})),
+        "a file may not be named \"main.py\": the source goes there"
+    );
+    let twice = json!({"language": "python", "files": [
+        {"content": "x"}, {"name": "a", "content": ""}, {"name": "a", "content": ""}]});
+    assert_eq!(message(planned(twice)), "files[2].name \"a\" is used twice");
+    // Piston sends the source as a file too: 64 others are allowed.
+    let many = |n: usize| {
+        let mut files = vec![json!({"content": "x"})];
+        files.extend((0..n).map(|i| json!({"name": format!("f{i}"), "content": ""})));
+        planned(json!({"language": "python", "files": files}))
+    };
+    assert!(many(64).is_ok());
+    assert_eq!(message(many(65)), "at most 64 files may be sent");
 }
 
 fn ran(status: Status, code: Option<i32>, signal: Option<i32>) -> StageOutcome {
@@ -378,5 +461,77 @@ fn a_host_still_getting_ready_is_503_and_what_it_will_not_serve_is_400() {
     assert_eq!(
         (e.status, e.message.as_str()),
         (StatusCode::BAD_REQUEST, "cobol-* runtime is unknown")
+    );
+}
+
+#[test]
+fn execution_errors_become_pistons_answers() {
+    use crate::agent::{AcquireError, Blocker};
+    use crate::execution::{Invalid, Limit, Unit};
+    let cases: Vec<(ExecError, StatusCode, &str)> = vec![
+        (
+            Invalid::AboveMaximum {
+                limit: Limit::CompileCpuTime,
+                asked: 9,
+                maximum: 8,
+                unit: Unit::Ms,
+            }
+            .into(),
+            StatusCode::BAD_REQUEST,
+            "compile_cpu_time cannot exceed the configured limit of 8",
+        ),
+        (
+            Invalid::BelowFloor {
+                limit: Limit::RunMemory,
+                floor: 32 * MIB,
+                unit: Unit::Bytes,
+            }
+            .into(),
+            StatusCode::BAD_REQUEST,
+            "run_memory_limit must be at least 33554432 bytes (32 MiB)",
+        ),
+        (
+            Invalid::FileIsSource {
+                index: 1,
+                name: "main.py".into(),
+            }
+            .into(),
+            StatusCode::BAD_REQUEST,
+            "a file may not be named \"main.py\": the source goes there",
+        ),
+        (
+            Invalid::TooManyFiles.into(),
+            StatusCode::BAD_REQUEST,
+            "at most 64 files may be sent",
+        ),
+        (
+            AcquireError::PoolGone("t/p".into()).into(),
+            StatusCode::SERVICE_UNAVAILABLE,
+            "pool t/p is not served on this host",
+        ),
+        (
+            ChoiceError::Blocked {
+                language: "python".into(),
+                tier: NetworkTier::Zerotrust,
+                blocker: Blocker::TierUnavailable { offered: vec![] },
+            }
+            .into(),
+            StatusCode::BAD_REQUEST,
+            "python with network tier zerotrust: no pool serves it with this network tier",
+        ),
+    ];
+    for (e, status, message) in cases {
+        let what = format!("{e:?}");
+        let p = PistonError::from(e);
+        assert_eq!((p.status, p.message.as_str()), (status, message), "{what}");
+    }
+    let e = PistonError::from(ExecError::Unavailable(ChoiceError::Blocked {
+        language: "python".into(),
+        tier: NetworkTier::Zerotrust,
+        blocker: Blocker::Starting,
+    }));
+    assert_eq!(
+        (e.status, e.retry_after),
+        (StatusCode::SERVICE_UNAVAILABLE, Some(2))
     );
 }

@@ -1,0 +1,235 @@
+//! Executions on this host, whatever API asked for them: the language of
+//! unnamed code, the pool for a language, the checks a request must pass
+//! (`request::plan`), a warm container, the stages, a second run when the
+//! first one's answer was lost, and the execution metrics. Errors are the
+//! domain's (`ExecError`); each API turns them into its own answers.
+
+use std::time::{Duration, Instant};
+
+use tracing::Instrument;
+
+use crate::agent::{AcquireError, Agent, Blocker, Choice, ChoiceError};
+use crate::languages::detect::{self, Detection};
+use crate::lxd::LxdError;
+use crate::metrics::{ExecLabels, Metrics, PoolLabels};
+
+use super::request::{Invalid, Request, plan};
+use super::run::{retryable, run};
+use super::verdict::Outcome;
+
+/// Why an execution did not run.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ExecError {
+    /// No pool on this host can take the language now.
+    #[error(transparent)]
+    Unavailable(#[from] ChoiceError),
+    /// The code names no language and no language of it is served yet.
+    #[error("cannot detect the language yet: {0}")]
+    DetectionPending(Blocker),
+    /// The code names no language and none served here matches it.
+    #[error("could not tell the language of this code")]
+    Undetected {
+        /// Languages served here.
+        available: Vec<String>,
+    },
+    /// The request breaks a rule (see `request::plan`).
+    #[error(transparent)]
+    Invalid(#[from] Invalid),
+    /// The pool had no container for it.
+    #[error(transparent)]
+    NoContainer(#[from] AcquireError),
+}
+
+/// A finished execution, with where it ran.
+#[derive(Debug)]
+pub struct Ran {
+    pub outcome: Outcome,
+    pub choice: Choice,
+    pub container: String,
+    /// Time spent waiting for the container (the last one, after a retry).
+    pub queue_ms: u64,
+}
+
+/// Runs executions on this host's agent. Cheap to clone.
+#[derive(Clone)]
+pub struct Executions {
+    agent: Agent,
+}
+
+/// Runs an execution gets: one, and one more when the first one's answer
+/// was lost (see `after`).
+const ATTEMPTS: u32 = 2;
+
+impl Executions {
+    pub fn new(agent: Agent) -> Self {
+        Self { agent }
+    }
+
+    /// The language of `code`, from its shebang or its content.
+    pub fn detect(&self, code: &str) -> Result<Detection, ExecError> {
+        let catalog = self.agent.catalog();
+        detect::detect(code, &catalog).ok_or_else(|| {
+            // Languages not proven yet cannot be detected either.
+            match self.agent.pending() {
+                Some(b) => ExecError::DetectionPending(b),
+                None => ExecError::Undetected {
+                    available: catalog.into_iter().map(|e| e.name).collect(),
+                },
+            }
+        })
+    }
+
+    /// The pool for `language` and `tier` on this host.
+    pub fn choose(
+        &self,
+        language: &str,
+        tier: crate::crd::NetworkTier,
+    ) -> Result<Choice, ChoiceError> {
+        self.agent.choose(language, tier)
+    }
+
+    /// Chooses the pool for `req` and runs it there (see `run`).
+    pub async fn execute(&self, req: Request, started: Instant) -> Result<Ran, ExecError> {
+        let choice = self.choose(&req.language, req.tier)?;
+        self.run(choice, req, started).await
+    }
+
+    /// Checks `req` against `choice`, takes a warm container (waiting until
+    /// the pool's queue timeout, counted from `started`), runs the stages
+    /// and lets the container be destroyed. LXD before 5.14 can drop the end
+    /// of an exec's output on a busy host, and a container stopped out of
+    /// band cannot run anything: then the code runs once more, in a fresh
+    /// container. It has no network and nothing outlives its container, so
+    /// a second run changes nothing but the answer.
+    pub async fn run(
+        &self,
+        choice: Choice,
+        req: Request,
+        started: Instant,
+    ) -> Result<Ran, ExecError> {
+        let p = plan(req, &choice.language, &choice.spec)?;
+        let deadline = started + Duration::from_millis(choice.spec.execution.queue_timeout_ms);
+        let mut attempt = 0;
+        let (outcome, container, queue_ms) = loop {
+            attempt += 1;
+            let lease = self.agent.acquire(&choice.pool, deadline).await?;
+            let span = tracing::info_span!("execute", pool = %lease.pool, container = %lease.container, language = %choice.language.name, attempt);
+            let result = run(self.agent.lxd(), &lease.container, &p.job, &p.limits)
+                .instrument(span)
+                .await;
+            let container = lease.container.clone();
+            let queue_ms = lease.queued.as_millis() as u64;
+            drop(lease);
+            let e = match result {
+                Ok(o) => break (o, container, queue_ms),
+                Err(e) => e,
+            };
+            match after(attempt, &e) {
+                Next::Again => tracing::warn!(
+                    container,
+                    error = %e,
+                    "the code's answer was lost (output cut, or the container was not running); running it again in a fresh container"
+                ),
+                Next::Fail => {
+                    tracing::error!(container, error = %e, "execution failed inside unsandbox");
+                    let o =
+                        Outcome::internal("the container could not run the code; it was destroyed");
+                    break (o, container, queue_ms);
+                }
+            }
+        };
+        let ran = Ran {
+            outcome,
+            choice,
+            container,
+            queue_ms,
+        };
+        record(self.agent.metrics(), &ran);
+        Ok(ran)
+    }
+}
+
+/// What follows a run that failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Next {
+    /// Its answer was lost; run it again.
+    Again,
+    /// The host failed: the caller gets an internal error.
+    Fail,
+}
+
+/// Decides what follows run number `attempt` (from 1) that failed with `e`. Pure.
+fn after(attempt: u32, e: &LxdError) -> Next {
+    if attempt < ATTEMPTS && retryable(e) {
+        Next::Again
+    } else {
+        Next::Fail
+    }
+}
+
+/// Counts a finished execution: time queued and running, per pool, and the
+/// verdict per language and pool.
+fn record(m: &Metrics, ran: &Ran) {
+    let pool = PoolLabels {
+        pool: ran.choice.pool.clone(),
+    };
+    m.queue_seconds
+        .get_or_create(&pool)
+        .observe(ran.queue_ms as f64 / 1000.0);
+    m.execution_seconds
+        .get_or_create(&pool)
+        .observe(ran.outcome.exec_ms() as f64 / 1000.0);
+    m.executions
+        .get_or_create(&ExecLabels {
+            language: ran.choice.language.name.clone(),
+            pool: ran.choice.pool.clone(),
+            status: ran.outcome.status.as_str().to_string(),
+        })
+        .inc();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lost() -> LxdError {
+        LxdError::OutputLost
+    }
+
+    #[test]
+    fn a_lost_answer_runs_once_more_and_no_more() {
+        assert_eq!(after(1, &lost()), Next::Again);
+        assert_eq!(after(2, &lost()), Next::Fail);
+        let stopped = LxdError::Api {
+            status: 400,
+            message: "Instance is not running".into(),
+        };
+        assert_eq!(after(1, &stopped), Next::Again);
+        let other = LxdError::Operation {
+            message: "the runner failed before the command ended".into(),
+        };
+        assert_eq!(after(1, &other), Next::Fail);
+    }
+
+    #[test]
+    fn metrics_count_the_verdict_per_language_and_pool() {
+        let m = Metrics::default();
+        let ran = Ran {
+            outcome: Outcome::internal("x"),
+            choice: Choice {
+                pool: "t/p".into(),
+                language: serde_yaml::from_str("{name: python, sourceFile: main.py, run: x}")
+                    .unwrap(),
+                spec: serde_yaml::from_str("image: small").unwrap(),
+            },
+            container: "c".into(),
+            queue_ms: 1500,
+        };
+        record(&m, &ran);
+        let text = m.render();
+        assert!(
+            text.contains(r#"language="python""#) && text.contains(r#"status="internal_error""#),
+            "{text}"
+        );
+    }
+}
