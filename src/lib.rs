@@ -3,7 +3,6 @@
 pub mod agent;
 pub mod api;
 pub mod auth;
-pub mod bench;
 pub mod cli;
 pub mod cluster;
 pub mod controller;
@@ -12,6 +11,7 @@ pub mod execution;
 pub mod languages;
 pub mod lxd;
 pub mod metrics;
-pub mod prove;
+pub mod settings;
 pub mod standalone;
 pub mod telemetry;
+pub mod tools;
