@@ -5,6 +5,8 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::settings::LxdArgs;
+
 /// Run untrusted code in warm, single-use, isolated LXD containers.
 #[derive(Debug, Parser)]
 #[command(name = "unsandbox", version, about)]
@@ -41,13 +43,13 @@ pub enum Command {
     /// Destroy every container this host's agent owns in the LXD project.
     Cleanup(LxdArgs),
     /// Measure latency, launch rate and idle memory against the local LXD.
-    Bench(crate::bench::BenchArgs),
+    Bench(crate::tools::bench::BenchArgs),
     /// Run every language's smoke tests in a fresh container of each pool
     /// and print the table: language, version, compile ms, run ms, pass.
-    Smoke(crate::prove::SmokeArgs),
+    Smoke(crate::tools::prove::SmokeArgs),
     /// Measure language auto-detection on a labelled corpus (see
     /// tests/detection/corpus.sh); exits non-zero below the target accuracy.
-    DetectAccuracy(crate::languages::corpus::DetectAccuracyArgs),
+    DetectAccuracy(crate::tools::corpus::DetectAccuracyArgs),
 }
 
 #[derive(Debug, Args)]
@@ -148,41 +150,6 @@ pub fn parse_selector(s: &str) -> Result<std::collections::BTreeMap<String, Stri
                 .ok_or_else(|| format!("{p:?} is not key=value"))
         })
         .collect()
-}
-
-/// Where LXD is and which part of it is ours.
-#[derive(Debug, Clone, Args)]
-pub struct LxdArgs {
-    /// LXD unix socket (default: the first of Debian's, the snap's and Incus' that exists).
-    #[arg(long, env = "UNSANDBOX_LXD_SOCKET")]
-    pub lxd_socket: Option<PathBuf>,
-    /// LXD project the containers live in (created when missing).
-    #[arg(long, env = "UNSANDBOX_LXD_PROJECT", default_value = "unsandbox")]
-    pub lxd_project: String,
-    /// This host's name; containers are marked with it (default: the hostname).
-    #[arg(long, env = "UNSANDBOX_NODE_NAME")]
-    pub node_name: Option<String>,
-}
-
-impl LxdArgs {
-    pub fn socket(&self) -> PathBuf {
-        self.lxd_socket
-            .clone()
-            .unwrap_or_else(crate::lxd::default_socket)
-    }
-
-    pub fn node(&self) -> String {
-        self.node_name.clone().unwrap_or_else(hostname)
-    }
-}
-
-/// The host's name, from the kernel.
-pub fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|s| s.trim().to_string())
-        .ok()
-        .filter(|s| !s.is_empty())
-        .unwrap_or_else(|| "localhost".to_string())
 }
 
 /// How the agent keeps its pools.

@@ -6,9 +6,10 @@ use anyhow::Context;
 use clap::Parser;
 
 use unsandbox::agent::{Agent, AgentConfig, Resources};
-use unsandbox::cli::{AgentArgs, ApiArgs, Cli, Command, ControllerArgs, LxdArgs};
+use unsandbox::cli::{AgentArgs, ApiArgs, Cli, Command, ControllerArgs};
 use unsandbox::lxd::Lxd;
 use unsandbox::metrics::Metrics;
+use unsandbox::settings::{LxdArgs, hostname};
 use unsandbox::{api, cluster, controller, crd, standalone};
 
 #[tokio::main]
@@ -73,9 +74,9 @@ async fn main() -> anyhow::Result<()> {
             serve(state, &args.api, auth, args.agent.cleanup_on_exit).await
         }
         Command::Controller(args) => run_controller(args).await,
-        Command::Bench(args) => unsandbox::bench::run(args).await,
-        Command::Smoke(args) => unsandbox::prove::run(args).await,
-        Command::DetectAccuracy(args) => Ok(unsandbox::languages::corpus::run(&args)?),
+        Command::Bench(args) => unsandbox::tools::bench::run(args).await,
+        Command::Smoke(args) => unsandbox::tools::prove::run(args).await,
+        Command::DetectAccuracy(args) => Ok(unsandbox::tools::corpus::run(&args)?),
     }
 }
 
@@ -205,10 +206,7 @@ async fn run_controller(args: ControllerArgs) -> anyhow::Result<()> {
         agent_selector,
         cleanup_grace: Duration::from_secs(args.cleanup_grace_seconds),
     };
-    let identity = args
-        .identity
-        .clone()
-        .unwrap_or_else(unsandbox::cli::hostname);
+    let identity = args.identity.clone().unwrap_or_else(hostname);
     let mut registry = prometheus_client::registry::Registry::with_prefix("unsandbox");
     let ctx = controller::Context::with_node_stale(
         client,

@@ -14,18 +14,13 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
 use crate::auth::{AGENT_SIGNATURE, AgentKey, TIMESTAMP};
-use crate::cluster::peers::Peer;
-use crate::crd::NetworkTier;
+/// Peers come from the cluster's view of the pools; the forwarder only asks.
+pub use crate::cluster::peers::{Peer, PeerFinder};
 
 use super::types::{ExecuteRequest, ExecuteResponse};
 
 /// Header set on a forwarded request; its value is the forwarding node.
 pub const FORWARDED_BY: &str = "x-unsandbox-forwarded-by";
-
-/// Finds peers for a language and tier.
-pub trait PeerFinder: Send + Sync {
-    fn candidates(&self, language: &str, tier: NetworkTier) -> Vec<Peer>;
-}
 
 /// An HTTP client for peers.
 #[derive(Clone)]

@@ -21,6 +21,12 @@ pub struct Peer {
     pub warm: u32,
 }
 
+/// Finds peers for a language and tier. The API's forwarder asks one of
+/// these; the cluster answers from its stores, and tests with fixed peers.
+pub trait PeerFinder: Send + Sync {
+    fn candidates(&self, language: &str, tier: NetworkTier) -> Vec<Peer>;
+}
+
 /// When an entry counts as current.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Liveness {
@@ -96,7 +102,7 @@ impl StorePeers {
     }
 }
 
-impl crate::api::forward::PeerFinder for StorePeers {
+impl PeerFinder for StorePeers {
     fn candidates(&self, language: &str, tier: NetworkTier) -> Vec<Peer> {
         let pools: Vec<ExecutorPool> = self
             .stores

@@ -1,8 +1,9 @@
 //! Watches ExecutorPools, LanguageImages and this node, and publishes them as
-//! the agent's `Resources` whenever what the agent acts on changes. Nothing
-//! is published until every watch has finished its first list: before that,
-//! a missing pool only means "not listed yet", and an agent that took it for
-//! "deleted" would destroy the warm containers it should adopt.
+//! the agent's `Resources` whenever what the agent acts on changes (see
+//! [`super::changes`]). Nothing is published until every watch has finished
+//! its first list: before that, a missing pool only means "not listed yet",
+//! and an agent that took it for "deleted" would destroy the warm containers
+//! it should adopt.
 
 use std::collections::BTreeMap;
 
@@ -13,6 +14,7 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client};
 use tokio::sync::watch;
 
+use super::changes::{self, Changes, Seen};
 use crate::agent::Resources;
 use crate::crd::{ExecutorPool, LanguageImage};
 
@@ -92,24 +94,59 @@ impl Listing {
     }
 }
 
-/// Which watch finished a list with this event, if any.
-fn init_done<K>(watch: Watch, event: &Result<watcher::Event<K>, watcher::Error>) -> Option<Watch> {
-    matches!(event, Ok(watcher::Event::InitDone)).then_some(watch)
+/// When to publish: once every watch has listed, then after every change
+/// to what the agent acts on. Pure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Gate {
+    listing: Listing,
+    /// Something changed since the last publication (or nothing was
+    /// published yet).
+    pending: bool,
 }
 
-/// What of the resources the agent acts on, to skip status-only changes.
-fn fingerprint(res: &Resources) -> String {
-    let pools: Vec<_> = res
-        .pools
-        .iter()
-        .map(|p| (&p.metadata.name, &p.metadata.namespace, &p.spec))
-        .collect();
-    let images: Vec<_> = res
-        .images
-        .iter()
-        .map(|i| (&i.metadata.name, &i.spec))
-        .collect();
-    serde_json::to_string(&(pools, images, &res.node_labels)).unwrap_or_default()
+impl Default for Gate {
+    fn default() -> Self {
+        Self {
+            listing: Listing::default(),
+            pending: true,
+        }
+    }
+}
+
+impl Gate {
+    /// Records what `watch` saw and says whether to publish now.
+    pub fn observe(&mut self, watch: Watch, seen: Seen) -> bool {
+        match seen {
+            Seen::Unchanged => {}
+            Seen::Changed => self.pending = true,
+            Seen::Listed { changed } => {
+                self.listing.done(watch);
+                self.pending |= changed;
+            }
+        }
+        let publish = self.pending && self.listing.complete();
+        if publish {
+            self.pending = false;
+        }
+        publish
+    }
+}
+
+/// Tags a watch's events with what they changed, by `predicate`; a failed
+/// watch call changes nothing (the watcher retries, then lists again).
+fn track<K, P>(
+    watch: Watch,
+    predicate: P,
+) -> impl FnMut(Result<watcher::Event<K>, watcher::Error>) -> (Watch, Seen)
+where
+    K: kube::Resource,
+    P: kube::runtime::Predicate<K>,
+{
+    let mut changes = Changes::new(predicate);
+    move |event| match event {
+        Ok(e) => (watch, changes.observe(&e)),
+        Err(_) => (watch, Seen::Unchanged),
+    }
 }
 
 /// Starts the watches and returns the stores and the resources channel,
@@ -131,7 +168,10 @@ pub fn watch_resources(client: Client, node: String) -> (Stores, watch::Receiver
         ),
     )
     .default_backoff()
-    .map(|e| init_done(Watch::Pools, &e));
+    .map(track(
+        Watch::Pools,
+        changes::spec_or_deletion::<ExecutorPool>,
+    ));
     let images = reflector::reflector(
         image_writer,
         watcher(
@@ -140,30 +180,23 @@ pub fn watch_resources(client: Client, node: String) -> (Stores, watch::Receiver
         ),
     )
     .default_backoff()
-    .map(|e| init_done(Watch::Images, &e));
+    .map(track(
+        Watch::Images,
+        changes::spec_or_deletion::<LanguageImage>,
+    ));
     let own = watcher::Config::default().fields(&format!("metadata.name={node}"));
     let nodes = reflector::reflector(node_writer, watcher(Api::<Node>::all(client), own))
         .default_backoff()
-        .map(|e| init_done(Watch::Node, &e));
+        .map(track(Watch::Node, changes::node_labels::<Node>));
     let (tx, rx) = watch::channel(Resources::default());
     let view = stores.clone();
     tokio::spawn(async move {
         let mut events =
             futures::stream::select_all([pools.boxed(), images.boxed(), nodes.boxed()]);
-        let mut last = String::new();
-        let mut listing = Listing::default();
-        while let Some(event) = events.next().await {
-            if let Some(watch) = event {
-                listing.done(watch);
-            }
-            if !listing.complete() {
-                continue;
-            }
-            let res = resources(&view, &node);
-            let fp = fingerprint(&res);
-            if fp != last {
-                last = fp;
-                let _ = tx.send(res);
+        let mut gate = Gate::default();
+        while let Some((watch, seen)) = events.next().await {
+            if gate.observe(watch, seen) {
+                let _ = tx.send(resources(&view, &node));
             }
         }
     });
@@ -189,16 +222,60 @@ mod tests {
     }
 
     #[test]
-    fn only_init_done_finishes_a_list() {
-        let done: Result<watcher::Event<Node>, watcher::Error> = Ok(watcher::Event::InitDone);
-        assert_eq!(init_done(Watch::Node, &done), Some(Watch::Node));
-        for other in [
-            watcher::Event::Init,
-            watcher::Event::InitApply(Node::default()),
-            watcher::Event::Apply(Node::default()),
-        ] {
-            assert_eq!(init_done(Watch::Node, &Ok(other)), None);
+    fn nothing_is_published_before_every_watch_has_listed() {
+        let mut g = Gate::default();
+        assert!(!g.observe(Watch::Pools, Seen::Changed));
+        assert!(!g.observe(Watch::Pools, Seen::Listed { changed: true }));
+        assert!(!g.observe(Watch::Node, Seen::Listed { changed: false }));
+        assert!(!g.observe(Watch::Pools, Seen::Changed));
+        // The last first list completes the view: published, even if empty.
+        assert!(g.observe(Watch::Images, Seen::Listed { changed: false }));
+    }
+
+    #[test]
+    fn published_once_per_change_after_listing() {
+        let mut g = Gate::default();
+        for w in [Watch::Pools, Watch::Images, Watch::Node] {
+            g.observe(w, Seen::Listed { changed: false });
         }
+        assert!(!g.observe(Watch::Pools, Seen::Unchanged));
+        assert!(g.observe(Watch::Pools, Seen::Changed));
+        assert!(!g.observe(Watch::Node, Seen::Unchanged));
+        assert!(g.observe(Watch::Node, Seen::Changed));
+        // A re-list publishes only when it brought something new.
+        assert!(!g.observe(Watch::Images, Seen::Listed { changed: false }));
+        assert!(g.observe(Watch::Images, Seen::Listed { changed: true }));
+    }
+
+    /// Status reports the agents write come back through the pool watch;
+    /// they must not republish, or every report would start another round.
+    #[test]
+    fn reports_on_a_pool_do_not_republish() {
+        let pool: ExecutorPool = serde_yaml::from_str(
+            "apiVersion: unsandbox.com/v1alpha1\nkind: ExecutorPool\nmetadata: {name: p, namespace: t, uid: u, generation: 4, resourceVersion: '1'}\nspec: {image: small}\n",
+        )
+        .unwrap();
+        let mut track = track(Watch::Pools, changes::spec_or_deletion::<ExecutorPool>);
+        let mut g = Gate::default();
+        g.observe(Watch::Images, Seen::Listed { changed: false });
+        g.observe(Watch::Node, Seen::Listed { changed: false });
+        let mut publish = |e: watcher::Event<ExecutorPool>| {
+            let (w, seen) = track(Ok(e));
+            g.observe(w, seen)
+        };
+        assert!(!publish(watcher::Event::Init));
+        assert!(!publish(watcher::Event::InitApply(pool.clone())));
+        assert!(publish(watcher::Event::InitDone));
+        for rv in 2..5 {
+            let mut reported = pool.clone();
+            reported.metadata.resource_version = Some(rv.to_string());
+            reported.status = Some(Default::default());
+            assert!(!publish(watcher::Event::Apply(reported)));
+        }
+        let mut edited = pool.clone();
+        edited.metadata.generation = Some(5);
+        assert!(publish(watcher::Event::Apply(edited.clone())));
+        assert!(publish(watcher::Event::Delete(edited)));
     }
 
     #[test]

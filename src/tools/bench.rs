@@ -51,7 +51,7 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 8)]
     pub concurrency: usize,
     #[command(flatten)]
-    pub lxd: crate::cli::LxdArgs,
+    pub lxd: crate::settings::LxdArgs,
     /// Launch from a template container (see `standalone --templates`).
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     pub templates: bool,

@@ -41,7 +41,7 @@ pub struct SmokeArgs {
     #[arg(long, env = "UNSANDBOX_STORAGE_POOL", default_value = "unsandbox")]
     pub storage_pool: String,
     #[command(flatten)]
-    pub lxd: crate::cli::LxdArgs,
+    pub lxd: crate::settings::LxdArgs,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

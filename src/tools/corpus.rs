@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use super::accuracy::{self, Outcome};
-use super::detect::detect;
+use crate::languages::detect::{self, detect};
 
 /// Settings of `detect-accuracy`.
 #[derive(Debug, Clone, clap::Args)]
@@ -132,7 +132,7 @@ fn read_index(dir: &Path) -> HashMap<String, String> {
 
 /// The features that counted most for `language` in `code`, for reading misses.
 fn top_features(code: &str, language: &str) -> String {
-    let mut found = super::detect::explain(code, language);
+    let mut found = detect::explain(code, language);
     found.sort_by(|a, b| b.2.abs().total_cmp(&a.2.abs()));
     let total: f64 = found.iter().map(|f| f.2).sum();
     let shown: Vec<String> = found

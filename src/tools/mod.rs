@@ -1,0 +1,11 @@
+//! Operator tooling run from the command line, never while serving:
+//! measuring latency and launch rate (`bench`), proving every language of
+//! the pools (`smoke`), and measuring language detection on a labelled
+//! corpus (`detect-accuracy`). Only `cli` and the binary reach in here; no
+//! serving module depends on it, so tooling can grow without weighing on
+//! the agent, the API or the controller.
+
+pub mod accuracy;
+pub mod bench;
+pub mod corpus;
+pub mod prove;
