@@ -7,19 +7,21 @@
 //!
 //! 1. `crd` (the resources), `lxd` (the LXD client), and pure helpers:
 //!    `metrics`, `telemetry`, `languages` (detection), `settings` (what
-//!    more than one command takes).
+//!    more than one command takes), `http_error` (the shape of every error
+//!    answer).
 //! 2. `execution` (one run in one container), `agent` (a host's pools),
 //!    `controller` (the cluster-wide status and cleanup).
 //! 3. `api` (the execution API), `cluster` (the agent on Kubernetes: its
 //!    resources, reports and peers), `standalone` (resources from files),
-//!    `auth` (who may call the API).
+//!    `auth` (who may call the API), `service` (the execution service every
+//!    API calls: request rules, a warm container, the stages, the retry).
 //! 4. `tools`: benchmark, smoke proof, detection accuracy. Tooling, never on
 //!    the serving path.
 //! 5. `cli`: the commands, which put the layers together.
 //!
 //! So the serving path never depends on tooling, and a change to the API
 //! cannot reach the agent. A unit test reads `src/` and fails on an import
-//! that breaks this; the few known ones are listed in it, each with why.
+//! that breaks this.
 
 pub mod agent;
 pub mod api;
@@ -29,11 +31,13 @@ pub mod cluster;
 pub mod controller;
 pub mod crd;
 pub mod execution;
+mod http_error;
 pub mod languages;
 #[cfg(test)]
 mod layering;
 pub mod lxd;
 pub mod metrics;
+pub mod service;
 pub mod settings;
 pub mod standalone;
 pub mod telemetry;

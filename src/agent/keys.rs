@@ -13,13 +13,7 @@ pub const SPEC: &str = "user.unsandbox.spec";
 /// Set to `true` on a stopped template that pool containers are copied from.
 pub const TEMPLATE: &str = "user.unsandbox.template";
 
-/// Written inside a container (by root, before the code runs) when it is
-/// handed to an execution: a container with it is never adopted as warm.
-pub const USED_MARKER: &str = "/run/unsandbox/used";
-/// Written by the image's init once the container is ready for executions.
-pub const READY_MARKER: &str = "/run/unsandbox/ready";
-/// Written by the image's init when it could not prepare the container.
-pub const ERROR_MARKER: &str = "/run/unsandbox/error";
+pub use crate::execution::{ERROR_MARKER, READY_MARKER, USED_MARKER};
 
 /// A fresh container name for a pool: `us-<pool>-<random>`, within LXD's
 /// 63-character hostname rule.

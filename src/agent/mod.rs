@@ -25,9 +25,9 @@ pub mod smoke;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::crd::NetworkTier;
 use crate::lxd::Lxd;
 
+pub use crate::languages::CatalogEntry;
 pub use choose::{Blocker, Choice, ChoiceError};
 pub use core::{choose, status};
 pub use desired::Resources;
@@ -59,14 +59,4 @@ pub async fn cleanup(lxd: &Lxd, node: &str) -> Result<usize, crate::lxd::LxdErro
     let results = futures::future::join_all(owned.iter().map(|i| lxd.destroy(&i.name))).await;
     results.into_iter().collect::<Result<Vec<()>, _>>()?;
     Ok(owned.len())
-}
-
-/// A language as served on this host.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct CatalogEntry {
-    pub name: String,
-    pub aliases: Vec<String>,
-    pub version: Option<String>,
-    /// `(pool key, network tier, warm containers)` of every pool serving it.
-    pub pools: Vec<(String, NetworkTier, u32)>,
 }

@@ -1,45 +1,14 @@
 //! API errors as precise JSON answers: a stable `error` code, a message that
 //! names the problem, and extra fields where they help. Internals never leak.
 
-use axum::Json;
 use axum::extract::rejection::JsonRejection;
-use axum::http::{HeaderValue, StatusCode, header};
-use axum::response::{IntoResponse, Response};
-use serde_json::{Value, json};
+use axum::http::StatusCode;
+use serde_json::json;
 
 use crate::agent::{AcquireError, Blocker, ChoiceError};
-use crate::execution::{ExecError, Invalid, Limit};
+use crate::service::{ExecError, Invalid, Limit};
 
-/// An error answer.
-#[derive(Debug)]
-pub struct ApiError {
-    pub status: StatusCode,
-    pub code: &'static str,
-    pub message: String,
-    pub extra: Option<Value>,
-    pub retry_after: Option<u64>,
-}
-
-impl ApiError {
-    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        Self {
-            status,
-            code,
-            message: message.into(),
-            extra: None,
-            retry_after: None,
-        }
-    }
-
-    pub fn invalid(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_request", message)
-    }
-
-    pub fn with(mut self, extra: Value) -> Self {
-        self.extra = Some(extra);
-        self
-    }
-}
+pub use crate::http_error::ApiError;
 
 impl From<JsonRejection> for ApiError {
     fn from(r: JsonRejection) -> Self {
@@ -194,25 +163,12 @@ impl From<Invalid> for ApiError {
     }
 }
 
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let mut body = json!({"error": self.code, "message": self.message});
-        if let (Some(Value::Object(extra)), Value::Object(map)) = (self.extra, &mut body) {
-            map.extend(extra);
-        }
-        let mut resp = (self.status, Json(body)).into_response();
-        if let Some(secs) = self.retry_after {
-            resp.headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
-        }
-        resp
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::crd::NetworkTier;
+    use axum::http::header;
+    use axum::response::IntoResponse;
 
     fn blocked(blocker: Blocker) -> ApiError {
         ChoiceError::Blocked {
@@ -299,7 +255,7 @@ mod tests {
 
     #[test]
     fn execution_errors_keep_their_status_code_and_message() {
-        use crate::execution::{Invalid, Limit, Unit};
+        use crate::service::{Invalid, Limit, Unit};
         let cases: Vec<(ExecError, StatusCode, &str, &str)> = vec![
             (
                 Invalid::TooManyFiles.into(),
@@ -411,7 +367,7 @@ mod tests {
 
     #[test]
     fn extra_fields_name_the_limit_and_what_is_available() {
-        use crate::execution::{Invalid, Limit, Unit};
+        use crate::service::{Invalid, Limit, Unit};
         let e = ApiError::from(ExecError::from(Invalid::AboveMaximum {
             limit: Limit::RunMemory,
             asked: 129,

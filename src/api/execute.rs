@@ -11,8 +11,8 @@ use axum::http::HeaderMap;
 use base64::Engine;
 
 use crate::crd::NetworkTier;
-use crate::execution::{self, Asked, Memory};
 use crate::metrics::RouteLabels;
+use crate::service::{self, Asked, Memory};
 
 use super::AppState;
 use super::error::ApiError;
@@ -105,8 +105,8 @@ fn request(
     tier: NetworkTier,
     req: ExecuteRequest,
     caps: crate::auth::Quota,
-) -> execution::Request {
-    execution::Request {
+) -> service::Request {
+    service::Request {
         language: language.to_string(),
         tier,
         code: req.code,
@@ -128,7 +128,7 @@ fn request(
 
 /// A file of a native body: `utf8` (the default, also `utf-8`) or strict
 /// `base64`.
-fn file((index, f): (usize, InputFile)) -> execution::File {
+fn file((index, f): (usize, InputFile)) -> service::File {
     let content = match f.encoding.as_deref().unwrap_or("utf8") {
         "utf8" | "utf-8" => Ok(f.content.into_bytes()),
         "base64" => base64::engine::general_purpose::STANDARD
@@ -136,7 +136,7 @@ fn file((index, f): (usize, InputFile)) -> execution::File {
             .map_err(|e| format!("content is not valid base64: {e}")),
         other => Err(format!("encoding {other:?}: use utf8 or base64")),
     };
-    execution::File {
+    service::File {
         index,
         name: f.name,
         content,
@@ -189,7 +189,7 @@ async fn execute(
 
 /// The native answer for what ran. Pure.
 fn response(
-    ran: execution::Ran,
+    ran: service::Ran,
     host: &str,
     tier: NetworkTier,
     encoding: OutputEncoding,

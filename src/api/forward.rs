@@ -13,14 +13,12 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
+pub use crate::auth::FORWARDED_BY;
 use crate::auth::{AGENT_SIGNATURE, AgentKey, TIMESTAMP};
 /// Peers come from the cluster's view of the pools; the forwarder only asks.
 pub use crate::cluster::peers::{Peer, PeerFinder};
 
 use super::types::{ExecuteRequest, ExecuteResponse};
-
-/// Header set on a forwarded request; its value is the forwarding node.
-pub const FORWARDED_BY: &str = "x-unsandbox-forwarded-by";
 
 /// An HTTP client for peers.
 #[derive(Clone)]

@@ -44,8 +44,8 @@ impl AppState {
     }
 
     /// The execution service on this host's agent.
-    pub fn executions(&self) -> crate::execution::Executions {
-        crate::execution::Executions::new(self.agent.clone())
+    pub fn executions(&self) -> crate::service::Executions {
+        crate::service::Executions::new(self.agent.clone())
     }
 }
 

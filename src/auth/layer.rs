@@ -16,9 +16,8 @@ use serde_json::{Value, json};
 use super::quota::{RateState, Refusal, Usage};
 use super::signing::{self, SignatureError, WINDOW_SECONDS};
 use super::tokens::{Quota, Token};
-use super::{AGENT_SIGNATURE, Auth, SIGNATURE, TIMESTAMP, limits, unix_now};
-use crate::api::ApiError;
-use crate::api::forward::FORWARDED_BY;
+use super::{AGENT_SIGNATURE, Auth, FORWARDED_BY, SIGNATURE, TIMESTAMP, limits, unix_now};
+use crate::http_error::ApiError;
 
 /// Paths probes and Prometheus reach without a token.
 const OPEN: &[&str] = &["/healthz", "/readyz", "/metrics"];

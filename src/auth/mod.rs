@@ -34,6 +34,9 @@ pub const TIMESTAMP: &str = "x-timestamp";
 pub const SIGNATURE: &str = "x-signature";
 /// An agent's HMAC of a request it forwards, with the agent secret.
 pub const AGENT_SIGNATURE: &str = "x-unsandbox-agent-signature";
+/// Header an agent sets on a request it forwards to a peer; its value is
+/// the forwarding node. Only signed agent requests may carry it.
+pub const FORWARDED_BY: &str = "x-unsandbox-forwarded-by";
 
 /// How the API is to be protected, from the command line.
 #[derive(Debug, Clone)]

@@ -9,7 +9,13 @@
 
 use crate::crd::LanguageSpec;
 
-use super::super::agent::keys::{ERROR_MARKER, READY_MARKER, USED_MARKER};
+/// Written inside a container (by root, before the code runs) when it is
+/// handed to an execution: a container with it is never adopted as warm.
+pub const USED_MARKER: &str = "/run/unsandbox/used";
+/// Written by the image's init once the container is ready for executions.
+pub const READY_MARKER: &str = "/run/unsandbox/ready";
+/// Written by the image's init when it could not prepare the container.
+pub const ERROR_MARKER: &str = "/run/unsandbox/error";
 
 /// Unprivileged user and group that submitted code runs as.
 pub const RUNNER_UID: u32 = 1000;

@@ -4,9 +4,9 @@
 
 use std::sync::OnceLock;
 
+use super::CatalogEntry;
 use super::features::{F, Index, Kind};
 use super::lexicon::{LANGUAGES, SYNONYMS};
-use crate::agent::CatalogEntry;
 
 /// A detected language, how sure the detector is, and what else it considered.
 #[derive(Debug, Clone, PartialEq)]
@@ -287,7 +287,7 @@ mod tests {
 
     /// Every language the service can serve, as the accuracy command uses.
     fn served() -> Vec<CatalogEntry> {
-        crate::languages::accuracy::catalog(&[])
+        crate::tools::accuracy::catalog(&[])
     }
 
     fn guess(code: &str) -> Detection {

@@ -4,7 +4,12 @@ pub mod detect;
 pub mod features;
 pub mod lexicon;
 
-/// The detection tests measure against the same catalog of served
-/// languages as the `detect-accuracy` command.
-#[cfg(test)]
-pub(crate) use crate::tools::accuracy;
+/// A language as served on this host.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct CatalogEntry {
+    pub name: String,
+    pub aliases: Vec<String>,
+    pub version: Option<String>,
+    /// `(pool key, network tier, warm containers)` of every pool serving it.
+    pub pools: Vec<(String, crate::crd::NetworkTier, u32)>,
+}

@@ -8,7 +8,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
 use crate::api::error::ApiError;
-use crate::execution::{ExecError, Invalid, Limit, MIN_MEMORY_MIB, Unit};
+use crate::service::{ExecError, Invalid, Limit, MIN_MEMORY_MIB, Unit};
 
 /// An error answer in Piston's shape: `{"message": ...}`.
 #[derive(Debug, PartialEq)]

@@ -6,7 +6,7 @@ use base64::Engine;
 use serde_json::{Map, Value};
 
 use crate::crd::NetworkTier;
-use crate::execution::{self, Asked as Limits, Memory};
+use crate::service::{self, Asked as Limits, Memory};
 
 use super::PistonError;
 
@@ -156,9 +156,7 @@ pub(super) fn constraint(obj: &Map<String, Value>, name: &str) -> Result<Option<
 
 /// The source (first utf8 file) and the other files, named (`file{i}.code`
 /// when unnamed) and decoded, each with its place in the request.
-pub(super) fn split_files(
-    files: &[RawFile],
-) -> Result<(String, Vec<execution::File>), PistonError> {
+pub(super) fn split_files(files: &[RawFile]) -> Result<(String, Vec<service::File>), PistonError> {
     let src = files
         .iter()
         .position(|f| f.encoding == Encoding::Utf8)
@@ -167,7 +165,7 @@ pub(super) fn split_files(
         .iter()
         .enumerate()
         .filter(|(i, _)| *i != src)
-        .map(|(index, f)| execution::File {
+        .map(|(index, f)| service::File {
             index,
             name: f
                 .name
@@ -216,14 +214,14 @@ pub(super) fn decode(content: &str, encoding: Encoding) -> Result<Vec<u8>, Strin
 pub(super) fn submission(
     req: &Request,
     caps: crate::auth::Quota,
-) -> Result<execution::Request, PistonError> {
+) -> Result<service::Request, PistonError> {
     let (code, files) = split_files(&req.files)?;
     let a = &req.asked;
     let mut stdin = req.stdin.clone();
     if !stdin.ends_with('\n') {
         stdin.push('\n');
     }
-    Ok(execution::Request {
+    Ok(service::Request {
         language: req.language.clone(),
         tier: NetworkTier::Zerotrust,
         code,

@@ -9,7 +9,8 @@ use super::response::{signal_name, stage};
 use super::*;
 use crate::agent::CatalogEntry;
 use crate::crd::{ExecutorPoolSpec, LanguageSpec};
-use crate::execution::{ExecError, MIB, Outcome, Plan, StageOutcome, Status};
+use crate::execution::{Outcome, StageOutcome, Status};
+use crate::service::{ExecError, MIB, Plan};
 
 fn pool() -> ExecutorPoolSpec {
     serde_yaml::from_str(
@@ -26,7 +27,7 @@ fn language() -> LanguageSpec {
 /// A request as the execution service checks it against `pool()`.
 fn planned(v: Value) -> Result<Plan, PistonError> {
     let sub = submission(&req(v)?, Default::default())?;
-    Ok(crate::execution::request::plan(sub, &language(), &pool()).map_err(ExecError::from)?)
+    Ok(crate::service::request::plan(sub, &language(), &pool()).map_err(ExecError::from)?)
 }
 
 fn req(v: Value) -> Result<Request, PistonError> {
@@ -467,7 +468,7 @@ fn a_host_still_getting_ready_is_503_and_what_it_will_not_serve_is_400() {
 #[test]
 fn execution_errors_become_pistons_answers() {
     use crate::agent::{AcquireError, Blocker};
-    use crate::execution::{Invalid, Limit, Unit};
+    use crate::service::{Invalid, Limit, Unit};
     let cases: Vec<(ExecError, StatusCode, &str)> = vec![
         (
             Invalid::AboveMaximum {

@@ -13,9 +13,9 @@ use crate::languages::detect::{self, Detection};
 use crate::lxd::LxdError;
 use crate::metrics::{ExecLabels, Metrics, PoolLabels};
 
+use crate::execution::{Outcome, retryable, run};
+
 use super::request::{Invalid, Request, plan};
-use super::run::{retryable, run};
-use super::verdict::Outcome;
 
 /// Why an execution did not run.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -12,8 +12,7 @@ use crate::auth::Quota;
 use crate::crd::validate::file_name_problem;
 use crate::crd::{Bounded, ExecutorPoolSpec, LanguageSpec, NetworkTier};
 
-use super::run::{Limits, StageLimits};
-use super::script::Job;
+use crate::execution::{Job, Limits, StageLimits};
 
 /// Extra files one execution may be sent, beside its source.
 pub const MAX_FILES: usize = 64;

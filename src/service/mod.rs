@@ -1,0 +1,14 @@
+//! The execution service: what every API calls to run a request. It checks
+//! the request against the pool and the caller's quota (`request`, pure),
+//! then chooses a pool, takes a warm container, runs the stages, retries
+//! once when the answer was lost, and records the metrics (`executions`).
+//! Errors are the domain's; each API turns them into its own answers.
+
+mod executions;
+pub mod request;
+
+pub use executions::{ExecError, Executions, Ran};
+pub use request::{
+    Asked, File, Invalid, Limit, MAX_ARGS, MAX_FILES, MAX_STDIN_BYTES, MIB, MIN_MEMORY_MIB, Memory,
+    Plan, Request, Unit,
+};
