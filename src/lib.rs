@@ -32,13 +32,13 @@ pub mod controller;
 pub mod crd;
 pub mod execution;
 mod http_error;
-pub mod languages;
+mod languages;
 #[cfg(test)]
 mod layering;
 pub mod lxd;
 pub mod metrics;
-pub mod service;
-pub mod settings;
+mod service;
+mod settings;
 pub mod standalone;
-pub mod telemetry;
-pub mod tools;
+mod telemetry;
+mod tools;

@@ -12,15 +12,15 @@
 //!   a request, or why none can), `core::status` (conditions), `smoke`
 //!   (judging).
 
-pub mod core;
-pub mod desired;
+pub(crate) mod core;
+pub(crate) mod desired;
 mod driver;
-pub mod host;
-pub mod image;
-pub mod keys;
-pub mod launcher;
-pub mod plan;
-pub mod smoke;
+pub(crate) mod host;
+pub(crate) mod image;
+pub(crate) mod keys;
+pub(crate) mod launcher;
+pub(crate) mod plan;
+pub(crate) mod smoke;
 
 use std::path::PathBuf;
 use std::time::Duration;

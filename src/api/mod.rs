@@ -5,7 +5,7 @@ mod error;
 mod execute;
 pub mod forward;
 mod info;
-pub mod piston;
+pub(crate) mod piston;
 pub mod types;
 
 use std::net::SocketAddr;

@@ -45,7 +45,7 @@ use super::AppState;
 use super::error::ApiError;
 
 pub use error::PistonError;
-pub use response::{ExecuteResponse, Runtime, Stage};
+pub use response::{ExecuteResponse, Runtime};
 
 use request::{parse, submission};
 use response::{response, runtime_list, served_version};

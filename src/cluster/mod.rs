@@ -2,7 +2,7 @@
 //! API server; it reports its node's entry in each pool's status; and it
 //! finds peer agents to forward executions to.
 
-pub mod changes;
+pub(crate) mod changes;
 pub mod peers;
-pub mod report;
-pub mod source;
+pub(crate) mod report;
+pub(crate) mod source;

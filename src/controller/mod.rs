@@ -3,14 +3,14 @@
 //! deleted pool's containers are gone and one on each image while pools use
 //! it. One replica leads through a Lease.
 
-pub mod aggregate;
-pub mod cache;
-pub mod finalizer;
-pub mod heartbeat;
-pub mod in_use;
+pub(crate) mod aggregate;
+pub(crate) mod cache;
+pub(crate) mod finalizer;
+pub(crate) mod heartbeat;
+pub(crate) mod in_use;
 pub mod leader;
 pub mod reconcile;
-pub mod watch;
+pub(crate) mod watch;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

@@ -1,13 +1,13 @@
 //! Custom resource types (`unsandbox.com/v1alpha1`): types only, plus the pure
 //! validation and status helpers that every role shares.
 
-pub mod condition;
-pub mod executor_pool;
-pub mod labels;
-pub mod language_image;
-pub mod problems;
-pub mod reason;
-pub mod validate;
+pub(crate) mod condition;
+pub(crate) mod executor_pool;
+pub(crate) mod labels;
+pub(crate) mod language_image;
+pub(crate) mod problems;
+pub(crate) mod reason;
+pub(crate) mod validate;
 
 pub use executor_pool::{
     Bounded, ContainerLimits, ExecutionLimits, ExecutorPool, ExecutorPoolSpec, ExecutorPoolStatus,

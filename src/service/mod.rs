@@ -8,7 +8,6 @@ mod executions;
 pub mod request;
 
 pub use executions::{ExecError, Executions, Ran};
-pub use request::{
-    Asked, File, Invalid, Limit, MAX_ARGS, MAX_FILES, MAX_STDIN_BYTES, MIB, MIN_MEMORY_MIB, Memory,
-    Plan, Request, Unit,
-};
+pub use request::{Asked, File, Invalid, Limit, MIN_MEMORY_MIB, Memory, Request, Unit};
+#[cfg(test)]
+pub use request::{MIB, Plan};

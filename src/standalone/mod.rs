@@ -7,8 +7,8 @@
 //! rejected (logged, and listed by `GET /pools`) and the last good version of
 //! its pool or image goes on being served.
 
-pub mod accept;
-pub mod fields;
+pub(crate) mod accept;
+pub(crate) mod fields;
 pub mod files;
 
 use std::path::{Path, PathBuf};

@@ -52,16 +52,6 @@ pub enum CorpusError {
     BelowTarget { accuracy: f64, target: f64 },
 }
 
-impl CorpusError {
-    pub fn metric_label(&self) -> &'static str {
-        match self {
-            CorpusError::Read { .. } => "read",
-            CorpusError::Empty(_) => "empty",
-            CorpusError::BelowTarget { .. } => "below_target",
-        }
-    }
-}
-
 /// A labelled sample: language, file name within the corpus, content.
 struct Sample {
     label: String,

@@ -5,7 +5,7 @@ use axum::response::IntoResponse;
 use serde_json::json;
 
 use super::request::{Asked, Request};
-use super::response::{signal_name, stage};
+use super::response::{Stage, signal_name, stage};
 use super::*;
 use crate::agent::CatalogEntry;
 use crate::crd::{ExecutorPoolSpec, LanguageSpec};

@@ -7,6 +7,10 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::settings::LxdArgs;
 
+mod commands;
+
+pub use commands::main;
+
 /// Run untrusted code in warm, single-use, isolated LXD containers.
 #[derive(Debug, Parser)]
 #[command(name = "unsandbox", version, about)]
