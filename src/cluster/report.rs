@@ -128,6 +128,9 @@ pub fn stamped(entry: &NodePoolStatus, now: Time) -> NodePoolStatus {
     }
 }
 
+/// How long a status change waits for the changes that follow it.
+const COALESCE: Duration = Duration::from_millis(200);
+
 /// Applies entries that changed, or whose heartbeat is due, until the
 /// process ends.
 pub async fn run(client: Client, agent: Agent, stores: Stores, settings: ReportSettings) {
@@ -166,7 +169,12 @@ pub async fn run(client: Client, agent: Agent, stores: Stores, settings: ReportS
             }
         }
         sent.retain(|k, _| now.contains_key(k));
-        tokio::time::sleep(pause).await;
+        // A change of a pool's conditions is published at once, not after
+        // the interval; changes that come in a burst go out together.
+        tokio::select! {
+            _ = tokio::time::sleep(pause) => {}
+            _ = agent.changed() => tokio::time::sleep(COALESCE.min(pause)).await,
+        }
     }
 }
 
