@@ -5,6 +5,7 @@ mod error;
 mod execute;
 pub mod forward;
 mod info;
+mod oversize;
 pub(crate) mod piston;
 pub mod types;
 
@@ -85,6 +86,10 @@ pub fn router_with_auth(state: AppState, max_body_bytes: usize, auth: crate::aut
         .layer(axum::middleware::from_fn_with_state(
             auth,
             crate::auth::check,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            max_body_bytes,
+            oversize::refuse,
         ))
         .layer(TraceLayer::new_for_http().on_failure(on_failure))
         .with_state(state)

@@ -69,6 +69,14 @@ pub struct BenchArgs {
     /// Containers taken and refilled per image and mode with `--refill`.
     #[arg(long, default_value_t = 5)]
     pub refill_samples: usize,
+    /// Measure only how hostile neighbours (CPU spin, fork bomb, memory hog,
+    /// output flood) slow the benchmark program: p50/p99 alone and beside
+    /// them.
+    #[arg(long)]
+    pub hostile: bool,
+    /// Hostile clients running beside the benign one with `--hostile`.
+    #[arg(long, default_value_t = 1)]
+    pub hostile_clients: usize,
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -79,12 +87,16 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[idx.min(sorted.len() - 1)]
 }
 
-fn summarize(mut v: Vec<f64>) -> (f64, f64) {
+pub(super) fn summarize(mut v: Vec<f64>) -> (f64, f64) {
     v.sort_by(f64::total_cmp);
     (percentile(&v, 50.0), percentile(&v, 99.0))
 }
 
-async fn wait_warm(agent: &Agent, want: u32, limit: Duration) -> anyhow::Result<Duration> {
+pub(super) async fn wait_warm(
+    agent: &Agent,
+    want: u32,
+    limit: Duration,
+) -> anyhow::Result<Duration> {
     let start = Instant::now();
     loop {
         let reports = agent.reports();
@@ -246,7 +258,11 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     crate::agent::cleanup(&lxd, &node).await?;
     let (agent, stop_tx, reconciler) =
         start_agent(&args, &lxd, &node, &args.image, args.warm, args.templates).await?;
-    let result = measure(&args, &agent, &lxd).await;
+    let result = if args.hostile {
+        super::bench_hostile::measure(&args, &agent, args.warm).await
+    } else {
+        measure(&args, &agent, &lxd).await
+    };
     let _ = stop_tx.send(true);
     let _ = reconciler.await;
     agent.settle(Duration::from_secs(60)).await;

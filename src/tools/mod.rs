@@ -7,5 +7,6 @@
 
 pub mod accuracy;
 pub mod bench;
+mod bench_hostile;
 pub mod corpus;
 pub mod prove;
