@@ -109,6 +109,14 @@ async fn hostile_programs_beside_a_benign_stream_get_their_verdicts_and_change_n
             "process_limit_exceeded",
         ),
         (
+            "thread bomb",
+            "python",
+            json!({"code": "import threading, time
+while True:
+    threading.Thread(target=time.sleep, args=(100,)).start()"}),
+            "process_limit_exceeded",
+        ),
+        (
             "memory hog",
             "python",
             json!({"code": "a = []\nwhile True:\n    a.append(b'x' * 1000000)"}),

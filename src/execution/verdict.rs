@@ -182,13 +182,15 @@ pub fn stage(out: ExecOutcome) -> StageOutcome {
 
 /// The stage's status once the container's limit events are known. Pure.
 ///
-/// A timeout or an output flood stays what it is (unsandbox ended the
-/// stage; the events go in the message). A stage that failed otherwise
-/// (an exit code, a signal, SIGKILL) while the OOM killer ended one of its
-/// processes hit its memory limit; while forks were refused at the process
-/// limit, it hit that. A stage that exited 0 coped with the event and is
-/// `Ok`. Memory comes first: an OOM kill is what ends a program, a refused
-/// fork is what it may or may not handle.
+/// A stage that failed (an exit code, a signal, SIGKILL) or ran into its
+/// wall time while the OOM killer ended one of its processes hit its memory
+/// limit; while forks were refused at the process limit, it hit that: a
+/// thread or fork bomb whose threads wait forever is named for the limit
+/// it hit, not for the wall time it then ran into (the message says both).
+/// Memory comes first: an OOM kill is what ends a program, a refused fork
+/// is what it may or may not handle. A stage that exited 0 coped with the
+/// event and is `Ok`. An output flood stays what it is (unsandbox cut it;
+/// the events go in the message).
 pub fn judge(status: Status, events: LimitEvents, memory_mib: u32) -> (Status, Option<String>) {
     let oom = events.oom_kills.unwrap_or(0);
     let pids = events.pids_max.unwrap_or(0);
@@ -200,9 +202,13 @@ pub fn judge(status: Status, events: LimitEvents, memory_mib: u32) -> (Status, O
         "the process limit was hit: {pids} fork{} refused",
         if pids == 1 { " was" } else { "s were" }
     );
+    let then = |m: String| match status {
+        Status::Timeout => format!("{m}; then the wall time ran out"),
+        _ => m,
+    };
     match status {
         Status::Ok | Status::CompileError | Status::InternalError => (status, None),
-        Status::Timeout | Status::OutputLimitExceeded => {
+        Status::OutputLimitExceeded => {
             let why: Vec<String> = [(oom > 0, memory), (pids > 0, processes)]
                 .into_iter()
                 .filter_map(|(hit, m)| hit.then_some(m))
@@ -212,8 +218,8 @@ pub fn judge(status: Status, events: LimitEvents, memory_mib: u32) -> (Status, O
                 (!why.is_empty()).then(|| format!("also, {}", why.join("; "))),
             )
         }
-        _ if oom > 0 => (Status::MemoryLimitExceeded, Some(memory)),
-        _ if pids > 0 => (Status::ProcessLimitExceeded, Some(processes)),
+        _ if oom > 0 => (Status::MemoryLimitExceeded, Some(then(memory))),
+        _ if pids > 0 => (Status::ProcessLimitExceeded, Some(then(processes))),
         _ => (status, None),
     }
 }
@@ -388,10 +394,16 @@ mod tests {
         }
         // A program that coped with the limit succeeded.
         assert_eq!(judge(Ok, events(1, 3), 64), (Ok, None));
-        // unsandbox ended it: that stays, the events are told.
+        // A bomb that then waited for its wall time is named for the limit.
         let (status, message) = judge(Timeout, events(0, 3), 64);
-        assert_eq!(status, Timeout);
-        assert!(message.unwrap().contains("process limit"));
+        assert_eq!(status, ProcessLimitExceeded);
+        assert!(
+            message
+                .unwrap()
+                .ends_with("refused; then the wall time ran out")
+        );
+        assert_eq!(judge(Timeout, events(1, 3), 64).0, MemoryLimitExceeded);
+        // An output flood unsandbox cut stays that, the events are told.
         let (status, message) = judge(OutputLimitExceeded, events(1, 0), 64);
         assert_eq!(status, OutputLimitExceeded);
         assert!(message.unwrap().contains("memory limit"));
