@@ -57,6 +57,12 @@ impl From<ChoiceError> for ApiError {
                 ApiError::new(StatusCode::NOT_FOUND, "unknown_language", message)
                     .with(json!({"available": available}))
             }
+            ChoiceError::Ambiguous { meanings, .. } => ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "ambiguous_language",
+                message,
+            )
+            .with(json!({"meanings": meanings})),
             ChoiceError::Blocked { blocker, .. } => ApiError::blocked(&blocker, message),
         }
     }
@@ -251,6 +257,16 @@ mod tests {
             (e.status, e.code),
             (StatusCode::NOT_FOUND, "unknown_language")
         );
+        let e: ApiError = ChoiceError::Ambiguous {
+            language: "py".into(),
+            meanings: vec!["pypy (t/b)".into(), "python (t/a)".into()],
+        }
+        .into();
+        assert_eq!(
+            (e.status, e.code),
+            (StatusCode::UNPROCESSABLE_ENTITY, "ambiguous_language")
+        );
+        assert_eq!(e.extra.unwrap()["meanings"][1], "python (t/a)");
     }
 
     #[test]

@@ -60,6 +60,10 @@ reasons! {
     /// Some languages failed their smoke tests on the host and are not
     /// served there (Degraded).
     LanguagesUnavailable,
+    /// Another pool on the host gives one of this pool's aliases to a
+    /// different language, so requests for that alias are refused as
+    /// ambiguous (Degraded).
+    AliasConflict,
     /// Nothing is wrong (Degraded is `False`).
     Healthy,
     /// The pool has been filled on the host and serves (Ready).
@@ -143,6 +147,7 @@ mod tests {
         (Reason::ImagePending, "ImagePending"),
         (Reason::LaunchFailing, "LaunchFailing"),
         (Reason::LanguagesUnavailable, "LanguagesUnavailable"),
+        (Reason::AliasConflict, "AliasConflict"),
         (Reason::Healthy, "Healthy"),
         (Reason::Warm, "Warm"),
         (Reason::ProvingLanguages, "ProvingLanguages"),

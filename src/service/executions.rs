@@ -88,9 +88,14 @@ impl Executions {
         self.agent.choose(language, tier)
     }
 
-    /// Chooses the pool for `req` and runs it there (see `run`).
+    /// Chooses the pool for `req` (one whose maxima fit the limits it
+    /// asks, where there is one) and runs it there (see `run`).
     pub async fn execute(&self, req: Request, started: Instant) -> Result<Ran, ExecError> {
-        let choice = self.choose(&req.language, req.tier)?;
+        let asked = &req.asked;
+        let fits = |_: &crate::crd::LanguageSpec, pool: &crate::crd::ExecutorPoolSpec| {
+            super::request::fits(asked, pool)
+        };
+        let choice = self.agent.choose_fitting(&req.language, req.tier, &fits)?;
         self.run(choice, req, started).await
     }
 

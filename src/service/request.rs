@@ -275,6 +275,12 @@ fn files(files: Vec<File>, source_file: &str) -> Result<Vec<(String, Vec<u8>)>, 
 
 /// The limits of both stages: what the request asked for where the pool
 /// allows it, the pool's defaults elsewhere.
+/// Whether `pool` can honour the limits asked (within its maxima), so a
+/// pool that can is chosen over one that cannot.
+pub fn fits(a: &Asked, pool: &ExecutorPoolSpec) -> bool {
+    limits(a, pool).is_ok()
+}
+
 fn limits(a: &Asked, pool: &ExecutorPoolSpec) -> Result<Limits, Invalid> {
     let ex = &pool.execution;
     let l = &pool.limits;

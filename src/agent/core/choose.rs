@@ -4,11 +4,12 @@
 //! that failed its smoke tests or a tier no pool offers will not (permanent).
 //! Pure over the agent's state.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 use crate::crd::{ExecutorPoolSpec, LanguageSpec, NetworkTier, Reason};
 
-use super::{Core, PoolRuntime};
+use super::{Core, PoolKey, PoolRuntime};
 
 /// The pool chosen for an execution, with what the request needs from it.
 #[derive(Debug, Clone)]
@@ -30,6 +31,14 @@ pub enum ChoiceError {
         language: String,
         /// Languages served here.
         available: Vec<String>,
+    },
+    /// The name is no language's name, and pools give it as an alias to
+    /// different languages: the request must name one.
+    #[error("{language:?} is an alias of more than one language here: {}; name the language", meanings.join(", "))]
+    Ambiguous {
+        language: String,
+        /// `language (pool)` for each meaning.
+        meanings: Vec<String>,
     },
     /// Pools know the language, but none can run it now; `blocker` says why.
     #[error("{language} with network tier {tier}: {blocker}")]
@@ -183,9 +192,28 @@ pub fn verdict(blockers: Vec<Blocker>, offered: Vec<NetworkTier>) -> Blocker {
         .unwrap_or(Blocker::TierUnavailable { offered })
 }
 
-/// Picks the pool for `language` (a name or alias) and `tier`: among the
-/// pools that serve it, the one with the most warm containers.
+/// Whether a pool can honour a request beyond its language and tier (its
+/// limits within the pool's maxima).
+pub type Fits<'a> = &'a dyn Fn(&LanguageSpec, &ExecutorPoolSpec) -> bool;
+
+/// Picks the pool for `language` (a name or alias) and `tier` (see
+/// `choose_fitting`), whatever the request asks of it.
 pub fn choose(st: &Core, language: &str, tier: NetworkTier) -> Result<Choice, ChoiceError> {
+    choose_fitting(st, language, tier, &|_, _| true)
+}
+
+/// Picks the pool for `language` and `tier`. A language's exact name beats
+/// an alias: `sh` is the language named `sh` wherever one is, never another
+/// language's alias. An alias that pools give to different languages is
+/// ambiguous and refused. Among the pools that serve the language, one that
+/// `fits` the request beats one that does not (which then answers precisely
+/// why), then the one with the most warm containers.
+pub fn choose_fitting(
+    st: &Core,
+    language: &str,
+    tier: NetworkTier,
+    fits: Fits<'_>,
+) -> Result<Choice, ChoiceError> {
     let blocked = |blocker| ChoiceError::Blocked {
         language: language.to_string(),
         tier,
@@ -194,12 +222,36 @@ pub fn choose(st: &Core, language: &str, tier: NetworkTier) -> Result<Choice, Ch
     if !st.listed {
         return Err(blocked(Blocker::Starting));
     }
+    let exact = st.pools.values().any(|p| {
+        p.languages()
+            .iter()
+            .any(|l| l.name.eq_ignore_ascii_case(language))
+    });
+    let means = |l: &LanguageSpec| {
+        if exact {
+            l.name.eq_ignore_ascii_case(language)
+        } else {
+            l.answers_to(language)
+        }
+    };
+    if !exact {
+        let meanings = meanings(st, language);
+        if meanings.len() > 1 {
+            return Err(ChoiceError::Ambiguous {
+                language: language.to_string(),
+                meanings: meanings
+                    .into_iter()
+                    .map(|(name, pools)| format!("{name} ({})", pools.join(", ")))
+                    .collect(),
+            });
+        }
+    }
     let mut known = false;
     let mut offered: Vec<NetworkTier> = Vec::new();
     let mut blockers = Vec::new();
-    let mut best: Option<(usize, Choice)> = None;
+    let mut best: Option<((bool, usize), Choice)> = None;
     for (key, p) in &st.pools {
-        let Some(lang) = p.languages().iter().find(|l| l.answers_to(language)) else {
+        let Some(lang) = p.languages().iter().find(|l| means(l)) else {
             continue;
         };
         known = true;
@@ -214,14 +266,14 @@ pub fn choose(st: &Core, language: &str, tier: NetworkTier) -> Result<Choice, Ch
             blockers.push(b);
             continue;
         }
-        let warm = p.warm.len();
-        if best.as_ref().is_none_or(|(w, _)| warm > *w) {
+        let rank = (fits(lang, &p.resolved.spec), p.warm.len());
+        if best.as_ref().is_none_or(|(r, _)| rank > *r) {
             let choice = Choice {
                 pool: key.to_string(),
                 language: lang.clone(),
                 spec: p.resolved.spec.clone(),
             };
-            best = Some((warm, choice));
+            best = Some((rank, choice));
         }
     }
     match best {
@@ -232,6 +284,62 @@ pub fn choose(st: &Core, language: &str, tier: NetworkTier) -> Result<Choice, Ch
             available: served(st),
         }),
     }
+}
+
+/// The languages that pools give `alias` to as an alias, each with the
+/// pools that do, sorted.
+fn meanings(st: &Core, alias: &str) -> BTreeMap<String, Vec<String>> {
+    let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for (key, p) in &st.pools {
+        for l in p.languages().iter().filter(|l| l.answers_to(alias)) {
+            out.entry(l.name.clone()).or_default().push(key.to_string());
+        }
+    }
+    out
+}
+
+/// For each pool, its aliases that another pool gives to a different
+/// language (and that are no language's name, which would win): requests
+/// for them are refused as ambiguous. Pure.
+pub fn alias_conflicts(pools: &BTreeMap<PoolKey, PoolRuntime>) -> BTreeMap<PoolKey, Vec<String>> {
+    let names: BTreeSet<String> = pools
+        .values()
+        .flat_map(|p| p.languages().iter().map(|l| l.name.to_ascii_lowercase()))
+        .collect();
+    let mut claims: BTreeMap<String, BTreeMap<String, Vec<&PoolKey>>> = BTreeMap::new();
+    for (key, p) in pools {
+        for l in p.languages() {
+            for a in &l.aliases {
+                claims
+                    .entry(a.to_ascii_lowercase())
+                    .or_default()
+                    .entry(l.name.clone())
+                    .or_default()
+                    .push(key);
+            }
+        }
+    }
+    let mut out: BTreeMap<PoolKey, Vec<String>> = BTreeMap::new();
+    for (alias, by_language) in claims {
+        if by_language.len() < 2 || names.contains(&alias) {
+            continue;
+        }
+        let told: Vec<String> = by_language
+            .iter()
+            .map(|(name, pools)| {
+                let pools: Vec<&str> = pools.iter().map(|k| k.as_str()).collect();
+                format!("{name} ({})", pools.join(", "))
+            })
+            .collect();
+        let message = format!("alias {alias} means {}", told.join(" and "));
+        for key in by_language.values().flatten() {
+            out.entry((*key).clone()).or_default().push(message.clone());
+        }
+    }
+    for v in out.values_mut() {
+        v.dedup();
+    }
+    out
 }
 
 /// What keeps this host from serving everything it will serve soon: not
@@ -471,6 +579,140 @@ mod tests {
                 language: "cobol".into(),
                 available: vec!["python".into()],
             }
+        );
+    }
+
+    /// A ready pool `key` of `image` (languages YAML) with `spec`, every
+    /// language proven, `warm` containers warm.
+    fn serving(key: &str, languages: &str, spec: &str, warm: usize) -> PoolRuntime {
+        let image = format!("source: {{recipe: small}}\nlanguages:\n{languages}");
+        let mut p = PoolRuntime::new(ResolvedPool {
+            key: key.into(),
+            name: key.rsplit('/').next().unwrap().into(),
+            generation: None,
+            spec: serde_yaml::from_str(spec).unwrap(),
+            warm: warm as u32,
+            image: Some(serde_yaml::from_str(&image).unwrap()),
+            problem: None,
+        });
+        p.hash = Some("h".into());
+        let checks = p.languages().iter().map(|l| check(&l.name, true)).collect();
+        p.smoke = Some((p.smoke_key().unwrap(), checks));
+        for i in 0..warm {
+            p.warm.push_back(format!("{key}-{i}").as_str().into());
+        }
+        p
+    }
+
+    #[test]
+    fn an_exact_name_beats_another_languages_alias() {
+        let small = serving(
+            "t/small",
+            "- {name: bash, aliases: [sh], sourceFile: m.sh, run: bash m.sh}\n",
+            "image: small",
+            5,
+        );
+        let poly = serving(
+            "t/poly",
+            "- {name: sh, aliases: [dash], sourceFile: m.sh, run: dash m.sh}\n",
+            "image: small",
+            1,
+        );
+        let st = state(vec![("t/small", small), ("t/poly", poly)]);
+        for _ in 0..3 {
+            let c = choose(&st, "sh", NetworkTier::Zerotrust).unwrap();
+            assert_eq!(
+                (c.pool.as_str(), c.language.name.as_str()),
+                ("t/poly", "sh")
+            );
+        }
+        assert_eq!(
+            choose(&st, "bash", NetworkTier::Zerotrust).unwrap().pool,
+            "t/small"
+        );
+        assert!(
+            alias_conflicts(&st.pools).is_empty(),
+            "a name wins: no conflict"
+        );
+    }
+
+    #[test]
+    fn an_alias_two_pools_give_to_different_languages_is_refused_and_reported() {
+        let a = serving(
+            "t/a",
+            "- {name: python, aliases: [py], sourceFile: m.py, run: python3 m.py}\n",
+            "image: small",
+            1,
+        );
+        let b = serving(
+            "t/b",
+            "- {name: pypy, aliases: [py], sourceFile: m.py, run: pypy m.py}\n",
+            "image: small",
+            1,
+        );
+        let st = state(vec![("t/a", a), ("t/b", b)]);
+        let e = choose(&st, "py", NetworkTier::Zerotrust).unwrap_err();
+        assert_eq!(
+            e,
+            ChoiceError::Ambiguous {
+                language: "py".into(),
+                meanings: vec!["pypy (t/b)".into(), "python (t/a)".into()],
+            }
+        );
+        assert!(e.to_string().contains("name the language"), "{e}");
+        let conflicts = alias_conflicts(&st.pools);
+        assert_eq!(conflicts.len(), 2);
+        assert_eq!(
+            conflicts[&PoolKey::parse("t/a")],
+            ["alias py means pypy (t/b) and python (t/a)"]
+        );
+        let conds = crate::agent::status::conditions(&{
+            let mut p = serving(
+                "t/a",
+                "- {name: python, aliases: [py], sourceFile: m.py, run: python3 m.py}\n",
+                "image: small",
+                1,
+            );
+            p.alias_conflicts = conflicts[&PoolKey::parse("t/a")].clone();
+            p
+        });
+        assert_eq!(conds[1].reason, Reason::AliasConflict);
+        // The same language under the same alias in two pools is no conflict.
+        let c = serving(
+            "t/c",
+            "- {name: python, aliases: [py], sourceFile: m.py, run: python3 m.py}\n",
+            "image: small",
+            1,
+        );
+        let st = state(vec![("t/c", c), ("t/a", proven("zerotrust"))]);
+        assert!(alias_conflicts(&st.pools).is_empty());
+        assert_eq!(
+            choose(&st, "py", NetworkTier::Zerotrust)
+                .unwrap()
+                .language
+                .name,
+            "python"
+        );
+    }
+
+    #[test]
+    fn a_pool_whose_maxima_fit_the_request_beats_a_warmer_one() {
+        let py = "- {name: python, sourceFile: m.py, run: python3 m.py}\n";
+        let small = serving("t/small", py, "image: small\nlimits: {memoryMib: 256}", 9);
+        let big = serving("t/big", py, "image: small\nlimits: {memoryMib: 1024}", 1);
+        let st = state(vec![("t/small", small), ("t/big", big)]);
+        let wants_512 = |_: &LanguageSpec, spec: &ExecutorPoolSpec| spec.limits.memory_mib >= 512;
+        for _ in 0..4 {
+            let c = choose_fitting(&st, "python", NetworkTier::Zerotrust, &wants_512).unwrap();
+            assert_eq!(c.pool, "t/big");
+        }
+        // With no fitting pool the warmest answers (and says why not).
+        let wants_4096 = |_: &LanguageSpec, spec: &ExecutorPoolSpec| spec.limits.memory_mib >= 4096;
+        let c = choose_fitting(&st, "python", NetworkTier::Zerotrust, &wants_4096).unwrap();
+        assert_eq!(c.pool, "t/small");
+        assert_eq!(
+            choose(&st, "python", NetworkTier::Zerotrust).unwrap().pool,
+            "t/small"
         );
     }
 }

@@ -498,6 +498,10 @@ impl Core {
                 out.push(self.destroy(c, key.clone()));
             }
         }
+        let conflicts = choose::alias_conflicts(&self.pools);
+        for (key, p) in self.pools.iter_mut() {
+            p.alias_conflicts = conflicts.get(key).cloned().unwrap_or_default();
+        }
         for s in image_jobs {
             self.images.insert(s.clone(), ImageState::Pending);
             out.push(Effect::EnsureImage(s));

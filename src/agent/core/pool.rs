@@ -47,6 +47,8 @@ pub struct PoolRuntime {
     pub(super) smoke_running: Option<String>,
     /// Versions recorded in the pool's image, by language.
     pub(super) versions: BTreeMap<String, String>,
+    /// This pool's aliases that another pool gives to a different language.
+    pub(super) alias_conflicts: Vec<String>,
     /// The pool's conditions on this host as last observed, with the times
     /// they last changed.
     pub(super) observed_conditions: Vec<Condition>,
@@ -72,6 +74,7 @@ impl PoolRuntime {
             smoke: None,
             smoke_running: None,
             versions: BTreeMap::new(),
+            alias_conflicts: Vec::new(),
             observed_conditions: Vec::new(),
         }
     }

@@ -118,6 +118,15 @@ pub fn conditions(p: &PoolRuntime) -> Vec<Desired> {
                 failed_languages.join("; ")
             ),
         ),
+        _ if !p.alias_conflicts.is_empty() => Desired::new(
+            DEGRADED,
+            true,
+            Reason::AliasConflict,
+            format!(
+                "requests for these aliases are refused as ambiguous and must name the language: {}",
+                p.alias_conflicts.join("; ")
+            ),
+        ),
         _ => Desired::new(DEGRADED, false, Reason::Healthy, "no failures"),
     };
     // Ready once the pool has been full; the counts say how full it is now.

@@ -183,6 +183,17 @@ impl Agent {
         choose::choose(&self.inner.lock().core, language, tier)
     }
 
+    /// Picks the pool for `language` and `tier` that also `fits` the
+    /// request, if one does (see `choose::choose_fitting`).
+    pub fn choose_fitting(
+        &self,
+        language: &str,
+        tier: NetworkTier,
+        fits: choose::Fits<'_>,
+    ) -> Result<Choice, ChoiceError> {
+        choose::choose_fitting(&self.inner.lock().core, language, tier, fits)
+    }
+
     /// What this host is still getting ready for (see `choose::pending`).
     pub fn pending(&self) -> Option<Blocker> {
         choose::pending(&self.inner.lock().core)
