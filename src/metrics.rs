@@ -51,6 +51,7 @@ pub struct Metrics {
     pub execution_seconds: Family<PoolLabels, Histogram>,
     pub queue_seconds: Family<PoolLabels, Histogram>,
     pub containers: Family<PoolStateLabels, Gauge>,
+    pub warm_target: Family<PoolLabels, Gauge>,
     pub launches: Family<ResultLabels, Counter>,
     pub launch_seconds: Family<PoolLabels, Histogram>,
     pub destroys: Family<ResultLabels, Counter>,
@@ -75,6 +76,7 @@ impl Metrics {
             Histogram::new(latency_buckets())
         });
         let containers = Family::<PoolStateLabels, Gauge>::default();
+        let warm_target = Family::<PoolLabels, Gauge>::default();
         let launches = Family::<ResultLabels, Counter>::default();
         let launch_seconds = Family::<PoolLabels, Histogram>::new_with_constructor(|| {
             Histogram::new(latency_buckets())
@@ -110,6 +112,11 @@ impl Metrics {
             containers.clone(),
         );
         agent.register(
+            "warm_target",
+            "Warm containers the pool wants on this host now (fixed, or chosen by autoscale)",
+            warm_target.clone(),
+        );
+        agent.register(
             "launches",
             "Container launches by pool and result",
             launches.clone(),
@@ -135,6 +142,7 @@ impl Metrics {
             execution_seconds,
             queue_seconds,
             containers,
+            warm_target,
             launches,
             launch_seconds,
             destroys,

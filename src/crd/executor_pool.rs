@@ -42,6 +42,12 @@ pub struct ExecutorPoolSpec {
     #[serde(default = "default_warm")]
     #[schemars(range(max = 1000))]
     pub warm: u32,
+    /// Warm containers that follow demand instead of a fixed count: each
+    /// host keeps between `min` and `max`, sized to ride out the bursts it
+    /// saw in the last minute. When set, `warm` and `nodeOverrides` are not
+    /// used.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub autoscale: Option<Autoscale>,
     /// Per-node warm counts that replace `warm` on the named nodes.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 5000))]
@@ -68,6 +74,33 @@ fn default_warm() -> u32 {
 }
 fn default_max_concurrent() -> u32 {
     16
+}
+
+/// Demand-driven warm containers. Each host measures how fast its
+/// containers are taken (the busiest 5-second span of the last minute) and
+/// how long a replacement takes to launch, and keeps `rate × launch time ×
+/// headroom` warm (Little's law), within `min` and `max`. A quiet minute
+/// brings it back to `min`; under host memory pressure it keeps `min`.
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("self.min <= self.max").message("min must not exceed max"))]
+pub struct Autoscale {
+    /// Warm containers kept on each host however quiet it is.
+    #[serde(default)]
+    #[schemars(range(max = 1000))]
+    pub min: u32,
+    /// Warm containers kept on each host at most, however busy it is.
+    #[schemars(range(min = 1, max = 1000))]
+    pub max: u32,
+    /// Percent of the measured need kept warm, for bursts above the one
+    /// seen (150: half as much again).
+    #[serde(default = "default_headroom")]
+    #[schemars(range(min = 100, max = 1000))]
+    pub headroom_percent: u32,
+}
+
+fn default_headroom() -> u32 {
+    150
 }
 
 /// A warm count for one node that replaces the pool-wide one.

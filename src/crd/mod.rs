@@ -10,8 +10,8 @@ pub(crate) mod reason;
 pub(crate) mod validate;
 
 pub use executor_pool::{
-    Bounded, ContainerLimits, ExecutionLimits, ExecutorPool, ExecutorPoolSpec, ExecutorPoolStatus,
-    NetworkTier, NodeOverride, NodePoolStatus, UnavailableLanguage,
+    Autoscale, Bounded, ContainerLimits, ExecutionLimits, ExecutorPool, ExecutorPoolSpec,
+    ExecutorPoolStatus, NetworkTier, NodeOverride, NodePoolStatus, UnavailableLanguage,
 };
 pub use language_image::{
     ImageSource, LanguageImage, LanguageImageSpec, LanguageImageStatus, LanguageSpec, SmokeTest,

@@ -30,6 +30,26 @@ pub fn pool(spec: &ExecutorPoolSpec) -> Result<(), Invalid> {
             spec.warm
         ));
     }
+    if let Some(a) = &spec.autoscale {
+        if a.min > a.max {
+            p.push(format!(
+                "spec.autoscale: min {} is above max {}",
+                a.min, a.max
+            ));
+        }
+        if a.max == 0 || a.max > 1000 {
+            p.push(format!(
+                "spec.autoscale.max: {} is not between 1 and 1000",
+                a.max
+            ));
+        }
+        if !(100..=1000).contains(&a.headroom_percent) {
+            p.push(format!(
+                "spec.autoscale.headroomPercent: {} is not between 100 and 1000",
+                a.headroom_percent
+            ));
+        }
+    }
     let mut seen = BTreeSet::new();
     for (i, o) in spec.node_overrides.iter().enumerate() {
         if o.warm > 1000 {

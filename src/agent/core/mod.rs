@@ -6,6 +6,7 @@
 //! method, so the warm queue and the per-pool counts cannot drift apart.
 
 pub mod choose;
+mod demand;
 mod effect;
 mod ids;
 mod pool;
@@ -64,8 +65,10 @@ pub struct ImageReady {
 pub struct Tracked {
     pub pool: PoolKey,
     pub phase: Phase,
-    /// The shape it was launched with (launches only).
+    /// The shape it was launched with, and when the launch was ordered
+    /// (launches only).
     shape: Option<ShapeHash>,
+    since: Option<Instant>,
 }
 
 /// Why a container could not be taken.
@@ -93,6 +96,9 @@ pub struct Core {
     pools: BTreeMap<PoolKey, PoolRuntime>,
     containers: HashMap<ContainerName, Tracked>,
     images: HashMap<ImageSource, ImageState>,
+    /// Whether the host is short of memory: autoscaled pools keep their
+    /// minimum.
+    pressure: bool,
 }
 
 impl Core {
@@ -106,6 +112,7 @@ impl Core {
             pools: BTreeMap::new(),
             containers: HashMap::new(),
             images: HashMap::new(),
+            pressure: false,
         }
     }
 
@@ -185,6 +192,16 @@ impl Core {
         self.images.insert(source, state);
     }
 
+    /// The host's memory is short (or no longer): autoscaled pools shrink
+    /// their warm capacity to their minimum first, before anything running
+    /// is hurt.
+    pub fn memory_pressure(&mut self, short: bool) {
+        if short != self.pressure {
+            tracing::info!(short, "host memory pressure changed");
+        }
+        self.pressure = short;
+    }
+
     /// One pass: applies the desired pools, fills each to its warm count,
     /// trims surplus, starts smoke suites, and records each pool's
     /// conditions with the times they changed (`wall`).
@@ -193,6 +210,7 @@ impl Core {
             return vec![];
         }
         let mut out = self.apply(now);
+        self.autoscale(now);
         self.fill(now, &mut out);
         self.prove(now, &mut out);
         self.observe(wall, &mut out);
@@ -303,6 +321,9 @@ impl Core {
         let pool = self.pools.get_mut(&t.pool);
         match (pool, outcome) {
             (Some(p), LaunchOutcome::Ready) => {
+                if let Some(since) = t.since {
+                    p.demand.launched(now.saturating_duration_since(since));
+                }
                 p.failures = 0;
                 p.backoff_until = None;
                 p.last_error = None;
@@ -331,11 +352,11 @@ impl Core {
     }
 
     /// Takes the oldest warm container of `pool` for one execution.
-    pub fn take(&mut self, pool: &str) -> Result<ContainerName, TakeError> {
+    pub fn take(&mut self, pool: &str, now: Instant) -> Result<ContainerName, TakeError> {
         let key = PoolKey::parse(pool);
         let p = self
             .pools
-            .get(&key)
+            .get_mut(&key)
             .filter(|p| p.serving())
             .ok_or(TakeError::NotServed)?;
         let Some(container) = p.warm.front().cloned() else {
@@ -343,6 +364,7 @@ impl Core {
                 none_can_come: p.none_can_come(),
             });
         };
+        p.demand.took(now);
         self.enter(&container, Some(tracked(&key, Phase::Busy)));
         Ok(container)
     }
@@ -541,9 +563,29 @@ impl Core {
                 };
                 let mut t = tracked(&key, Phase::Launching);
                 t.shape = Some(shape.clone());
+                t.since = Some(now);
                 self.enter(&order.container, Some(t));
                 out.push(Effect::Launch(order));
             }
+        }
+    }
+
+    /// Chooses the warm target of every autoscaled pool from its demand.
+    fn autoscale(&mut self, now: Instant) {
+        for (key, p) in self.pools.iter_mut() {
+            let next = p
+                .resolved
+                .spec
+                .autoscale
+                .as_ref()
+                .map(|scale| p.demand.target(scale, now, self.pressure));
+            let before = p.autoscaled.as_ref().map(|t| t.warm);
+            if let (Some(before), Some(t)) = (before, &next)
+                && before != t.warm
+            {
+                tracing::info!(pool = %key, from = before, to = t.warm, why = %t.why, "autoscale");
+            }
+            p.autoscaled = next;
         }
     }
 
@@ -678,5 +720,6 @@ fn tracked(pool: &PoolKey, phase: Phase) -> Tracked {
         pool: pool.clone(),
         phase,
         shape: None,
+        since: None,
     }
 }

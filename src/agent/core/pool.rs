@@ -10,6 +10,7 @@ use crate::crd::{LanguageSpec, UnavailableLanguage};
 
 use super::super::desired::{Problem, ResolvedPool};
 use super::super::smoke::{self, LanguageCheck};
+use super::demand::{Demand, Target};
 use super::ids::{ContainerName, PoolKey, ShapeHash};
 
 /// One pool on this host.
@@ -49,6 +50,10 @@ pub struct PoolRuntime {
     pub(super) versions: BTreeMap<String, String>,
     /// This pool's aliases that another pool gives to a different language.
     pub(super) alias_conflicts: Vec<String>,
+    /// What this host saw of the pool's demand (for `spec.autoscale`).
+    pub(super) demand: Demand,
+    /// The warm count autoscale chose on the last pass, and why.
+    pub(super) autoscaled: Option<Target>,
     /// The pool's conditions on this host as last observed, with the times
     /// they last changed.
     pub(super) observed_conditions: Vec<Condition>,
@@ -75,6 +80,8 @@ impl PoolRuntime {
             smoke_running: None,
             versions: BTreeMap::new(),
             alias_conflicts: Vec::new(),
+            demand: Demand::default(),
+            autoscaled: None,
             observed_conditions: Vec::new(),
         }
     }
@@ -123,13 +130,19 @@ impl PoolRuntime {
         self.hash.as_ref()
     }
 
-    /// The warm target on this host; zero while the pool cannot be served.
+    /// The warm target on this host: the fixed count, or the one autoscale
+    /// chose; zero while the pool cannot be served.
     pub fn target(&self) -> u32 {
-        if self.serving() {
-            self.resolved.warm
-        } else {
-            0
+        match (self.serving(), &self.autoscaled) {
+            (false, _) => 0,
+            (true, Some(t)) => t.warm,
+            (true, None) => self.resolved.warm,
         }
+    }
+
+    /// Why autoscale chose the current target, when the pool autoscales.
+    pub fn autoscale_reason(&self) -> Option<&str> {
+        self.autoscaled.as_ref().map(|t| t.why.as_str())
     }
 
     /// Whether the pool is served: valid, image present.

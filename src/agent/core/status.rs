@@ -59,7 +59,11 @@ pub fn node_status(p: &PoolRuntime, node: &str) -> NodePoolStatus {
         .or_else(|| p.last_error.clone());
     NodePoolStatus {
         node: node.to_string(),
-        desired: p.resolved.warm,
+        desired: if p.autoscaled.is_some() {
+            p.target()
+        } else {
+            p.resolved.warm
+        },
         warm: p.warm.len() as u32,
         busy: p.busy,
         launching: p.launching,
@@ -130,10 +134,13 @@ pub fn conditions(p: &PoolRuntime) -> Vec<Desired> {
         _ => Desired::new(DEGRADED, false, Reason::Healthy, "no failures"),
     };
     // Ready once the pool has been full; the counts say how full it is now.
-    let counts = format!(
+    let mut counts = format!(
         "{warm}/{target} warm, {} launching, {} busy",
         p.launching, p.busy
     );
+    if let Some(why) = p.autoscale_reason() {
+        counts.push_str(&format!(" (autoscale: {why})"));
+    }
     let ready = if p.ready() {
         Desired::new(READY, true, Reason::Warm, counts)
     } else if p.smoke_results().is_none() {

@@ -169,7 +169,7 @@ fn a_pool_fills_to_its_warm_count_and_proves_its_languages_once() {
 fn a_taken_container_is_destroyed_and_replaced_at_once() {
     let mut core = filled(2);
     let now = Instant::now();
-    let c = core.take("t/p").unwrap();
+    let c = core.take("t/p", Instant::now()).unwrap();
     let p = core.pool("t/p").unwrap();
     assert_eq!((p.warm_count(), p.busy()), (1, 1));
     let out = core.tick(now, wall());
@@ -210,7 +210,7 @@ fn shrinking_trims_the_oldest_and_a_shape_change_replaces_everything() {
 fn a_deleted_pool_destroys_its_warm_containers_and_keeps_busy_ones_until_released() {
     let mut core = filled(2);
     let now = Instant::now();
-    let busy = core.take("t/p").unwrap();
+    let busy = core.take("t/p", Instant::now()).unwrap();
     core.tick(now, wall());
     core.resources(&resources(vec![]));
     let out = core.tick(now, wall());
@@ -365,20 +365,23 @@ fn an_image_that_cannot_be_had_is_a_problem_and_is_tried_again() {
 #[test]
 fn take_says_whether_waiting_can_help() {
     let mut core = filled(1);
-    assert!(core.take("t/p").is_ok());
+    assert!(core.take("t/p", Instant::now()).is_ok());
     assert_eq!(
-        core.take("t/p"),
+        core.take("t/p", Instant::now()),
         Err(TakeError::Empty {
             none_can_come: false
         })
     );
-    assert_eq!(core.take("t/nope"), Err(TakeError::NotServed));
+    assert_eq!(
+        core.take("t/nope", Instant::now()),
+        Err(TakeError::NotServed)
+    );
     let mut zero = filled(1);
     zero.resources(&resources(vec![pool(0, 256)]));
     zero.tick(Instant::now(), wall());
     assert_eq!(zero.none_can_come("t/p"), Some(true));
     assert_eq!(
-        zero.take("t/p"),
+        zero.take("t/p", Instant::now()),
         Err(TakeError::Empty {
             none_can_come: true
         })
@@ -392,4 +395,72 @@ fn a_drained_core_ignores_later_resources() {
     assert!(!core.resources(&resources(vec![pool(1, 256)])));
     assert!(launches(&core.tick(Instant::now(), wall())).is_empty());
     assert!(core.pools().next().is_none());
+}
+
+#[test]
+fn an_autoscaled_pool_follows_its_demand() {
+    let mut autoscaled = pool(1, 256);
+    autoscaled.spec.autoscale = Some(crate::crd::Autoscale {
+        min: 1,
+        max: 8,
+        headroom_percent: 150,
+    });
+    let start = Instant::now();
+    let mut core = Core::new("n1");
+    core.resources(&resources(vec![autoscaled]));
+    core.tick(start, wall());
+    let source = crate::crd::ImageSource {
+        alias: Some("unsandbox-small".into()),
+        ..Default::default()
+    };
+    core.image_resolved(source, Ok(ready_image()), start);
+    core.tick(start, wall());
+    core.listing(&[]);
+    let out = core.tick(start, wall());
+    assert_eq!(launches(&out).len(), 1, "quiet: the minimum");
+    let p = core.pool("t/p").unwrap();
+    assert!(p.autoscale_reason().unwrap().contains("0.0 takes/s"));
+
+    // Launches take 2 s; then 10 containers are taken in 5 s (2/s):
+    // 2/s × 2 s × 1.5 = 6 warm.
+    let first = launches(&out)[0].container.clone();
+    let ready = start + Duration::from_secs(2);
+    core.launched(&first, LaunchOutcome::Ready, ready);
+    for i in 0..10u64 {
+        let now = ready + Duration::from_millis(500 * i);
+        let out = core.tick(now, wall());
+        for o in launches(&out) {
+            core.launched(
+                &o.container,
+                LaunchOutcome::Ready,
+                now + Duration::from_secs(2),
+            );
+        }
+        if let Ok(c) = core.take("t/p", now) {
+            core.released(&c);
+            core.destroyed(&c);
+        }
+    }
+    let now = ready + Duration::from_secs(5);
+    core.tick(now, wall());
+    let p = core.pool("t/p").unwrap();
+    assert_eq!(p.target(), 6, "{:?}", p.autoscale_reason());
+    let report = status::node_status(p, "n1");
+    assert_eq!(report.desired, 6);
+    assert!(
+        p.observed_conditions()[0].message.contains("autoscale: "),
+        "{:?}",
+        p.observed_conditions()
+    );
+
+    // Host memory pressure: back to the minimum at once.
+    core.memory_pressure(true);
+    let out = core.tick(now, wall());
+    assert_eq!(core.pool("t/p").unwrap().target(), 1);
+    assert!(!destroys(&out).is_empty(), "surplus warm containers go");
+    core.memory_pressure(false);
+
+    // A quiet minute later: the minimum again.
+    core.tick(now + Duration::from_secs(61), wall());
+    assert_eq!(core.pool("t/p").unwrap().target(), 1);
 }

@@ -135,7 +135,7 @@ impl Agent {
             let notified = self.inner.warm_added.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            let taken = self.inner.lock().core.take(pool);
+            let taken = self.inner.lock().core.take(pool, Instant::now());
             match taken {
                 Ok(container) => {
                     self.wake();

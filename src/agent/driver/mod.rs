@@ -4,6 +4,7 @@
 
 mod effects;
 mod lease;
+mod pressure;
 mod run;
 #[cfg(test)]
 mod tests;

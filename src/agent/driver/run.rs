@@ -68,7 +68,9 @@ impl Agent {
 
     /// Lets the core decide, and sizes the execution slots to what it decided.
     fn tick(&self) -> Vec<Effect> {
+        let short = super::pressure::memory_short();
         let mut st = self.inner.lock();
+        st.core.memory_pressure(short);
         let effects = st.core.tick(Instant::now(), Timestamp::now());
         st.resize_slots();
         effects
@@ -102,6 +104,11 @@ impl Agent {
             m.set_containers(key.as_str(), "warm", p.warm_count());
             m.set_containers(key.as_str(), "busy", p.busy());
             m.set_containers(key.as_str(), "launching", p.launching());
+            m.warm_target
+                .get_or_create(&crate::metrics::PoolLabels {
+                    pool: key.to_string(),
+                })
+                .set(i64::from(p.target()));
         }
     }
 

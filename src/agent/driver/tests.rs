@@ -289,3 +289,52 @@ async fn a_status_change_wakes_the_reporter() {
         .await
         .expect("the first conditions are a change");
 }
+
+#[tokio::test]
+async fn an_autoscaled_pool_grows_under_a_burst() {
+    let host = Arc::new(FakeHost::with_launch_delay(
+        "n1",
+        Duration::from_millis(300),
+    ));
+    let mut p = pool(1);
+    p.spec.autoscale = Some(crate::crd::Autoscale {
+        min: 1,
+        max: 6,
+        headroom_percent: 150,
+    });
+    let n = node(&host, listed(vec![p]));
+    until(&n.agent, "pool ready", ready).await;
+    assert_eq!(n.agent.reports()[0].node.desired, 1, "quiet: the minimum");
+    let looping = n.agent.clone();
+    let run = tokio::spawn(async move { looping.run(std::future::pending()).await });
+    // Four clients, three executions each, back to back: each waits for
+    // a container, and launches take a second.
+    let clients = (0..4).map(|_| {
+        let agent = n.agent.clone();
+        tokio::spawn(async move {
+            for _ in 0..3 {
+                let lease = agent
+                    .acquire("t/p", Instant::now() + Duration::from_secs(10))
+                    .await
+                    .unwrap();
+                drop(lease);
+            }
+        })
+    });
+    for c in futures::future::join_all(clients).await {
+        c.unwrap();
+    }
+    until(&n.agent, "the target grew", |a| {
+        a.reports()[0].node.desired > 1
+    })
+    .await;
+    until(&n.agent, "filled to it", |a| {
+        a.warm_of("t/p") == a.reports()[0].node.desired
+    })
+    .await;
+    let r = &n.agent.reports()[0];
+    assert!(r.node.desired <= 6);
+    let ready = r.conditions.iter().find(|c| c.type_ == "Ready").unwrap();
+    assert!(ready.message.contains("autoscale: "), "{}", ready.message);
+    run.abort();
+}

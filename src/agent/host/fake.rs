@@ -55,6 +55,14 @@ impl FakeHost {
         }
     }
 
+    /// A fake host whose launches take `delay`.
+    pub fn with_launch_delay(node: &str, delay: Duration) -> Self {
+        Self {
+            launch_delay: delay,
+            ..Self::new(node)
+        }
+    }
+
     fn world(&self) -> std::sync::MutexGuard<'_, World> {
         self.world.lock().unwrap_or_else(|e| e.into_inner())
     }
