@@ -26,7 +26,7 @@ BASE_RELEASE=unsandbox
 BASE_NAMESPACE=unsandbox-system
 # The chart templates rendered into the base, one file each (the optional
 # servicemonitor.yaml and samples.yaml render nothing by default).
-BASE_TEMPLATES=(controller-rbac controller-deployment controller-service
+BASE_TEMPLATES=(controller-rbac controller-deployment controller-pdb controller-service
     agent-rbac agent-daemonset agent-service networkpolicy)
 OPTIONAL_VALUES=serviceMonitor.enabled=true,samples.enabled=true
 
@@ -139,7 +139,7 @@ n=$(parse_all "$work/default.yaml")
 ok "helm template with default values: $n documents, all parse"
 expect_kinds "$work/default.yaml" "default render" \
     Deployment=1 DaemonSet=1 ServiceAccount=2 ClusterRole=2 ClusterRoleBinding=2 \
-    Role=1 RoleBinding=1 Service=3 NetworkPolicy=1 ServiceMonitor=0 LanguageImage=0 \
+    Role=1 RoleBinding=1 Service=3 NetworkPolicy=1 PodDisruptionBudget=1 ServiceMonitor=0 LanguageImage=0 \
     ExecutorPool=0 CustomResourceDefinition=0
 
 render --set "$OPTIONAL_VALUES" >"$work/optional.yaml" 2>"$work/err" ||

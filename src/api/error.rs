@@ -36,6 +36,7 @@ impl From<JsonRejection> for ApiError {
 pub fn blocked_status(blocker: &Blocker) -> (StatusCode, &'static str) {
     match blocker {
         Blocker::Starting => (StatusCode::SERVICE_UNAVAILABLE, "agent_starting"),
+        Blocker::Draining => (StatusCode::SERVICE_UNAVAILABLE, "draining"),
         Blocker::ImagePending { .. } => (StatusCode::SERVICE_UNAVAILABLE, "image_pending"),
         Blocker::Proving { .. } => (StatusCode::SERVICE_UNAVAILABLE, "languages_not_ready"),
         Blocker::ImageFailed { .. } => (StatusCode::SERVICE_UNAVAILABLE, "image_unavailable"),

@@ -144,12 +144,27 @@ pub async fn healthz() -> Json<Health> {
 /// language of a ready pool), saying what; else 503, saying why each pool
 /// is not ready.
 pub async fn readyz(State(app): State<AppState>) -> impl IntoResponse {
-    let (status, body) = readiness(app.agent.serving(), app.agent.reports());
+    let (status, body) = readiness(
+        app.agent.serving(),
+        app.agent.reports(),
+        app.agent.draining(),
+    );
     (status, Json(body))
 }
 
-/// The readiness answer from what is served and each pool's report. Pure.
-fn readiness(serving: Vec<Serving>, reports: Vec<PoolReport>) -> (StatusCode, Readiness) {
+/// The readiness answer from what is served and each pool's report, and
+/// whether the host is draining. Pure.
+fn readiness(
+    serving: Vec<Serving>,
+    reports: Vec<PoolReport>,
+    draining: bool,
+) -> (StatusCode, Readiness) {
+    if draining {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Readiness::waiting(Waiting::Draining, vec![]),
+        );
+    }
     if !serving.is_empty() {
         return (StatusCode::OK, Readiness::serving(serving));
     }
@@ -200,7 +215,7 @@ mod tests {
     }
 
     fn ready(serving: Vec<Serving>, reports: Vec<PoolReport>) -> (StatusCode, Value) {
-        let (status, body) = readiness(serving, reports);
+        let (status, body) = readiness(serving, reports, false);
         (status, value(body))
     }
 
@@ -280,9 +295,19 @@ mod tests {
             pool: "t/p".into(),
             languages: vec!["python".into()],
         }];
-        let (status, body) = ready(serving, vec![report(condition::Reason::Warm)]);
+        let (status, body) = ready(serving.clone(), vec![report(condition::Reason::Warm)]);
         assert_eq!(status, StatusCode::OK);
         assert_eq!(body["serving"][0]["languages"][0], "python");
+
+        // Draining: not ready, whatever is served, and it says why.
+        let (status, body) = readiness(serving, vec![], true);
+        let body = value(body);
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(body["ready"], false);
+        assert!(
+            body["message"].as_str().unwrap().starts_with("draining"),
+            "{body}"
+        );
     }
 
     #[test]

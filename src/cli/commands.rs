@@ -165,7 +165,7 @@ async fn serve(
     let agent = state.agent.clone();
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let loop_agent = agent.clone();
-    let mut loop_stop = stop_rx.clone();
+    let mut loop_stop = stop_rx;
     let reconciler = tokio::spawn(async move {
         loop_agent
             .run(async move {
@@ -174,7 +174,7 @@ async fn serve(
             .await;
     });
     let app = api::router_with_auth(state, api_args.max_body_bytes, auth);
-    let mut api_stop = stop_rx.clone();
+    let (api_stop_tx, mut api_stop) = tokio::sync::watch::channel(false);
     let mut server = tokio::spawn(api::serve(api_args.listen, app, async move {
         let _ = api_stop.wait_for(|s| *s).await;
     }));
@@ -185,8 +185,24 @@ async fn serve(
             anyhow::bail!("API server stopped");
         }
     }
+    // Drain: readiness turns false and new executions are refused (or go
+    // to a peer) while what runs goes on; then the listener closes and the
+    // running executions get the grace period to finish.
+    agent.drain();
+    tokio::time::sleep(Duration::from_millis(api_args.drain_delay_ms)).await;
+    let _ = api_stop_tx.send(true);
+    let grace = Duration::from_secs(api_args.drain_grace_seconds);
+    match tokio::time::timeout(grace, &mut server).await {
+        Ok(_) => tracing::info!("drained: every running execution finished"),
+        Err(_) => {
+            tracing::warn!(
+                ?grace,
+                "executions still running after the grace period; cutting them"
+            );
+            server.abort();
+        }
+    }
     let _ = stop_tx.send(true);
-    let _ = server.await;
     let _ = reconciler.await;
     if !agent.settle(Duration::from_secs(30)).await {
         tracing::warn!("some containers were still being destroyed; the next start removes them");

@@ -206,6 +206,16 @@ pub struct ApiArgs {
     /// Serve without authentication even beyond loopback (logged as a warning).
     #[arg(long, env = "UNSANDBOX_NO_AUTH", default_value_t = false)]
     pub no_auth: bool,
+    /// On SIGTERM, how long the API keeps answering (503 `draining` to new
+    /// executions, `/readyz` 503) before it stops listening, in
+    /// milliseconds: time for load balancers and peers to stop sending.
+    #[arg(long, env = "UNSANDBOX_DRAIN_DELAY_MS", default_value_t = 2000)]
+    pub drain_delay_ms: u64,
+    /// On SIGTERM, how long running executions may take to finish after the
+    /// API stopped listening, in seconds; past it they are cut. Keep the
+    /// delay plus this within the pod's `terminationGracePeriodSeconds`.
+    #[arg(long, env = "UNSANDBOX_DRAIN_GRACE_SECONDS", default_value_t = 25)]
+    pub drain_grace_seconds: u64,
 }
 
 impl ApiArgs {

@@ -64,7 +64,13 @@ pub fn candidates(
             let Some(endpoint) = &e.endpoint else {
                 continue;
             };
-            if e.node == me || e.warm == 0 || !freshness(e, live.now, live.stale_after).is_fresh() {
+            // A node that is not ready (draining, or not proven yet) takes
+            // nothing forwarded.
+            if e.node == me
+                || e.warm == 0
+                || !e.ready
+                || !freshness(e, live.now, live.stale_after).is_fresh()
+            {
                 continue;
             }
             match out.iter_mut().find(|p| p.node == e.node) {
@@ -145,7 +151,7 @@ mod tests {
         )
         .unwrap();
         let pool: ExecutorPool = serde_yaml::from_str(
-            "apiVersion: unsandbox.com/v1alpha1\nkind: ExecutorPool\nmetadata: {name: p, namespace: t}\nspec: {image: small}\nstatus:\n  nodes:\n  - {node: me, desired: 2, warm: 5, busy: 0, launching: 0, ready: true, heartbeatTime: '1970-01-12T13:46:40Z', endpoint: 'http://10.0.0.1:8080'}\n  - {node: b, desired: 2, warm: 1, busy: 0, launching: 0, ready: true, heartbeatTime: '1970-01-12T13:46:40Z', endpoint: 'http://10.0.0.2:8080'}\n  - {node: c, desired: 2, warm: 3, busy: 0, launching: 0, ready: true, heartbeatTime: '1970-01-12T13:46:40Z', endpoint: 'http://10.0.0.3:8080'}\n  - {node: d, desired: 2, warm: 0, busy: 2, launching: 0, ready: true, heartbeatTime: '1970-01-12T13:46:40Z', endpoint: 'http://10.0.0.4:8080'}\n  - {node: e, desired: 2, warm: 4, busy: 0, launching: 0, ready: true}\n  - {node: f, desired: 2, warm: 9, busy: 0, launching: 0, ready: true, heartbeatTime: '1970-01-12T13:45:00Z', endpoint: 'http://10.0.0.6:8080'}\n  - {node: g, desired: 2, warm: 9, busy: 0, launching: 0, ready: true, endpoint: 'http://10.0.0.7:8080'}\n",
+            "apiVersion: unsandbox.com/v1alpha1\nkind: ExecutorPool\nmetadata: {name: p, namespace: t}\nspec: {image: small}\nstatus:\n  nodes:\n  - {node: me, desired: 2, warm: 5, busy: 0, launching: 0, ready: true, heartbeatTime: '1970-01-12T13:46:40Z', endpoint: 'http://10.0.0.1:8080'}\n  - {node: b, desired: 2, warm: 1, busy: 0, launching: 0, ready: true, heartbeatTime: '1970-01-12T13:46:40Z', endpoint: 'http://10.0.0.2:8080'}\n  - {node: c, desired: 2, warm: 3, busy: 0, launching: 0, ready: true, heartbeatTime: '1970-01-12T13:46:40Z', endpoint: 'http://10.0.0.3:8080'}\n  - {node: d, desired: 2, warm: 0, busy: 2, launching: 0, ready: true, heartbeatTime: '1970-01-12T13:46:40Z', endpoint: 'http://10.0.0.4:8080'}\n  - {node: e, desired: 2, warm: 4, busy: 0, launching: 0, ready: true}\n  - {node: f, desired: 2, warm: 9, busy: 0, launching: 0, ready: true, heartbeatTime: '1970-01-12T13:45:00Z', endpoint: 'http://10.0.0.6:8080'}\n  - {node: g, desired: 2, warm: 9, busy: 0, launching: 0, ready: true, endpoint: 'http://10.0.0.7:8080'}\n  - {node: h, desired: 2, warm: 9, busy: 0, launching: 0, ready: false, message: draining, heartbeatTime: '1970-01-12T13:46:40Z', endpoint: 'http://10.0.0.8:8080'}\n",
         )
         .unwrap();
         let peers = candidates(
@@ -156,7 +162,7 @@ mod tests {
             "me",
             live(),
         );
-        // f's heartbeat is 110 s old and g has none: both are skipped.
+        // f's heartbeat is 110 s old and g has none, h drains: all skipped.
         let nodes: Vec<&str> = peers.iter().map(|p| p.node.as_str()).collect();
         assert_eq!(nodes, ["c", "b"]);
         assert!(

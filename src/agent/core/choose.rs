@@ -54,6 +54,9 @@ pub enum ChoiceError {
 pub enum Blocker {
     /// The agent has not had a complete listing of its pools yet.
     Starting,
+    /// The agent is shutting down: it finishes what runs and takes nothing
+    /// new (another host, or this one once restarted, will).
+    Draining,
     /// The pool's image is still being looked up, fetched or built.
     ImagePending { pool: String },
     /// The pool's languages are still being smoke-tested on this host.
@@ -76,6 +79,7 @@ impl Blocker {
     /// conditions; `None` when waiting will not help.
     pub fn retry_after(&self) -> Option<u64> {
         match self {
+            Blocker::Draining => Some(1),
             Blocker::Starting | Blocker::Proving { .. } => Some(2),
             Blocker::ImagePending { .. } => Some(5),
             Blocker::ImageFailed { .. } => Some(30),
@@ -94,6 +98,7 @@ impl Blocker {
     /// decides the answer (a pool still proving beats one that failed).
     fn rank(&self) -> u8 {
         match self {
+            Blocker::Draining => 0,
             Blocker::Starting => 0,
             Blocker::Proving { .. } => 1,
             Blocker::ImagePending { .. } => 2,
@@ -111,6 +116,10 @@ impl fmt::Display for Blocker {
             Blocker::Starting => write!(
                 f,
                 "this host is starting and has not listed its pools yet; retry shortly"
+            ),
+            Blocker::Draining => write!(
+                f,
+                "this host is shutting down: it finishes the executions it runs and takes no new ones; retry"
             ),
             Blocker::ImagePending { pool } => write!(
                 f,
@@ -219,6 +228,9 @@ pub fn choose_fitting(
         tier,
         blocker,
     };
+    if st.stopping {
+        return Err(blocked(Blocker::Draining));
+    }
     if !st.listed {
         return Err(blocked(Blocker::Starting));
     }
@@ -346,6 +358,9 @@ pub fn alias_conflicts(pools: &BTreeMap<PoolKey, PoolRuntime>) -> BTreeMap<PoolK
 /// listed yet, or the closest-to-ready temporary blocker of any pool.
 /// `None` when nothing is pending (what is not served now will not be).
 pub fn pending(st: &Core) -> Option<Blocker> {
+    if st.stopping {
+        return Some(Blocker::Draining);
+    }
     if !st.listed {
         return Some(Blocker::Starting);
     }

@@ -99,6 +99,8 @@ pub struct Core {
     /// Whether the host is short of memory: autoscaled pools keep their
     /// minimum.
     pressure: bool,
+    /// Set by `stop_taking`: nothing new is handed out.
+    stopping: bool,
 }
 
 impl Core {
@@ -113,6 +115,7 @@ impl Core {
             containers: HashMap::new(),
             images: HashMap::new(),
             pressure: false,
+            stopping: false,
         }
     }
 
@@ -190,6 +193,18 @@ impl Core {
             },
         };
         self.images.insert(source, state);
+    }
+
+    /// The agent is shutting down: no container is handed out any more, and
+    /// this host reports itself not ready, so requests go elsewhere while
+    /// what runs finishes. Warm containers stay for the next start.
+    pub fn stop_taking(&mut self) {
+        self.stopping = true;
+    }
+
+    /// Whether the agent is shutting down (see `stop_taking`).
+    pub fn stopping(&self) -> bool {
+        self.stopping
     }
 
     /// The host's memory is short (or no longer): autoscaled pools shrink
@@ -354,6 +369,9 @@ impl Core {
     /// Takes the oldest warm container of `pool` for one execution.
     pub fn take(&mut self, pool: &str, now: Instant) -> Result<ContainerName, TakeError> {
         let key = PoolKey::parse(pool);
+        if self.stopping {
+            return Err(TakeError::NotServed);
+        }
         let p = self
             .pools
             .get_mut(&key)

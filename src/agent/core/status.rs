@@ -20,6 +20,9 @@ pub struct Serving {
 
 /// The ready pools that serve at least one language. Pure.
 pub fn serving(st: &Core) -> Vec<Serving> {
+    if st.stopping {
+        return vec![];
+    }
     st.pools
         .iter()
         .filter(|(_, p)| p.ready())

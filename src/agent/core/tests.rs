@@ -464,3 +464,26 @@ fn an_autoscaled_pool_follows_its_demand() {
     core.tick(now + Duration::from_secs(61), wall());
     assert_eq!(core.pool("t/p").unwrap().target(), 1);
 }
+
+#[test]
+fn a_draining_core_hands_out_nothing_and_serves_nothing() {
+    let mut core = filled(2);
+    assert!(!status::serving(&core).is_empty());
+    core.stop_taking();
+    assert!(core.stopping());
+    assert_eq!(core.take("t/p", Instant::now()), Err(TakeError::NotServed));
+    assert!(status::serving(&core).is_empty());
+    assert_eq!(choose::pending(&core), Some(choose::Blocker::Draining));
+    let e = choose::choose(&core, "python", crate::crd::NetworkTier::Zerotrust).unwrap_err();
+    assert!(matches!(
+        e,
+        choose::ChoiceError::Blocked {
+            blocker: choose::Blocker::Draining,
+            ..
+        }
+    ));
+    // The warm containers stay for the next start.
+    let out = core.tick(Instant::now(), wall());
+    assert!(destroys(&out).is_empty());
+    assert_eq!(core.pool("t/p").unwrap().warm_count(), 2);
+}

@@ -28,6 +28,10 @@ use super::{AgentConfig, CatalogEntry};
 
 pub use lease::{AcquireError, Lease, Shortage};
 
+/// What a draining host says in its status entries and `/readyz`.
+pub const DRAINING: &str =
+    "draining: this host is shutting down, finishing its running executions and taking no new ones";
+
 /// A running agent. Cheap to clone.
 #[derive(Clone)]
 pub struct Agent {
@@ -200,21 +204,45 @@ impl Agent {
         choose::pending(&self.inner.lock().core)
     }
 
-    /// Each pool's report for this host.
+    /// Each pool's report for this host; while it drains, every pool is
+    /// reported not ready here, so peers send nothing more.
     pub fn reports(&self) -> Vec<PoolReport> {
         let st = self.inner.lock();
+        let draining = st.core.stopping();
         st.core
             .pools()
-            .map(|(key, p)| PoolReport {
-                namespace: key.namespace().to_string(),
-                name: key.name().to_string(),
-                generation: p.resolved().generation,
-                spec: p.resolved().spec.clone(),
-                node: status::node_status(p, &self.inner.cfg.node),
-                conditions: status::conditions(p),
-                observed: p.observed_conditions().to_vec(),
+            .map(|(key, p)| {
+                let mut node = status::node_status(p, &self.inner.cfg.node);
+                if draining {
+                    node.ready = false;
+                    node.message = Some(DRAINING.to_string());
+                }
+                PoolReport {
+                    namespace: key.namespace().to_string(),
+                    name: key.name().to_string(),
+                    generation: p.resolved().generation,
+                    spec: p.resolved().spec.clone(),
+                    node,
+                    conditions: status::conditions(p),
+                    observed: p.observed_conditions().to_vec(),
+                }
             })
             .collect()
+    }
+
+    /// Starts shutting down: no new execution is taken (they get 503
+    /// `draining`, or go to a peer), `/readyz` turns 503 and this host's
+    /// status entries say so; what runs finishes, and warm containers stay
+    /// for the next start to adopt.
+    pub fn drain(&self) {
+        self.inner.lock().core.stop_taking();
+        self.inner.changed.notify_waiters();
+        tracing::info!("draining: finishing running executions, taking no new ones");
+    }
+
+    /// Whether the agent is draining (see `drain`).
+    pub fn draining(&self) -> bool {
+        self.inner.lock().core.stopping()
     }
 
     /// What this host serves right now: the pools that are ready (proven

@@ -155,6 +155,10 @@ pub enum Waiting {
     NoPool,
     #[serde(rename = "no pool on this host serves a language yet")]
     NoLanguage,
+    #[serde(
+        rename = "draining: this host is shutting down, finishing its running executions and taking no new ones"
+    )]
+    Draining,
 }
 
 /// A pool that is not ready here, with its `Ready` condition's reason.
