@@ -30,7 +30,8 @@ pub enum Effect {
     Smoke(SmokeOrder),
     /// A warm container was added to the pool: wake whoever waits for one.
     WarmAdded(PoolKey),
-    /// The pool's conditions on this host changed: publish its status.
+    /// A condition of the pool on this host changed status or reason:
+    /// publish its status now.
     Report(PoolKey),
     /// The pool is gone from this host: drop its gauges.
     PoolRemoved(PoolKey),

@@ -301,9 +301,14 @@ impl Core {
         if t.phase != Phase::Inspecting {
             return vec![];
         }
-        // Room is counted without this container.
+        // Room among warm and launching containers only: the others being
+        // inspected may turn out used, and whichever is inspected first is
+        // adopted first.
         self.enter(container, None);
-        let room = self.pools.get(&t.pool).is_some_and(|p| p.room() > 0);
+        let room = self
+            .pools
+            .get(&t.pool)
+            .is_some_and(|p| p.warm_count() + p.launching < p.target());
         match unused {
             None => vec![],
             Some(true) if room => {
@@ -649,8 +654,8 @@ impl Core {
 
     /// Marks pools that reached their warm count, and records every pool's
     /// conditions with the times they changed: a change is stamped when it
-    /// happens, not when someone asks. A pool whose conditions changed is
-    /// reported.
+    /// happens, not when someone asks. A pool whose conditions changed
+    /// status or reason is reported.
     fn observe(&mut self, wall: Timestamp, out: &mut Vec<Effect>) {
         for (key, p) in self.pools.iter_mut() {
             if p.serving() && p.warm_count() >= p.target() {
@@ -676,10 +681,14 @@ impl Core {
                     "pool ready on this host: filled and its languages proven"
                 );
             }
+            // A change of status or reason is reported at once; the counts
+            // in the messages change with every execution and go out with
+            // the reporter's next regular pass.
             let changed = next.len() != p.observed_conditions.len()
-                || next.iter().zip(&p.observed_conditions).any(|(a, b)| {
-                    a.status != b.status || a.reason != b.reason || a.message != b.message
-                });
+                || next
+                    .iter()
+                    .zip(&p.observed_conditions)
+                    .any(|(a, b)| a.status != b.status || a.reason != b.reason);
             p.observed_conditions = next;
             if changed {
                 out.push(Effect::Report(key.clone()));

@@ -487,3 +487,32 @@ fn a_draining_core_hands_out_nothing_and_serves_nothing() {
     assert!(destroys(&out).is_empty());
     assert_eq!(core.pool("t/p").unwrap().warm_count(), 2);
 }
+
+#[test]
+fn adoption_does_not_depend_on_the_order_of_inspections() {
+    let (_, orders, _) = started(2);
+    let hash = orders[0].shape.0.clone();
+    let now = Instant::now();
+    let mut core = Core::new("n1");
+    core.resources(&resources(vec![pool(2, 256)]));
+    core.tick(now, wall());
+    core.image_resolved(
+        crate::crd::ImageSource {
+            alias: Some("unsandbox-small".into()),
+            ..Default::default()
+        },
+        Ok(ready_image()),
+        now,
+    );
+    core.tick(now, wall());
+    let owned = ["a", "b", "used"].map(|n| instance(n, "t/p", &hash, true));
+    assert_eq!(core.listing(&owned).len(), 3);
+    // The two unused ones are inspected before the used one.
+    assert_eq!(core.inspected(&"a".into(), Some(true)).len(), 1);
+    assert_eq!(core.inspected(&"b".into(), Some(true)).len(), 1);
+    assert_eq!(
+        destroys(&core.inspected(&"used".into(), Some(false))),
+        ["used"]
+    );
+    assert_eq!(core.pool("t/p").unwrap().warm_count(), 2);
+}
