@@ -88,8 +88,8 @@ pub struct Core {
     /// Whether a complete listing of the resources has arrived; before
     /// that nothing is decided (see `Resources::complete`).
     listed: bool,
-    /// Set by `drain`: the pools are gone for good, resources are ignored.
-    draining: bool,
+    /// Set by `retire`: the pools are gone for good, resources are ignored.
+    retired: bool,
     /// The pools covering this host, as resolved from the last complete
     /// listing.
     desired: Vec<ResolvedPool>,
@@ -109,7 +109,7 @@ impl Core {
         Self {
             node: node.to_string(),
             listed: false,
-            draining: false,
+            retired: false,
             desired: Vec::new(),
             pools: BTreeMap::new(),
             containers: HashMap::new(),
@@ -170,7 +170,7 @@ impl Core {
     /// remove pools and destroy (instead of adopt) the warm containers and
     /// templates of an earlier run. Returns whether it was applied.
     pub fn resources(&mut self, res: &Resources) -> bool {
-        if !res.complete || self.draining {
+        if !res.complete || self.retired {
             return false;
         }
         self.listed = true;
@@ -450,8 +450,8 @@ impl Core {
 
     /// Stops serving for good (shutdown with cleanup): every pool goes, and
     /// later resources are ignored. The driver then destroys what LXD has.
-    pub fn drain(&mut self) {
-        self.draining = true;
+    pub fn retire(&mut self) {
+        self.retired = true;
         self.desired.clear();
         self.pools.clear();
     }

@@ -23,6 +23,25 @@ fn resources(pools: Vec<ExecutorPool>) -> Resources {
     Resources::listed(pools, vec![image], None)
 }
 
+/// The small image's source, as the test LanguageImage names it.
+fn small() -> crate::crd::ImageSource {
+    crate::crd::ImageSource {
+        alias: Some("unsandbox-small".into()),
+        ..Default::default()
+    }
+}
+
+/// A fresh core (as after a restart) applying `pools`, its image ready, the
+/// host not listed yet.
+fn with_image(pools: Vec<ExecutorPool>, now: Instant) -> Core {
+    let mut core = Core::new("n1");
+    core.resources(&resources(pools));
+    core.tick(now, wall());
+    core.image_resolved(small(), Ok(ready_image()), now);
+    core.tick(now, wall());
+    core
+}
+
 fn ready_image() -> ImageReady {
     ImageReady {
         fingerprint: "fp1".into(),
@@ -72,20 +91,8 @@ fn started(warm: u32) -> (Core, Vec<LaunchOrder>, Vec<SmokeOrder>) {
     let mut core = Core::new("n1");
     assert!(core.resources(&resources(vec![pool(warm, 256)])));
     let first = core.tick(now, wall());
-    assert!(
-        first.contains(&Effect::EnsureImage(crate::crd::ImageSource {
-            alias: Some("unsandbox-small".into()),
-            ..Default::default()
-        }))
-    );
-    core.image_resolved(
-        crate::crd::ImageSource {
-            alias: Some("unsandbox-small".into()),
-            ..Default::default()
-        },
-        Ok(ready_image()),
-        now,
-    );
+    assert!(first.contains(&Effect::EnsureImage(small())));
+    core.image_resolved(small(), Ok(ready_image()), now);
     let before_listing = core.tick(now, wall());
     assert!(before_listing.contains(&Effect::List));
     assert!(
@@ -265,18 +272,7 @@ fn a_restart_adopts_unused_containers_of_the_current_shape_and_destroys_the_rest
     let hash = orders[0].shape.0.clone();
     // A fresh core, as after a restart, with what the earlier run left.
     let now = Instant::now();
-    let mut core2 = Core::new("n1");
-    core2.resources(&resources(vec![pool(2, 256)]));
-    core2.tick(now, wall());
-    core2.image_resolved(
-        crate::crd::ImageSource {
-            alias: Some("unsandbox-small".into()),
-            ..Default::default()
-        },
-        Ok(ready_image()),
-        now,
-    );
-    core2.tick(now, wall());
+    let mut core2 = with_image(vec![pool(2, 256)], now);
     let owned = vec![
         instance("a", "t/p", &hash, true),
         instance("b", "t/p", &hash, true),
@@ -349,10 +345,7 @@ fn an_image_that_cannot_be_had_is_a_problem_and_is_tried_again() {
     let mut core = Core::new("n1");
     core.resources(&resources(vec![pool(1, 256)]));
     core.tick(now, wall());
-    let source = crate::crd::ImageSource {
-        alias: Some("unsandbox-small".into()),
-        ..Default::default()
-    };
+    let source = small();
     core.image_resolved(source.clone(), Err("no such image".into()), now);
     let out = core.tick(now, wall());
     assert!(launches(&out).is_empty());
@@ -389,9 +382,9 @@ fn take_says_whether_waiting_can_help() {
 }
 
 #[test]
-fn a_drained_core_ignores_later_resources() {
+fn a_retired_core_ignores_later_resources() {
     let mut core = filled(1);
-    core.drain();
+    core.retire();
     assert!(!core.resources(&resources(vec![pool(1, 256)])));
     assert!(launches(&core.tick(Instant::now(), wall())).is_empty());
     assert!(core.pools().next().is_none());
@@ -409,10 +402,7 @@ fn an_autoscaled_pool_follows_its_demand() {
     let mut core = Core::new("n1");
     core.resources(&resources(vec![autoscaled]));
     core.tick(start, wall());
-    let source = crate::crd::ImageSource {
-        alias: Some("unsandbox-small".into()),
-        ..Default::default()
-    };
+    let source = small();
     core.image_resolved(source, Ok(ready_image()), start);
     core.tick(start, wall());
     core.listing(&[]);
@@ -493,18 +483,7 @@ fn adoption_does_not_depend_on_the_order_of_inspections() {
     let (_, orders, _) = started(2);
     let hash = orders[0].shape.0.clone();
     let now = Instant::now();
-    let mut core = Core::new("n1");
-    core.resources(&resources(vec![pool(2, 256)]));
-    core.tick(now, wall());
-    core.image_resolved(
-        crate::crd::ImageSource {
-            alias: Some("unsandbox-small".into()),
-            ..Default::default()
-        },
-        Ok(ready_image()),
-        now,
-    );
-    core.tick(now, wall());
+    let mut core = with_image(vec![pool(2, 256)], now);
     let owned = ["a", "b", "used"].map(|n| instance(n, "t/p", &hash, true));
     assert_eq!(core.listing(&owned).len(), 3);
     // The two unused ones are inspected before the used one.

@@ -117,7 +117,7 @@ impl Agent {
     pub async fn destroy_all(&self) -> Result<usize, crate::lxd::LxdError> {
         {
             let mut st = self.inner.lock();
-            st.core.drain();
+            st.core.retire();
             st.resize_slots();
         }
         let owned = self.inner.host.list().await?;
