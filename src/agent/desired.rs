@@ -163,7 +163,7 @@ mod tests {
     #[test]
     fn problems_are_reported_not_served() {
         let res = docs(&format!(
-            "{IMAGE}---\nkind: ExecutorPool\nmetadata: {{name: a}}\nspec: {{image: nope}}\n---\nkind: ExecutorPool\nmetadata: {{name: b}}\nspec: {{image: small, network: semitrusted}}\n---\nkind: ExecutorPool\nmetadata: {{name: c}}\nspec:\n  image: small\n  execution: {{outputBytes: {{default: 10, max: 5}}}}\n"
+            "{IMAGE}---\nkind: ExecutorPool\nmetadata: {{name: a}}\nspec: {{image: nope}}\n---\nkind: ExecutorPool\nmetadata: {{name: b}}\nspec: {{image: small, egress: {{allow: [{{host: a.org}}]}}}}\n---\nkind: ExecutorPool\nmetadata: {{name: c}}\nspec:\n  image: small\n  execution: {{outputBytes: {{default: 10, max: 5}}}}\n"
         ));
         let r = resolve(&res, "n1");
         let reasons: Vec<_> = r
@@ -174,7 +174,7 @@ mod tests {
             reasons,
             [
                 Reason::ImageNotFound,
-                Reason::NetworkTierUnsupported,
+                Reason::InvalidSpec,
                 Reason::InvalidSpec
             ]
         );

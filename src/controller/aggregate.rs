@@ -104,10 +104,7 @@ pub fn summarize(pool: &ExecutorPool, seen: &Observed<'_>) -> Summary {
         .collect();
     let nodes_ready = format!("{}/{}", ready.len(), covered.len());
     let problem = pool_problem(&pool.spec, seen.image);
-    // A tier this version does not offer yet is a valid spec, not a wrong one.
-    let invalid = problem
-        .as_ref()
-        .is_some_and(|p| p.reason != Reason::NetworkTierUnsupported);
+    let invalid = problem.is_some();
     let conditions = if let Some(Problem { reason, message }) = problem {
         vec![
             Desired::new(READY, false, reason, message.clone()),
@@ -490,7 +487,6 @@ mod tests {
         let bad = pool(&format!(
             "{POOL}  execution: {{wallTimeMs: {{default: 10, max: 1}}}}\n"
         ));
-        let semi = pool(&format!("{POOL}  network: semitrusted\n"));
         let mut deleting = image();
         deleting.metadata.deletion_timestamp = Some(Time(at(NOW)));
         let stalled = |r: Reason| vec![(r, false), (r, true), (r, false), (r, true)];
@@ -512,11 +508,11 @@ mod tests {
                 stalled(Reason::ImageNotFound),
             ),
             (
-                "semitrusted",
-                semi,
+                "egress on a zerotrust pool",
+                pool(&format!("{POOL}  egress: {{allow: [{{host: a.org}}]}}\n")),
                 Some(&img),
                 &["a"],
-                stalled(Reason::NetworkTierUnsupported),
+                stalled(Reason::InvalidSpec),
             ),
             (
                 "no nodes",
@@ -560,7 +556,10 @@ mod tests {
             assert_eq!(flags, want, "{case}");
             assert_eq!(
                 s.invalid,
-                matches!(case, "invalid spec" | "no image"),
+                matches!(
+                    case,
+                    "invalid spec" | "no image" | "egress on a zerotrust pool"
+                ),
                 "{case}"
             );
         }
@@ -587,10 +586,10 @@ mod tests {
             ("no image", semi, None, Reason::ImageNotFound),
             ("invalid image", semi, Some(&bad), Reason::ImageInvalid),
             (
-                "semitrusted",
-                semi,
+                "egress on a zerotrust pool",
+                "  egress: {allow: [{host: a.org}]}\n",
                 Some(&good),
-                Reason::NetworkTierUnsupported,
+                Reason::InvalidSpec,
             ),
         ];
         for (case, extra, img, want) in cases {

@@ -7,6 +7,7 @@ use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
 use super::condition::Condition;
+use super::egress::Egress;
 
 /// Warm, single-use containers of one LanguageImage on every host the pool
 /// covers, with one network isolation tier and one set of limits.
@@ -29,6 +30,7 @@ use super::condition::Condition;
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("!has(self.egress) || self.network == 'semitrusted'").message("egress applies only to network: semitrusted"))]
 pub struct ExecutorPoolSpec {
     /// Name of the LanguageImage whose containers this pool keeps warm.
     #[schemars(length(min = 1, max = 253))]
@@ -54,9 +56,15 @@ pub struct ExecutorPoolSpec {
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["node"]))]
     pub node_overrides: Vec<NodeOverride>,
     /// Network isolation tier: `zerotrust` (no network interface at all) or
-    /// `semitrusted` (egress only through a filtering proxy).
+    /// `semitrusted` (no network interface either; one loopback port leads
+    /// to the agent's filtering proxy, which reaches only `egress`).
     #[serde(default)]
     pub network: NetworkTier,
+    /// Hosts a `semitrusted` pool's code may reach through the agent's
+    /// proxy, and what one execution may use. Only with
+    /// `network: semitrusted`; without it such a pool reaches nothing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub egress: Option<Egress>,
     /// Limits of each container, enforced by the kernel (cgroups).
     #[serde(default)]
     pub limits: ContainerLimits,
@@ -135,7 +143,8 @@ pub enum NetworkTier {
     /// No network interface: only loopback exists inside the container.
     #[default]
     Zerotrust,
-    /// Egress only through a filtering proxy.
+    /// No network interface either; one loopback port leads to the agent's
+    /// filtering proxy, which reaches only the hosts in `spec.egress`.
     Semitrusted,
 }
 

@@ -2,6 +2,7 @@
 //! validation and status helpers that every role shares.
 
 pub(crate) mod condition;
+pub(crate) mod egress;
 pub(crate) mod executor_pool;
 pub(crate) mod labels;
 pub(crate) mod language_image;
@@ -9,6 +10,7 @@ pub(crate) mod problems;
 pub(crate) mod reason;
 pub(crate) mod validate;
 
+pub use egress::{Egress, EgressBudget, EgressRule};
 pub use executor_pool::{
     Autoscale, Bounded, ContainerLimits, ExecutionLimits, ExecutorPool, ExecutorPoolSpec,
     ExecutorPoolStatus, NetworkTier, NodeOverride, NodePoolStatus, UnavailableLanguage,

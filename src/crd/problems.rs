@@ -3,7 +3,7 @@
 //! its refusal to launch) decide it with this one function, so they always
 //! give the same reason and message. Pure.
 
-use super::{ExecutorPoolSpec, LanguageImage, NetworkTier, Reason, validate};
+use super::{ExecutorPoolSpec, LanguageImage, Reason, validate};
 
 /// Why a pool is not served.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -27,7 +27,7 @@ impl Problem {
 /// The problem that keeps the pool with this spec from being served, given
 /// its LanguageImage (`None`: it does not exist), or `None` when there is
 /// none. When several apply the first of these is given: invalid spec,
-/// missing image, invalid image, unsupported network tier.
+/// missing image, invalid image.
 pub fn pool_problem(spec: &ExecutorPoolSpec, image: Option<&LanguageImage>) -> Option<Problem> {
     if let Err(e) = validate::pool(spec) {
         return Some(Problem::new(Reason::InvalidSpec, e.to_string()));
@@ -42,13 +42,6 @@ pub fn pool_problem(spec: &ExecutorPoolSpec, image: Option<&LanguageImage>) -> O
         return Some(Problem::new(
             Reason::ImageInvalid,
             format!("LanguageImage {:?}: {e}", spec.image),
-        ));
-    }
-    if spec.network == NetworkTier::Semitrusted {
-        return Some(Problem::new(
-            Reason::NetworkTierUnsupported,
-            "network tier semitrusted (egress through a filtering proxy) is not available yet; \
-             no containers are started rather than run with other isolation",
         ));
     }
     None
@@ -92,11 +85,12 @@ mod tests {
                 Some(Reason::ImageInvalid),
                 "LanguageImage \"small\": ",
             ),
+            (semi, Some(&good), None, ""),
             (
-                semi,
+                "egress: {allow: [{host: pypi.org}]}",
                 Some(&good),
-                Some(Reason::NetworkTierUnsupported),
-                "network tier semitrusted",
+                Some(Reason::InvalidSpec),
+                "spec.egress: applies only to network: semitrusted",
             ),
         ];
         for (extra, img, reason, message) in cases {

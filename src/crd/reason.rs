@@ -44,8 +44,9 @@ reasons! {
     ImageNotFound,
     /// The pool's LanguageImage exists but fails validation.
     ImageInvalid,
-    /// The pool asks for a network tier that is not implemented yet; no
-    /// containers are started rather than run with other isolation.
+    /// The host cannot give the pool its network tier (its egress proxy
+    /// could not start); no containers are started there rather than run
+    /// with other isolation.
     NetworkTierUnsupported,
 
     // A pool on one host (agent).

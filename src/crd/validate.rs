@@ -65,6 +65,35 @@ pub fn pool(spec: &ExecutorPoolSpec) -> Result<(), Invalid> {
             ));
         }
     }
+    if let Some(egress) = &spec.egress {
+        if spec.network != super::NetworkTier::Semitrusted {
+            p.push("spec.egress: applies only to network: semitrusted".to_string());
+        }
+        if egress.allow.len() > 256 {
+            p.push(format!(
+                "spec.egress.allow: {} entries is above the maximum of 256",
+                egress.allow.len()
+            ));
+        }
+        for (i, rule) in egress.allow.iter().enumerate() {
+            if !super::egress::valid_host(&rule.host) {
+                p.push(format!(
+                    "spec.egress.allow[{i}].host: {:?} is not a lowercase DNS name or `*.` and one",
+                    rule.host
+                ));
+            }
+            if rule.ports.is_empty() || rule.ports.contains(&0) {
+                p.push(format!(
+                    "spec.egress.allow[{i}].ports: must list ports between 1 and 65535"
+                ));
+            }
+        }
+        if let Some(b) = egress.budget {
+            if b.bytes == Some(0) || b.connections == Some(0) {
+                p.push("spec.egress.budget: bytes and connections must be at least 1".to_string());
+            }
+        }
+    }
     if spec.max_concurrent == 0 {
         p.push("spec.maxConcurrent: must be at least 1".to_string());
     }
@@ -212,6 +241,45 @@ mod tests {
 
     fn pool_yaml(extra: &str) -> ExecutorPoolSpec {
         serde_yaml::from_str(&format!("image: small\n{extra}")).unwrap()
+    }
+
+    #[test]
+    fn egress_is_for_semitrusted_pools_with_valid_names_and_ports() {
+        let ok = pool_yaml(
+            "network: semitrusted\negress:\n  allow: [{host: pypi.org, ports: [443]}, {host: '*.debian.org'}]\n  budget: {bytes: 1000000, connections: 8}\n",
+        );
+        pool(&ok).unwrap();
+        assert_eq!(
+            ok.egress.unwrap().allow[1].ports.len(),
+            2,
+            "80 and 443 by default"
+        );
+        pool(&pool_yaml("network: semitrusted\n")).unwrap();
+        for (extra, problem) in [
+            (
+                "egress: {}",
+                "spec.egress: applies only to network: semitrusted",
+            ),
+            (
+                "network: semitrusted\negress: {allow: [{host: 10.0.0.1}]}",
+                "spec.egress.allow[0].host: \"10.0.0.1\"",
+            ),
+            (
+                "network: semitrusted\negress: {allow: [{host: a.org, ports: []}]}",
+                "spec.egress.allow[0].ports",
+            ),
+            (
+                "network: semitrusted\negress: {allow: [{host: a.org, ports: [0]}]}",
+                "spec.egress.allow[0].ports",
+            ),
+            (
+                "network: semitrusted\negress: {budget: {bytes: 0}}",
+                "spec.egress.budget",
+            ),
+        ] {
+            let err = pool(&pool_yaml(extra)).unwrap_err().to_string();
+            assert!(err.contains(problem), "{extra}: {err}");
+        }
     }
 
     #[test]
