@@ -10,6 +10,8 @@ pub const NODE: &str = "user.unsandbox.node";
 pub const POOL: &str = "user.unsandbox.pool";
 /// Hash of everything that shaped the container (image, limits, tier).
 pub const SPEC: &str = "user.unsandbox.spec";
+/// The container's network tier (`zerotrust` or `semitrusted`).
+pub const NETWORK: &str = "user.unsandbox.network";
 /// Set to `true` on a stopped template that pool containers are copied from.
 pub const TEMPLATE: &str = "user.unsandbox.template";
 

@@ -2,6 +2,7 @@
 //! start and readiness wait (effects).
 
 use std::collections::BTreeMap;
+use std::path::Path;
 use std::time::Duration;
 
 use crate::crd::{ExecutorPoolSpec, NetworkTier};
@@ -24,11 +25,18 @@ pub struct Placement<'a> {
     pub storage_pool: &'a str,
     pub fingerprint: &'a str,
     pub hash: &'a str,
+    /// The agent's egress socket for this container (`semitrusted` pools):
+    /// a `proxy` device relays the container's `EGRESS_PROXY` port to it.
+    pub egress_socket: Option<&'a Path>,
 }
 
 /// The LXD definition of a pool container: unprivileged, no
 /// profiles, only a root disk (so no network device), kernel-enforced limits,
-/// and the keys that mark it as this node's.
+/// and the keys that mark it as this node's. A `semitrusted` container has
+/// no network device either: its one way out is an LXD `proxy` device that
+/// listens on its loopback at `EGRESS_PROXY` and relays each connection to
+/// the agent's egress socket for it (`Placement::egress_socket`), so the
+/// kernel leaves it nothing else to reach.
 ///
 /// Hardening beyond LXD's defaults: no `/dev/lxd` socket (`security.devlxd`),
 /// no nested user namespaces (the container's own `user.max_user_namespaces`
@@ -57,18 +65,37 @@ pub fn instance_spec(name: &str, spec: &ExecutorPoolSpec, at: &Placement<'_>) ->
         (keys::NODE, at.node.to_string()),
         (keys::POOL, at.pool_key.to_string()),
         (keys::SPEC, at.hash.to_string()),
+        (keys::NETWORK, spec.network.to_string()),
         // Explicit, so a copy never inherits its template's `true`.
         (keys::TEMPLATE, "false".to_string()),
     ];
     create
         .config
         .extend(config.into_iter().map(|(k, v)| (k.to_string(), v)));
-    debug_assert_eq!(
-        spec.network,
-        NetworkTier::Zerotrust,
-        "only zerotrust pools are launched"
-    );
+    if let (NetworkTier::Semitrusted, Some(socket)) = (spec.network, at.egress_socket) {
+        create
+            .devices
+            .insert(EGRESS_DEVICE.to_string(), egress_device(socket));
+    }
     create
+}
+
+/// Name of a `semitrusted` container's egress `proxy` device.
+pub const EGRESS_DEVICE: &str = "egress";
+
+/// The `proxy` device that relays the container's `EGRESS_PROXY` port (on
+/// its loopback) to `socket` on the host: LXD's forkproxy listens inside
+/// the container and connects on the host side.
+fn egress_device(socket: &Path) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        ("type".to_string(), "proxy".to_string()),
+        ("bind".to_string(), "container".to_string()),
+        (
+            "listen".to_string(),
+            format!("tcp:{}", crate::execution::EGRESS_PROXY),
+        ),
+        ("connect".to_string(), format!("unix:{}", socket.display())),
+    ])
 }
 
 /// Makes sure the stopped template for this shape exists on LXD: created
@@ -90,7 +117,11 @@ pub async fn ensure_template(
         None => {}
     }
     tracing::info!(template = %name, "creating the template container for this shape");
-    let mut create = instance_spec(&name, spec, at);
+    let at = Placement {
+        egress_socket: None,
+        ..at.clone()
+    };
+    let mut create = instance_spec(&name, spec, &at);
     create.config.insert(keys::POOL.to_string(), String::new());
     create
         .config
@@ -98,7 +129,12 @@ pub async fn ensure_template(
     let result = async {
         lxd.create_instance(&create).await?;
         lxd.start_instance(&name).await?;
-        ready(lxd, &name, crate::execution::ready_command(&[])).await?;
+        ready(
+            lxd,
+            &name,
+            crate::execution::ready_command(&[], NetworkTier::Zerotrust),
+        )
+        .await?;
         lxd.force_stop(&name).await?;
         tokio::time::sleep(TEMPLATE_SETTLE).await;
         Ok(())
@@ -186,6 +222,7 @@ mod tests {
             storage_pool: "fast",
             fingerprint: "abc",
             hash: "h",
+            egress_socket: Some(Path::new("/run/unsandbox/egress/us-py-1.sock")),
         };
         let c = instance_spec("us-py-1", &spec, &at);
         assert!(!c.ephemeral, "deleted explicitly after the stop");
@@ -202,6 +239,7 @@ mod tests {
         assert_eq!(c.config["security.privileged"], "false");
         assert_eq!(c.config[keys::POOL], "ns/py");
         assert_eq!(c.config[keys::NODE], "n1");
+        assert_eq!(c.config[keys::NETWORK], "zerotrust");
         let copy = c.copied_from("us-tpl-h");
         let json = serde_json::to_value(&copy).unwrap();
         assert_eq!(
@@ -209,5 +247,36 @@ mod tests {
             serde_json::json!({"type": "copy", "source": "us-tpl-h", "instance_only": true})
         );
         assert!(json["devices"]["eth0"].is_null());
+    }
+
+    #[test]
+    fn a_semitrusted_container_has_no_nic_only_a_relay_to_its_egress_socket() {
+        let spec: ExecutorPoolSpec = serde_yaml::from_str(
+            "image: small\nnetwork: semitrusted\negress: {allow: [{host: pypi.org}]}\n",
+        )
+        .unwrap();
+        let socket = Path::new("/run/unsandbox/egress/us-py-1.sock");
+        let at = Placement {
+            node: "n1",
+            pool_key: "ns/py",
+            storage_pool: "fast",
+            fingerprint: "abc",
+            hash: "h",
+            egress_socket: Some(socket),
+        };
+        let c = instance_spec("us-py-1", &spec, &at);
+        assert_eq!(c.config[keys::NETWORK], "semitrusted");
+        assert_eq!(
+            c.devices.len(),
+            2,
+            "root disk and the relay: {:?}",
+            c.devices
+        );
+        let relay = &c.devices[EGRESS_DEVICE];
+        assert_eq!(relay["type"], "proxy");
+        assert_eq!(relay["bind"], "container");
+        assert_eq!(relay["listen"], "tcp:127.0.0.1:3128");
+        assert_eq!(relay["connect"], "unix:/run/unsandbox/egress/us-py-1.sock");
+        assert!(c.devices.values().all(|d| d["type"] != "nic"));
     }
 }

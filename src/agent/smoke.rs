@@ -153,6 +153,8 @@ async fn check_language(
             stdin: test.stdin.as_bytes().to_vec(),
             args: test.args.clone(),
             subdir: Some(format!("smoke-{}", lang.name)),
+            // Smoke tests prove the toolchain and never use the network.
+            network: crate::crd::NetworkTier::Zerotrust,
         };
         // The memory limit stays at the launch value: stages of parallel
         // tests share the container.

@@ -183,6 +183,39 @@ pub struct AgentArgs {
     /// and the next start adopts them).
     #[arg(long, env = "UNSANDBOX_CLEANUP_ON_EXIT", default_value_t = false)]
     pub cleanup_on_exit: bool,
+    #[command(flatten)]
+    pub egress: EgressArgs,
+}
+
+/// The `semitrusted` tier's egress proxy.
+#[derive(Debug, Clone, Args)]
+pub struct EgressArgs {
+    /// Directory of the egress sockets, one per semitrusted container; LXD
+    /// (root on this host) connects to them, so it is a host path. `none`:
+    /// this host offers no semitrusted tier (such pools report
+    /// NetworkTierUnsupported here).
+    #[arg(
+        long,
+        env = "UNSANDBOX_EGRESS_DIR",
+        default_value = "/run/unsandbox/egress"
+    )]
+    pub egress_dir: String,
+    /// Address ranges (CIDR) the proxy never connects to, besides the ones
+    /// it always refuses (loopback, private, shared, link-local and the
+    /// metadata address, multicast, reserved).
+    #[arg(long, env = "UNSANDBOX_EGRESS_DENY_CIDRS", value_delimiter = ',')]
+    pub egress_deny_cidrs: Vec<String>,
+    /// How long the proxy waits for an upstream connection, in milliseconds.
+    #[arg(
+        long,
+        env = "UNSANDBOX_EGRESS_CONNECT_TIMEOUT_MS",
+        default_value_t = 10_000
+    )]
+    pub egress_connect_timeout_ms: u64,
+    /// For tests: a hosts file (`ADDRESS NAME...`) whose names the proxy
+    /// resolves from it instead of DNS. The address checks still apply.
+    #[arg(long, env = "UNSANDBOX_EGRESS_HOSTS_FILE")]
+    pub egress_hosts_file: Option<PathBuf>,
 }
 
 /// How the execution API listens.

@@ -151,6 +151,9 @@ fn spec(job: &Job, command: Vec<String>, stdin: Vec<u8>, limits: &StageLimits) -
         ("TMPDIR".to_string(), "/tmp".to_string()),
     ]);
     env.extend(job.language.env.clone());
+    if job.network == crate::crd::NetworkTier::Semitrusted {
+        env.extend(super::script::proxy_env());
+    }
     ExecSpec {
         command,
         env,

@@ -70,6 +70,7 @@ fn run(lang: &LanguageSpec, code: &str) -> StageOutcome {
         stdin: b"in\n".to_vec(),
         args: vec!["arg".into()],
         subdir: Some("job".into()),
+        network: crate::crd::NetworkTier::Zerotrust,
     };
     let (argv, stdin) = command(&job);
     let first = stage(exec_on_host(&argv, &stdin, dir.path()));
@@ -119,6 +120,7 @@ fn every_exit_status_is_the_programs_with_its_output() {
         stdin: vec![],
         args: vec![],
         subdir: None,
+        network: crate::crd::NetworkTier::Zerotrust,
     };
     let (argv, stdin) = command(&job);
     let s = stage(exec_on_host(&argv, &stdin, dir.path()));

@@ -7,7 +7,7 @@
 //! in the end marks (see `END_MARK`). The run stage of a compiled language
 //! is a second exec, again as the runner.
 
-use crate::crd::LanguageSpec;
+use crate::crd::{LanguageSpec, NetworkTier};
 
 /// Written inside a container (by root, before the code runs) when it is
 /// handed to an execution: a container with it is never adopted as warm.
@@ -36,6 +36,9 @@ pub struct Job {
     /// A folder under `WORKDIR` to work in, emptied first (smoke tests run
     /// one after another in one container); `None` works in `WORKDIR`.
     pub subdir: Option<String>,
+    /// The container's network tier: a `semitrusted` job's environment
+    /// points its tools at the egress proxy (see `proxy_env`).
+    pub network: NetworkTier,
 }
 
 impl Job {
@@ -193,12 +196,54 @@ fn as_runner(first: &str, inner: String) -> Vec<String> {
     ]
 }
 
+/// Where a `semitrusted` container reaches the agent's egress proxy: a port
+/// on its own loopback that LXD relays to the agent (see `agent::launcher`).
+pub const EGRESS_PROXY: &str = "127.0.0.1:3128";
+
+/// Brings up the loopback interface of a `semitrusted` container (its only
+/// interface; the egress proxy listens on it), as root: with `ip` where the
+/// image has it, else with python3's ioctl (SIOCGIFFLAGS, SIOCSIFFLAGS),
+/// else the container fails readiness with a reason (exit 5).
+const LOOPBACK_UP: &str = r#"if command -v ip >/dev/null 2>&1; then ip link set lo up || exit 5
+elif command -v python3 >/dev/null 2>&1; then python3 -c "
+import fcntl, socket, struct
+s = socket.socket()
+flags = struct.unpack('16sH', fcntl.ioctl(s, 0x8913, struct.pack('16sH', b'lo', 0))[:18])[1]
+fcntl.ioctl(s, 0x8914, struct.pack('16sH', b'lo', flags | 1))" || exit 5
+else echo 'the semitrusted tier needs ip (iproute2) or python3 in the image to bring up loopback' >&2; exit 5
+fi"#;
+
+/// The environment that points a `semitrusted` execution's tools at the
+/// egress proxy: the variables curl, Python, Go, Ruby, git and most HTTP
+/// libraries read (both spellings), plus npm's and pip's own.
+pub fn proxy_env() -> Vec<(String, String)> {
+    let url = format!("http://{EGRESS_PROXY}");
+    let mut env: Vec<(String, String)> = [
+        "HTTP_PROXY",
+        "HTTPS_PROXY",
+        "http_proxy",
+        "https_proxy",
+        "npm_config_proxy",
+        "npm_config_https_proxy",
+        "PIP_PROXY",
+    ]
+    .iter()
+    .map(|k| (k.to_string(), url.clone()))
+    .collect();
+    for k in ["NO_PROXY", "no_proxy"] {
+        env.push((k.to_string(), "localhost,127.0.0.1,::1".to_string()));
+    }
+    env
+}
+
 /// The exec that readies a fresh container: as root it waits for the
 /// image's init to report ready (exit 3 with the init's error, or 4 after
-/// 30 s), then as the runner it starts the same programs an execution starts
-/// (shell, setpriv, head) and each language's warm-up command, so the first
-/// execution finds them in memory. It does not mark the container as used.
-pub fn ready_command(languages: &[LanguageSpec]) -> Vec<String> {
+/// 30 s) and, in a `semitrusted` container, brings up loopback (exit 5 when
+/// it cannot); then as the runner it starts the same programs an execution
+/// starts (shell, setpriv, head) and each language's warm-up command, so
+/// the first execution finds them in memory. It does not mark the
+/// container as used.
+pub fn ready_command(languages: &[LanguageSpec], tier: NetworkTier) -> Vec<String> {
     let wait = format!(
         "i=0\n\
          while [ ! -e {READY_MARKER} ]; do\n\
@@ -207,6 +252,10 @@ pub fn ready_command(languages: &[LanguageSpec]) -> Vec<String> {
          sleep 0.02\n\
          done"
     );
+    let wait = match tier {
+        NetworkTier::Zerotrust => wait,
+        NetworkTier::Semitrusted => format!("{wait}\n{LOOPBACK_UP}"),
+    };
     let mut inner = String::from("cd /tmp && head -c 0 </dev/null >/dev/null\n");
     for c in languages.iter().filter_map(|l| l.warmup.as_deref()) {
         inner.push_str(&format!("( {c}\n) </dev/null >/dev/null 2>&1\n"));
@@ -232,6 +281,7 @@ mod tests {
             stdin: b"input".to_vec(),
             args: vec!["a b".into(), "$(rm -rf /)".into()],
             subdir: None,
+            network: NetworkTier::Zerotrust,
         };
         let (argv, stdin) = command(&job);
         assert_eq!(stdin, b"print(1)\nxyzinput");
@@ -248,14 +298,43 @@ mod tests {
     #[test]
     fn ready_command_waits_for_init_and_warms_up_without_marking_used() {
         let mut py = python();
-        let plain = ready_command(std::slice::from_ref(&py));
+        let plain = ready_command(std::slice::from_ref(&py), NetworkTier::Zerotrust);
         assert!(plain[2].contains(READY_MARKER) && plain[2].contains(ERROR_MARKER));
         assert!(!plain[4].contains("python3"));
         py.warmup = Some("python3 -c pass".into());
-        let argv = ready_command(&[py]);
+        let argv = ready_command(&[py], NetworkTier::Zerotrust);
         assert!(!argv.concat().contains(USED_MARKER));
         assert!(argv[2].contains("--no-new-privs"));
         assert!(argv[4].contains("( python3 -c pass\n) </dev/null"));
+    }
+
+    #[test]
+    fn a_semitrusted_container_brings_up_loopback_as_root_before_dropping() {
+        let zero = ready_command(&[], NetworkTier::Zerotrust);
+        assert!(!zero[2].contains("ip link set lo up"));
+        let semi = ready_command(&[], NetworkTier::Semitrusted);
+        let root = &semi[2];
+        let up = root.find("ip link set lo up").expect("loopback comes up");
+        assert!(root.find(READY_MARKER).unwrap() < up, "after init is ready");
+        assert!(
+            up < root.find("setpriv").unwrap(),
+            "as root, before the drop"
+        );
+        assert!(root.contains("0x8914"), "python3 when the image has no ip");
+    }
+
+    #[test]
+    fn proxy_environment_points_every_common_tool_at_the_egress_port() {
+        let env: std::collections::BTreeMap<_, _> = proxy_env().into_iter().collect();
+        for k in [
+            "HTTP_PROXY",
+            "https_proxy",
+            "npm_config_https_proxy",
+            "PIP_PROXY",
+        ] {
+            assert_eq!(env[k], "http://127.0.0.1:3128", "{k}");
+        }
+        assert!(env["NO_PROXY"].contains("127.0.0.1"));
     }
 
     #[test]
@@ -271,6 +350,7 @@ mod tests {
             stdin: b"in".to_vec(),
             args: vec!["x".into()],
             subdir: Some("smoke-1".into()),
+            network: NetworkTier::Zerotrust,
         };
         let (argv, stdin) = command(&job);
         // The compile stage never sees the program's stdin or arguments.

@@ -236,6 +236,7 @@ pub fn plan(
             stdin: req.stdin,
             args: req.args,
             subdir: None,
+            network: pool.network,
         },
         limits,
     })

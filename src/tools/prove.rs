@@ -181,6 +181,7 @@ pub async fn run(args: SmokeArgs) -> anyhow::Result<()> {
             storage_pool: &args.storage_pool,
             fingerprint: &fingerprint,
             hash: &hash,
+            egress_socket: None,
         };
         let languages = &spec_image.languages;
         eprintln!(
@@ -190,7 +191,8 @@ pub async fn run(args: SmokeArgs) -> anyhow::Result<()> {
             &fingerprint[..12]
         );
         let start = Instant::now();
-        let ready = crate::execution::ready_command(languages);
+        // Proving needs no network, whatever the pool's tier.
+        let ready = crate::execution::ready_command(languages, crate::crd::NetworkTier::Zerotrust);
         launcher::launch(&lxd, &name, None, &pool.spec, &at, ready)
             .await
             .context("starting the smoke-test container")?;

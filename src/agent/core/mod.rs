@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::jiff::Timestamp;
 
-use crate::crd::ImageSource;
+use crate::crd::{ImageSource, NetworkTier, Reason};
 use crate::lxd::InstanceInfo;
 
 use super::desired::{self, Problem, ResolvedPool, Resources, container_hash};
@@ -101,6 +101,9 @@ pub struct Core {
     pressure: bool,
     /// Set by `stop_taking`: nothing new is handed out.
     stopping: bool,
+    /// Whether this host runs an egress proxy, so `semitrusted` pools can
+    /// be served here (see `offer_semitrusted`).
+    semitrusted: bool,
 }
 
 impl Core {
@@ -116,7 +119,16 @@ impl Core {
             images: HashMap::new(),
             pressure: false,
             stopping: false,
+            semitrusted: false,
         }
+    }
+
+    /// Whether this host can give containers the `semitrusted` tier (its
+    /// egress proxy runs). Without it such pools get the problem
+    /// `NetworkTierUnsupported` here and start no container, rather than
+    /// run with other isolation.
+    pub fn offer_semitrusted(&mut self, offered: bool) {
+        self.semitrusted = offered;
     }
 
     // ----- queries -----
@@ -175,6 +187,17 @@ impl Core {
         }
         self.listed = true;
         self.desired = desired::resolve(res, &self.node);
+        if !self.semitrusted {
+            for p in &mut self.desired {
+                if p.spec.network == NetworkTier::Semitrusted && p.problem.is_none() {
+                    p.problem = Some(Problem::new(
+                        Reason::NetworkTierUnsupported,
+                        "this host runs no egress proxy (its agent has --egress-dir none), \
+                         so it cannot give containers the semitrusted tier",
+                    ));
+                }
+            }
+        }
         true
     }
 
@@ -573,7 +596,8 @@ impl Core {
             let (Some(fingerprint), Some(shape)) = (p.fingerprint.clone(), p.hash.clone()) else {
                 continue;
             };
-            let ready_command = crate::execution::ready_command(p.languages());
+            let ready_command =
+                crate::execution::ready_command(p.languages(), p.resolved.spec.network);
             let (name, spec) = (p.resolved.name.clone(), p.resolved.spec.clone());
             for _ in 0..n {
                 let order = LaunchOrder {
@@ -640,7 +664,10 @@ impl Core {
                     spec: p.resolved.spec.clone(),
                     fingerprint,
                     shape,
-                    ready_command: crate::execution::ready_command(&languages),
+                    ready_command: crate::execution::ready_command(
+                        &languages,
+                        p.resolved.spec.network,
+                    ),
                 },
                 languages,
             });

@@ -495,3 +495,37 @@ fn adoption_does_not_depend_on_the_order_of_inspections() {
     );
     assert_eq!(core.pool("t/p").unwrap().warm_count(), 2);
 }
+
+#[test]
+fn a_semitrusted_pool_is_served_only_where_the_egress_proxy_runs() {
+    let semi: ExecutorPool = serde_yaml::from_str(
+        "apiVersion: unsandbox.com/v1alpha1\nkind: ExecutorPool\nmetadata: {name: p, namespace: t}\nspec: {image: small, warm: 1, network: semitrusted}\n",
+    )
+    .unwrap();
+    let now = Instant::now();
+    let mut core = with_image(vec![semi.clone()], now);
+    core.listing(&[]);
+    let p = core.pool("t/p").unwrap();
+    let problem = p.problem().expect("no proxy here");
+    assert_eq!(problem.reason, Reason::NetworkTierUnsupported);
+    assert!(
+        launches(&core.tick(now, wall())).is_empty(),
+        "nothing starts"
+    );
+
+    let mut core = Core::new("n1");
+    core.offer_semitrusted(true);
+    core.resources(&resources(vec![semi]));
+    core.tick(now, wall());
+    core.image_resolved(small(), Ok(ready_image()), now);
+    core.tick(now, wall());
+    core.listing(&[]);
+    let effects = core.tick(now, wall());
+    let orders = launches(&effects);
+    assert!(!orders.is_empty());
+    assert_eq!(orders[0].spec.network, NetworkTier::Semitrusted);
+    assert!(
+        orders[0].ready_command[2].contains("ip link set lo up"),
+        "its containers bring up loopback"
+    );
+}

@@ -178,6 +178,7 @@ impl ContainerHost for FakeHost {
                 storage_pool: "fake",
                 fingerprint: &order.fingerprint,
                 hash: order.shape.as_str(),
+                egress_socket: None,
             };
             let spec = instance_spec(order.container.as_str(), &order.spec, &at);
             let info = InstanceInfo {

@@ -53,6 +53,7 @@ impl LxdHost {
             storage_pool: &self.storage_pool,
             fingerprint: &order.fingerprint,
             hash: order.shape.as_str(),
+            egress_socket: None,
         };
         let template = if self.templates {
             let _one_at_a_time = self.template_lock.lock().await;
