@@ -17,6 +17,7 @@ const LAYERS: &[&[&str]] = &[
     &[
         "crd",
         "lxd",
+        "egress",
         "metrics",
         "telemetry",
         "languages",

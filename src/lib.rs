@@ -5,7 +5,8 @@
 //! Modules import only from their own layer and the layers below, and the
 //! modules of one layer never import each other in a cycle. Bottom to top:
 //!
-//! 1. `crd` (the resources), `lxd` (the LXD client), and pure helpers:
+//! 1. `crd` (the resources), `lxd` (the LXD client), `egress` (the
+//!    filtering proxy of `semitrusted` pools), and pure helpers:
 //!    `metrics`, `telemetry`, `languages` (detection), `settings` (what
 //!    more than one command takes), `http_error` (the shape of every error
 //!    answer).
@@ -30,6 +31,7 @@ pub mod cli;
 pub mod cluster;
 pub mod controller;
 pub mod crd;
+pub mod egress;
 pub mod execution;
 mod http_error;
 mod languages;

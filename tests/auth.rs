@@ -39,7 +39,7 @@ async fn echo(
         // What an execution answers, so the forwarder accepts it.
         "status": "ok", "stdout": "", "stderr": "", "exit_code": 0, "signal": null,
         "stdout_truncated": false, "stderr_truncated": false, "language": "python",
-        "pool": "t/p", "host": "peer-1", "container": "c", "network": "zerotrust",
+        "pool": "t/p", "host": "peer-1", "container": "c", "network": {"tier": "zerotrust"},
         "timings": {"queue_ms": 0, "exec_ms": 1, "total_ms": 1}
     }))
 }
@@ -224,6 +224,7 @@ async fn the_real_router_keeps_probes_open_and_the_rest_closed() {
         cfg,
         rx,
         Arc::new(unsandbox::metrics::Metrics::new()),
+        None,
     );
     let app = unsandbox::api::router_with_auth(
         unsandbox::api::AppState::local(agent),

@@ -190,6 +190,7 @@ async fn hostile_programs_get_the_verdict_of_the_limit_they_hit() {
         stdin: vec![],
         args: vec![],
         subdir: None,
+        network: unsandbox::crd::NetworkTier::Zerotrust,
     };
     let limits = Limits {
         compile: limits,

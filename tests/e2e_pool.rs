@@ -184,6 +184,7 @@ async fn a_restarted_agent_adopts_unused_containers_and_removes_used_ones() {
         stdin: vec![],
         args: vec![],
         subdir: None,
+        network: unsandbox::crd::NetworkTier::Zerotrust,
     };
     let stage = unsandbox::execution::StageLimits {
         wall: Duration::from_secs(10),

@@ -39,7 +39,7 @@ async fn fake_peer(seen: Arc<Mutex<Vec<String>>>) -> String {
                 Json(json!({
                     "status": "ok", "stdout": body["code"], "stderr": "", "exit_code": 0, "signal": null,
                     "stdout_truncated": false, "stderr_truncated": false, "language": "python",
-                    "pool": "t/p", "host": "peer-1", "container": "us-p-1", "network": "zerotrust",
+                    "pool": "t/p", "host": "peer-1", "container": "us-p-1", "network": {"tier": "zerotrust"},
                     "timings": {"queue_ms": 0, "exec_ms": 5, "total_ms": 6}
                 }))
             }
@@ -75,6 +75,7 @@ fn agent_with(res: Resources) -> Agent {
         cfg,
         rx,
         Arc::new(Metrics::new()),
+        None,
     )
 }
 

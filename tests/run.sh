@@ -18,8 +18,10 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 step() { printf '\n== %s\n' "$*"; }
 
-step "tools the suite uses (kubectl, npm, curl, openssl; Debian packages when missing)"
+step "tools the suite uses (kubectl, npm, curl, openssl, ip, python3; Debian packages when missing)"
 need=()
+command -v ip >/dev/null 2>&1 || need+=(iproute2)
+command -v python3 >/dev/null 2>&1 || need+=(python3)
 command -v kubectl >/dev/null 2>&1 || need+=(kubernetes-client)
 command -v npm >/dev/null 2>&1 || need+=(nodejs npm)
 command -v curl >/dev/null 2>&1 || need+=(curl)

@@ -15,7 +15,7 @@ pub const NETWORK: &str = "user.unsandbox.network";
 /// Set to `true` on a stopped template that pool containers are copied from.
 pub const TEMPLATE: &str = "user.unsandbox.template";
 
-pub use crate::execution::{READY_MARKER, USED_MARKER};
+pub use crate::execution::{NETWORK_MARKER, READY_MARKER, USED_MARKER};
 
 /// A fresh container name for a pool: `us-<pool>-<random>`, within LXD's
 /// 63-character hostname rule.

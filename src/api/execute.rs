@@ -18,8 +18,8 @@ use super::AppState;
 use super::error::ApiError;
 use super::forward::FORWARDED_BY;
 use super::types::{
-    CompileReport, DetectionReport, ExecuteRequest, ExecuteResponse, InputFile, OutputEncoding,
-    Timings,
+    CompileReport, DetectionReport, ExecuteRequest, ExecuteResponse, InputFile, NetworkReport,
+    OutputEncoding, Timings,
 };
 
 pub async fn execute_language(
@@ -224,7 +224,10 @@ fn response(
         pool: ran.choice.pool,
         host: host.to_string(),
         container: ran.container,
-        network: tier,
+        network: NetworkReport {
+            tier,
+            egress: ran.network,
+        },
         timings: Timings {
             queue_ms: ran.queue_ms,
             exec_ms: o.exec_ms(),

@@ -3,6 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::crd::NetworkTier;
+use crate::egress::NetworkRecord;
 
 /// `POST /execute/{language}` and `POST /run`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -159,7 +160,7 @@ pub struct ExecuteResponse {
     pub pool: String,
     pub host: String,
     pub container: String,
-    pub network: NetworkTier,
+    pub network: NetworkReport,
     pub timings: Timings,
     /// The compile stage, for compiled languages.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -174,9 +175,57 @@ pub struct ExecuteResponse {
     pub output_encoding: Option<OutputEncoding>,
 }
 
+/// The execution's network: its tier, and for `semitrusted` what its
+/// connections through the egress proxy reached, what was refused and
+/// why, and which budget ran out (`reached`, `denied`,
+/// `budget_exceeded`).
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct NetworkReport {
+    pub tier: NetworkTier,
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    pub egress: Option<NetworkRecord>,
+}
+
+/// Also reads the bare tier (`"network": "zerotrust"`) that agents before
+/// the `semitrusted` tier answer with, so a forwarded answer from an older
+/// peer still parses during a rolling upgrade.
+impl<'de> Deserialize<'de> for NetworkReport {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Wire {
+            Tier(NetworkTier),
+            Report {
+                tier: NetworkTier,
+                #[serde(flatten)]
+                egress: Option<NetworkRecord>,
+            },
+        }
+        Ok(match Wire::deserialize(d)? {
+            Wire::Tier(tier) => NetworkReport { tier, egress: None },
+            Wire::Report { tier, egress } => NetworkReport { tier, egress },
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn network_reports_read_both_shapes_and_write_the_object() {
+        let old: NetworkReport = serde_json::from_str(r#""zerotrust""#).unwrap();
+        assert_eq!((old.tier, &old.egress), (NetworkTier::Zerotrust, &None));
+        let zero: NetworkReport = serde_json::from_str(r#"{"tier": "zerotrust"}"#).unwrap();
+        assert_eq!(
+            serde_json::to_string(&zero).unwrap(),
+            r#"{"tier":"zerotrust"}"#
+        );
+        let semi = r#"{"tier":"semitrusted","reached":[{"host":"a.org","port":443,"connections":1,"bytes_sent":5,"bytes_received":7}],"denied":[],"budget_exceeded":null}"#;
+        let report: NetworkReport = serde_json::from_str(semi).unwrap();
+        assert_eq!(report.egress.as_ref().unwrap().reached[0].host, "a.org");
+        assert_eq!(serde_json::to_string(&report).unwrap(), semi);
+    }
 
     #[test]
     fn output_is_text_or_exact_base64() {

@@ -150,7 +150,37 @@ async fn start_agent(
         resync_interval: Duration::from_millis(agent.resync_ms),
         templates: agent.templates,
     };
-    Ok(Agent::new(client, cfg, resources, Arc::new(Metrics::new())))
+    let mut metrics = Metrics::new();
+    let egress = start_egress(&agent.egress, &mut metrics)?;
+    Ok(Agent::new(
+        client,
+        cfg,
+        resources,
+        Arc::new(metrics),
+        egress,
+    ))
+}
+
+/// The egress proxy of the `semitrusted` tier, unless `--egress-dir none`.
+fn start_egress(
+    args: &super::EgressArgs,
+    metrics: &mut Metrics,
+) -> anyhow::Result<Option<crate::egress::EgressProxy>> {
+    if args.egress_dir == "none" {
+        tracing::info!("no egress proxy (--egress-dir none): this host offers no semitrusted tier");
+        return Ok(None);
+    }
+    let mut cfg = crate::egress::EgressConfig::new(&args.egress_dir);
+    cfg.hosts_file = args.egress_hosts_file.clone();
+    cfg.deny_cidrs = args.egress_deny_cidrs.clone();
+    cfg.connect_timeout = Duration::from_millis(args.egress_connect_timeout_ms);
+    if let Some(hosts) = &cfg.hosts_file {
+        tracing::warn!(file = %hosts.display(), "the egress proxy resolves names from a hosts file (a test setting)");
+    }
+    let proxy = crate::egress::EgressProxy::new(cfg, &mut metrics.registry)
+        .context("starting the egress proxy")?;
+    tracing::info!(dir = %args.egress_dir, "egress proxy ready for semitrusted pools");
+    Ok(Some(proxy))
 }
 
 /// Runs the reconcile loop and the API until a signal, then drains: in-flight

@@ -88,10 +88,10 @@ pub fn pool(spec: &ExecutorPoolSpec) -> Result<(), Invalid> {
                 ));
             }
         }
-        if let Some(b) = egress.budget {
-            if b.bytes == Some(0) || b.connections == Some(0) {
-                p.push("spec.egress.budget: bytes and connections must be at least 1".to_string());
-            }
+        if let Some(b) = egress.budget
+            && (b.bytes == Some(0) || b.connections == Some(0))
+        {
+            p.push("spec.egress.budget: bytes and connections must be at least 1".to_string());
         }
     }
     if spec.max_concurrent == 0 {

@@ -12,8 +12,8 @@ mod verdict;
 
 pub use run::{Limits, StageLimits, retryable, run};
 pub use script::{
-    EGRESS_PROXY, ERROR_MARKER, Job, READY_MARKER, RUNNER_GID, RUNNER_UID, USED_MARKER, WORKDIR,
-    command, proxy_env, ready_command, run_command,
+    EGRESS_PROXY, ERROR_MARKER, Job, NETWORK_MARKER, READY_MARKER, RUNNER_GID, RUNNER_UID,
+    USED_MARKER, WORKDIR, command, proxy_env, ready_command, run_command,
 };
 pub use usage::{LimitEvents, Usage};
 pub use verdict::{Outcome, StageOutcome, Status, judge, verdict};

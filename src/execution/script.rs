@@ -16,6 +16,10 @@ pub const USED_MARKER: &str = "/run/unsandbox/used";
 pub const READY_MARKER: &str = "/run/unsandbox/ready";
 /// Written by the image's init when it could not prepare the container.
 pub const ERROR_MARKER: &str = "/run/unsandbox/error";
+/// Written (by root) once a `semitrusted` container's loopback is up, at
+/// the end of its readiness exec: a container without it (its readiness
+/// was cut short) is never adopted as warm.
+pub const NETWORK_MARKER: &str = "/run/unsandbox/network";
 
 /// Unprivileged user and group that submitted code runs as.
 pub const RUNNER_UID: u32 = 1000;
@@ -254,7 +258,9 @@ pub fn ready_command(languages: &[LanguageSpec], tier: NetworkTier) -> Vec<Strin
     );
     let wait = match tier {
         NetworkTier::Zerotrust => wait,
-        NetworkTier::Semitrusted => format!("{wait}\n{LOOPBACK_UP}"),
+        NetworkTier::Semitrusted => {
+            format!("{wait}\n{LOOPBACK_UP}\n: > {NETWORK_MARKER} || exit 5")
+        }
     };
     let mut inner = String::from("cd /tmp && head -c 0 </dev/null >/dev/null\n");
     for c in languages.iter().filter_map(|l| l.warmup.as_deref()) {
@@ -321,6 +327,10 @@ mod tests {
             "as root, before the drop"
         );
         assert!(root.contains("0x8914"), "python3 when the image has no ip");
+        assert!(
+            root.find(NETWORK_MARKER).unwrap() > root.rfind("0x8914").unwrap(),
+            "marked once loopback is up"
+        );
     }
 
     #[test]

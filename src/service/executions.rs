@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use tracing::Instrument;
 
 use crate::agent::{AcquireError, Agent, Blocker, Choice, ChoiceError};
+use crate::egress::NetworkRecord;
 use crate::languages::detect::{self, Detection};
 use crate::lxd::LxdError;
 use crate::metrics::{ExecLabels, Metrics, PoolLabels};
@@ -48,6 +49,9 @@ pub struct Ran {
     pub container: String,
     /// Time spent waiting for the container (the last one, after a retry).
     pub queue_ms: u64,
+    /// What a `semitrusted` execution's connections did through the egress
+    /// proxy; `None` for `zerotrust`.
+    pub network: Option<NetworkRecord>,
 }
 
 /// Runs executions on this host's agent. Cheap to clone.
@@ -104,8 +108,9 @@ impl Executions {
     /// and lets the container be destroyed. LXD before 5.14 can drop the end
     /// of an exec's output on a busy host, and a container stopped out of
     /// band cannot run anything: then the code runs once more, in a fresh
-    /// container. It has no network and nothing outlives its container, so
-    /// a second run changes nothing but the answer.
+    /// container. Nothing outlives its container, so a second run changes
+    /// nothing but the answer, unless the code used the network: a
+    /// `semitrusted` run that reached out (or tried) is never repeated.
     pub async fn run(
         &self,
         choice: Choice,
@@ -115,7 +120,8 @@ impl Executions {
         let p = plan(req, &choice.language, &choice.spec)?;
         let deadline = started + Duration::from_millis(choice.spec.execution.queue_timeout_ms);
         let mut attempt = 0;
-        let (outcome, container, queue_ms) = loop {
+        let semitrusted = choice.spec.network == crate::crd::NetworkTier::Semitrusted;
+        let (outcome, container, queue_ms, network) = loop {
             attempt += 1;
             let lease = self.agent.acquire(&choice.pool, deadline).await?;
             let span = tracing::info_span!("execute", pool = %lease.pool, container = %lease.container, language = %choice.language.name, attempt);
@@ -124,12 +130,20 @@ impl Executions {
                 .await;
             let container = lease.container.clone();
             let queue_ms = lease.queued.as_millis() as u64;
+            // Read before the lease destroys the container and its socket.
+            let network = self
+                .agent
+                .network_record(&container)
+                .filter(|_| semitrusted);
             drop(lease);
             let e = match result {
-                Ok(o) => break (o, container, queue_ms),
+                Ok(o) => break (o, container, queue_ms, network),
                 Err(e) => e,
             };
-            match after(attempt, &e) {
+            let used_network = network
+                .as_ref()
+                .is_some_and(|n| !n.reached.is_empty() || !n.denied.is_empty());
+            match after(attempt, &e, used_network) {
                 Next::Again => tracing::warn!(
                     container,
                     error = %e,
@@ -139,7 +153,7 @@ impl Executions {
                     tracing::error!(container, error = %e, "execution failed inside unsandbox");
                     let o =
                         Outcome::internal("the container could not run the code; it was destroyed");
-                    break (o, container, queue_ms);
+                    break (o, container, queue_ms, network);
                 }
             }
         };
@@ -148,6 +162,7 @@ impl Executions {
             choice,
             container,
             queue_ms,
+            network,
         };
         record(self.agent.metrics(), &ran);
         Ok(ran)
@@ -163,9 +178,10 @@ enum Next {
     Fail,
 }
 
-/// Decides what follows run number `attempt` (from 1) that failed with `e`. Pure.
-fn after(attempt: u32, e: &LxdError) -> Next {
-    if attempt < ATTEMPTS && retryable(e) {
+/// Decides what follows run number `attempt` (from 1) that failed with
+/// `e`; a run that used the network is not repeated. Pure.
+fn after(attempt: u32, e: &LxdError, used_network: bool) -> Next {
+    if attempt < ATTEMPTS && retryable(e) && !used_network {
         Next::Again
     } else {
         Next::Fail
@@ -203,17 +219,22 @@ mod tests {
 
     #[test]
     fn a_lost_answer_runs_once_more_and_no_more() {
-        assert_eq!(after(1, &lost()), Next::Again);
-        assert_eq!(after(2, &lost()), Next::Fail);
+        assert_eq!(after(1, &lost(), false), Next::Again);
+        assert_eq!(after(2, &lost(), false), Next::Fail);
+        assert_eq!(
+            after(1, &lost(), true),
+            Next::Fail,
+            "its requests had effects"
+        );
         let stopped = LxdError::Api {
             status: 400,
             message: "Instance is not running".into(),
         };
-        assert_eq!(after(1, &stopped), Next::Again);
+        assert_eq!(after(1, &stopped, false), Next::Again);
         let other = LxdError::Operation {
             message: "the runner failed before the command ended".into(),
         };
-        assert_eq!(after(1, &other), Next::Fail);
+        assert_eq!(after(1, &other, false), Next::Fail);
     }
 
     #[test]
@@ -229,6 +250,7 @@ mod tests {
             },
             container: "c".into(),
             queue_ms: 1500,
+            network: None,
         };
         record(&m, &ran);
         let text = m.render();

@@ -162,7 +162,7 @@ async fn start_agent(
         resync_interval: Duration::from_secs(30),
         templates,
     };
-    let agent = Agent::new(lxd.clone(), cfg, rx, Arc::new(Metrics::new()));
+    let agent = Agent::new(lxd.clone(), cfg, rx, Arc::new(Metrics::new()), None);
     let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
     let runner = agent.clone();
     let task = tokio::spawn(async move {

@@ -102,7 +102,7 @@ impl Harness {
             // UNSANDBOX_TEST_TEMPLATES=0 asks for launches from the image.
             templates: std::env::var("UNSANDBOX_TEST_TEMPLATES").map_or(true, |v| v != "0"),
         };
-        let agent = Agent::new(lxd.clone(), cfg, rx, Arc::new(Metrics::new()));
+        let agent = Agent::new(lxd.clone(), cfg, rx, Arc::new(Metrics::new()), None);
         let router =
             unsandbox::api::router(unsandbox::api::AppState::local(agent.clone()), 64 * 1024);
         let (stop, mut stop_rx) = watch::channel(false);

@@ -16,6 +16,7 @@ use std::time::Duration;
 use tokio::sync::{Notify, Semaphore, watch};
 
 use crate::crd::NetworkTier;
+use crate::egress::{EgressProxy, NetworkRecord};
 use crate::lxd::Lxd;
 use crate::metrics::Metrics;
 
@@ -55,6 +56,8 @@ struct Inner {
     launch_slots: Semaphore,
     /// One listing of the host at a time.
     resync_lock: tokio::sync::Mutex<()>,
+    /// The `semitrusted` containers' egress proxy, when this host runs one.
+    egress: Option<EgressProxy>,
 }
 
 /// The core and what the shell keeps beside it.
@@ -62,6 +65,8 @@ struct Shell {
     core: Core,
     /// Each pool's bound on concurrent executions: (slots, their number).
     slots: HashMap<PoolKey, (Arc<Semaphore>, u32)>,
+    /// The `semitrusted` pools whose allowlists the egress proxy holds.
+    egress_pools: std::collections::BTreeSet<PoolKey>,
 }
 
 impl Shell {
@@ -102,12 +107,14 @@ impl Inner {
 }
 
 impl Agent {
-    /// An agent for the containers of `cfg.node` on `lxd`.
+    /// An agent for the containers of `cfg.node` on `lxd`; `egress` serves
+    /// `semitrusted` pools (without it, this host offers only `zerotrust`).
     pub fn new(
         lxd: Lxd,
         cfg: AgentConfig,
         resources: watch::Receiver<Resources>,
         metrics: Arc<Metrics>,
+        egress: Option<EgressProxy>,
     ) -> Self {
         let host = LxdHost::new(
             lxd.clone(),
@@ -115,8 +122,38 @@ impl Agent {
             &cfg.storage_pool,
             cfg.images_dir.clone(),
             cfg.templates,
+            egress.clone(),
         );
-        Self::with_host(Arc::new(host), lxd, cfg, resources, metrics)
+        Self::build(Arc::new(host), lxd, cfg, resources, metrics, egress)
+    }
+
+    /// What `container`'s connections did through the egress proxy so far;
+    /// `None` when this host runs no proxy.
+    pub fn network_record(&self, container: &str) -> Option<NetworkRecord> {
+        self.inner.egress.as_ref().map(|e| e.report(container))
+    }
+
+    /// Gives the egress proxy the allowlist of every `semitrusted` pool,
+    /// and takes it away from pools that are gone or changed tier, so a
+    /// change applies to the next connection.
+    pub(super) fn sync_egress_policies(&self) {
+        let Some(egress) = &self.inner.egress else {
+            return;
+        };
+        let mut st = self.inner.lock();
+        let now: BTreeMap<PoolKey, Option<crate::crd::Egress>> = st
+            .core
+            .pools()
+            .filter(|(_, p)| p.resolved().spec.network == NetworkTier::Semitrusted)
+            .map(|(k, p)| (k.clone(), p.resolved().spec.egress.clone()))
+            .collect();
+        for gone in st.egress_pools.iter().filter(|k| !now.contains_key(*k)) {
+            egress.set_policy(gone.as_str(), None);
+        }
+        for (key, policy) in &now {
+            egress.set_policy(key.as_str(), Some(policy.clone().unwrap_or_default()));
+        }
+        st.egress_pools = now.into_keys().collect();
     }
 
     /// An agent whose containers live on `host`; executions run on `lxd`.
@@ -127,14 +164,28 @@ impl Agent {
         resources: watch::Receiver<Resources>,
         metrics: Arc<Metrics>,
     ) -> Self {
+        Self::build(host, lxd, cfg, resources, metrics, None)
+    }
+
+    fn build(
+        host: Arc<dyn ContainerHost>,
+        lxd: Lxd,
+        cfg: AgentConfig,
+        resources: watch::Receiver<Resources>,
+        metrics: Arc<Metrics>,
+        egress: Option<EgressProxy>,
+    ) -> Self {
+        let mut core = Core::new(&cfg.node);
+        core.offer_semitrusted(egress.is_some());
         let slots = cfg.launch_parallelism.max(1);
         Self {
             inner: Arc::new(Inner {
                 host,
                 lxd,
                 state: Mutex::new(Shell {
-                    core: Core::new(&cfg.node),
+                    core,
                     slots: HashMap::new(),
+                    egress_pools: Default::default(),
                 }),
                 cfg,
                 metrics,
@@ -144,6 +195,7 @@ impl Agent {
                 resources,
                 launch_slots: Semaphore::new(slots),
                 resync_lock: tokio::sync::Mutex::new(()),
+                egress,
             }),
         }
     }

@@ -49,6 +49,9 @@ impl Agent {
         }
         let start = Instant::now();
         let effects = self.tick();
+        // Before any launch it ordered: a container serves with its pool's
+        // allowlist from its first connection.
+        self.sync_egress_policies();
         // A pool whose shape just became known (or changed) is compared with
         // the host before it is filled, so containers left by an earlier run
         // are adopted instead of launched again.
