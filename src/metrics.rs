@@ -52,6 +52,7 @@ pub struct Metrics {
     pub queue_seconds: Family<PoolLabels, Histogram>,
     pub containers: Family<PoolStateLabels, Gauge>,
     pub warm_target: Family<PoolLabels, Gauge>,
+    pub languages: Family<PoolStateLabels, Gauge>,
     pub launches: Family<ResultLabels, Counter>,
     pub launch_seconds: Family<PoolLabels, Histogram>,
     pub destroys: Family<ResultLabels, Counter>,
@@ -77,6 +78,7 @@ impl Metrics {
         });
         let containers = Family::<PoolStateLabels, Gauge>::default();
         let warm_target = Family::<PoolLabels, Gauge>::default();
+        let languages = Family::<PoolStateLabels, Gauge>::default();
         let launches = Family::<ResultLabels, Counter>::default();
         let launch_seconds = Family::<PoolLabels, Histogram>::new_with_constructor(|| {
             Histogram::new(latency_buckets())
@@ -117,6 +119,11 @@ impl Metrics {
             warm_target.clone(),
         );
         agent.register(
+            "languages",
+            "Languages of the pool's image by smoke-test state on this host (served, failed, pending)",
+            languages.clone(),
+        );
+        agent.register(
             "launches",
             "Container launches by pool and result",
             launches.clone(),
@@ -143,6 +150,7 @@ impl Metrics {
             queue_seconds,
             containers,
             warm_target,
+            languages,
             launches,
             launch_seconds,
             destroys,
@@ -166,5 +174,15 @@ impl Metrics {
                 state: state.to_string(),
             })
             .set(n as i64);
+    }
+
+    /// Sets how many of a pool's languages are in a smoke-test state here.
+    pub fn set_languages(&self, pool: &str, state: &str, n: usize) {
+        self.languages
+            .get_or_create(&PoolStateLabels {
+                pool: pool.to_string(),
+                state: state.to_string(),
+            })
+            .set(i64::try_from(n).unwrap_or(i64::MAX));
     }
 }

@@ -112,6 +112,17 @@ impl Agent {
                     pool: key.to_string(),
                 })
                 .set(i64::from(p.target()));
+            // Languages not served are failed once the smoke results for the
+            // current shape are in, pending until then.
+            let unavailable = p.unavailable_languages().len();
+            let proven = p.smoke_results().is_some();
+            m.set_languages(key.as_str(), "served", p.served_languages().len());
+            m.set_languages(key.as_str(), "failed", if proven { unavailable } else { 0 });
+            m.set_languages(
+                key.as_str(),
+                "pending",
+                if proven { 0 } else { unavailable },
+            );
         }
     }
 

@@ -101,6 +101,26 @@ async fn a_language_that_fails_its_smoke_tests_is_not_served() {
     ));
     let report = &n.agent.reports()[0];
     assert_eq!(report.node.unavailable_languages[0].name, "lua");
+    // One more pass publishes the gauges for what `until` last saw.
+    n.agent.reconcile(false).await;
+    let languages = |state: &str| {
+        n.agent
+            .metrics()
+            .languages
+            .get_or_create(&crate::metrics::PoolStateLabels {
+                pool: "t/p".into(),
+                state: state.into(),
+            })
+            .get()
+    };
+    assert_eq!(
+        [
+            languages("served"),
+            languages("failed"),
+            languages("pending")
+        ],
+        [1, 1, 0]
+    );
 }
 
 #[tokio::test]
