@@ -5,7 +5,7 @@ mod error;
 mod execute;
 pub mod forward;
 mod info;
-pub mod openapi;
+mod openapi;
 mod oversize;
 pub(crate) mod piston;
 pub mod types;
@@ -72,12 +72,6 @@ fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(piston::runtimes))
         .routes(routes!(crate::auth::quota))
         .routes(routes!(openapi::openapi_json))
-}
-
-/// The contract (OpenAPI 3.1) of a server that requires tokens or not, as
-/// `GET /openapi.json` serves it.
-pub fn contract(tokens_required: bool) -> serde_json::Value {
-    openapi::contract(routes().split_for_parts().1, tokens_required)
 }
 
 /// The API's routes behind `auth`: tokens, quotas, agent signatures.

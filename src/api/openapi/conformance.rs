@@ -7,7 +7,13 @@ use serde::de::{self, DeserializeOwned, Deserializer, Visitor};
 use serde_json::{Value, json};
 
 /// The contract of a server that requires tokens.
-pub static CONTRACT: LazyLock<Value> = LazyLock::new(|| crate::api::contract(true));
+pub static CONTRACT: LazyLock<Value> = LazyLock::new(|| contract(true));
+
+/// The contract of a server that requires tokens or not, as
+/// `GET /openapi.json` serves it.
+pub fn contract(tokens_required: bool) -> Value {
+    super::contract(crate::api::routes().split_for_parts().1, tokens_required)
+}
 
 /// A validator for the component schema `name`, resolving references
 /// within the contract.

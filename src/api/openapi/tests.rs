@@ -2,7 +2,7 @@ use std::collections::BTreeSet;
 
 use serde_json::{Value, json};
 
-use super::conformance::{CONTRACT, accepted_fields, assert_conforms, validator};
+use super::conformance::{CONTRACT, accepted_fields, assert_conforms, contract, validator};
 use super::{BEARER, METHODS};
 use crate::agent::{Blocker, ChoiceError};
 use crate::api::error::ApiError;
@@ -243,7 +243,7 @@ fn error_answers_conform() {
 
 #[test]
 fn operations_outside_the_open_paths_need_a_token_when_tokens_are_required() {
-    let open = super::super::contract(false);
+    let open = contract(false);
     for (path, item) in CONTRACT["paths"].as_object().unwrap() {
         for method in METHODS {
             let Some(op) = item.get(method) else { continue };
