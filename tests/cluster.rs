@@ -420,6 +420,18 @@ fn crds_chart_and_base_install_explain_and_invalid_objects_are_rejected() {
             pool("  limits: {memoryMib: 8}\n"),
             "spec.limits.memoryMib in body should be greater than or equal to 32",
         ),
+        (
+            pool("  egress: {allow: [{host: pypi.org}]}\n"),
+            "egress applies only to network: semitrusted",
+        ),
+        (
+            pool("  network: semitrusted\n  egress: {allow: [{host: 10.0.0.1}]}\n"),
+            "spec.egress.allow[0].host in body should match",
+        ),
+        (
+            pool("  network: semitrusted\n  egress: {allow: [{host: a.org, ports: [0]}]}\n"),
+            "spec.egress.allow[0].ports[0] in body should be greater than or equal to 1",
+        ),
     ];
     for (yaml, message) in cases {
         let err = kubectl_fails(&cp, &["apply", "--server-side", "-f", "-"], &yaml);
@@ -557,6 +569,7 @@ fn controllers_as_the_charts_service_account_reconcile_and_hand_over_the_lease()
             "delete",
             "xp",
             "small",
+            "registries",
             "ghost",
             "-n",
             "default",

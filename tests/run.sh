@@ -11,7 +11,10 @@
 #      (UNSANDBOX_KUBE_APISERVER, PATH or /usr/local/bin; README),
 #   6. measures language detection on a held-out corpus of Debian sources
 #      (tests/detection/corpus.sh) and fails below 95% top-1 accuracy,
-#   7. fails if any test left a container or an LXD project behind.
+#   7. fuzzes the running server against the contract it serves
+#      (GET /openapi.json) with schemathesis, with and without tokens
+#      (tests/fuzz/run.sh: a few minutes, bounded in cases and time),
+#   8. fails if any test left a container or an LXD project behind.
 # Usage: tests/run.sh   (extra arguments go to `cargo test`)
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -86,6 +89,9 @@ else
     status=1
 fi
 rm -f "$corpus_log"
+
+step "fuzzing the API against its contract (schemathesis; tests/fuzz/run.sh)"
+tests/fuzz/run.sh || status=1
 
 step "leftovers"
 left=0

@@ -1,14 +1,13 @@
 //! API errors as precise JSON answers: a stable `error` code, a message that
 //! names the problem, and extra fields where they help. Internals never leak.
 
-use axum::extract::rejection::JsonRejection;
+use axum::extract::rejection::{JsonRejection, PathRejection};
 use axum::http::StatusCode;
-use serde_json::json;
 
 use crate::agent::{AcquireError, Blocker, ChoiceError};
 use crate::service::{ExecError, Invalid, Limit};
 
-pub use crate::http_error::ApiError;
+pub use crate::http_error::{ApiError, Detail};
 
 impl From<JsonRejection> for ApiError {
     fn from(r: JsonRejection) -> Self {
@@ -26,6 +25,14 @@ impl From<JsonRejection> for ApiError {
             _ => (r.status(), "invalid_body"),
         };
         ApiError::new(status, code, r.body_text())
+    }
+}
+
+impl From<PathRejection> for ApiError {
+    /// 400: a path segment that does not decode (not UTF-8 once
+    /// percent-decoded).
+    fn from(r: PathRejection) -> Self {
+        ApiError::new(StatusCode::BAD_REQUEST, "invalid_path", r.body_text())
     }
 }
 
@@ -55,15 +62,20 @@ impl From<ChoiceError> for ApiError {
         let message = e.to_string();
         match e {
             ChoiceError::UnknownLanguage { available, .. } => {
-                ApiError::new(StatusCode::NOT_FOUND, "unknown_language", message)
-                    .with(json!({"available": available}))
+                ApiError::new(StatusCode::NOT_FOUND, "unknown_language", message).with(Detail {
+                    available: Some(available),
+                    ..Detail::default()
+                })
             }
             ChoiceError::Ambiguous { meanings, .. } => ApiError::new(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "ambiguous_language",
                 message,
             )
-            .with(json!({"meanings": meanings})),
+            .with(Detail {
+                meanings: Some(meanings),
+                ..Detail::default()
+            }),
             ChoiceError::Blocked { blocker, .. } => ApiError::blocked(&blocker, message),
         }
     }
@@ -76,7 +88,10 @@ impl ApiError {
         let (status, code) = blocked_status(blocker);
         let mut err = ApiError::new(status, code, message);
         if let Blocker::TierUnavailable { offered } = blocker {
-            err = err.with(json!({"offered": offered}));
+            err = err.with(Detail {
+                offered: Some(offered.clone()),
+                ..Detail::default()
+            });
         }
         err.retry_after = blocker.retry_after();
         err
@@ -118,7 +133,10 @@ impl From<ExecError> for ApiError {
             ExecError::Undetected { available } => ApiError::invalid(
                 "could not tell the language of this code; name it in `language` or use /execute/{language}",
             )
-            .with(json!({"available": available})),
+            .with(Detail {
+                    available: Some(available),
+                    ..Detail::default()
+                }),
             ExecError::Invalid(e) => e.into(),
             ExecError::NoContainer(e) => e.into(),
         }
@@ -156,7 +174,11 @@ impl From<Invalid> for ApiError {
                     "limit_exceeds_maximum",
                     format!("{name} {asked} is above this pool's maximum of {maximum}"),
                 )
-                .with(json!({"field": name, "maximum": maximum}))
+                .with(Detail {
+                    field: Some(name.to_string()),
+                    maximum: Some(maximum),
+                    ..Detail::default()
+                })
             }
             Invalid::BelowFloor { limit, floor, .. } => {
                 ApiError::invalid(format!("{} must be at least {floor}", field(limit)))
@@ -240,7 +262,7 @@ mod tests {
                 None
             )
         );
-        assert_eq!(e.extra.unwrap()["offered"], json!(["zerotrust"]));
+        assert_eq!(e.detail.offered, Some(vec![NetworkTier::Zerotrust]));
         let e = blocked(Blocker::PoolInvalid {
             pool: "t/p".into(),
             message: "LanguageImage \"x\" does not exist".into(),
@@ -267,7 +289,7 @@ mod tests {
             (e.status, e.code),
             (StatusCode::UNPROCESSABLE_ENTITY, "ambiguous_language")
         );
-        assert_eq!(e.extra.unwrap()["meanings"][1], "python (t/a)");
+        assert_eq!(e.detail.meanings.unwrap()[1], "python (t/a)");
     }
 
     #[test]
@@ -392,8 +414,12 @@ mod tests {
             unit: Unit::Mib,
         }));
         assert_eq!(
-            e.extra,
-            Some(json!({"field": "memory_mib", "maximum": 128}))
+            e.detail,
+            Detail {
+                field: Some("memory_mib".into()),
+                maximum: Some(128),
+                ..Detail::default()
+            }
         );
         assert_eq!(
             e.message,
@@ -402,7 +428,10 @@ mod tests {
         let e = ApiError::from(ExecError::Undetected {
             available: vec!["python".into(), "bash".into()],
         });
-        assert_eq!(e.extra, Some(json!({"available": ["python", "bash"]})));
+        assert_eq!(
+            e.detail.available,
+            Some(vec!["python".to_string(), "bash".to_string()])
+        );
         let e = ApiError::from(ExecError::DetectionPending(Blocker::Starting));
         assert_eq!(e.retry_after, Some(2));
     }

@@ -5,7 +5,7 @@
 use std::time::Instant;
 
 use axum::Json;
-use axum::extract::rejection::JsonRejection;
+use axum::extract::rejection::{JsonRejection, PathRejection};
 use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use base64::Engine;
@@ -17,23 +17,38 @@ use crate::service::{self, Asked, Memory};
 use super::AppState;
 use super::error::ApiError;
 use super::forward::FORWARDED_BY;
+use super::openapi::{AuthErrors, ExecutionErrors};
 use super::types::{
     CompileReport, DetectionReport, ExecuteRequest, ExecuteResponse, InputFile, NetworkReport,
-    OutputEncoding, Timings,
+    Object, OutputEncoding, Timings,
 };
 
+/// `POST /execute/{language}`: runs code in the language the path names.
+#[utoipa::path(
+    post,
+    path = "/execute/{language}",
+    tag = "native",
+    params(("language" = String, Path, description = "A language's name or alias", example = "python")),
+    request_body = ExecuteRequest,
+    responses(
+        (status = 200, description = "What ran: the program's own failure is a 200 too, with its `status`", body = ExecuteResponse),
+        ExecutionErrors,
+        AuthErrors,
+    )
+)]
 pub async fn execute_language(
     State(app): State<AppState>,
-    Path(language): Path<String>,
+    language: Result<Path<String>, PathRejection>,
     headers: HeaderMap,
     caller: Option<axum::Extension<crate::auth::Caller>>,
-    body: Result<Json<ExecuteRequest>, JsonRejection>,
+    body: Result<Json<Object<ExecuteRequest>>, JsonRejection>,
 ) -> Result<Json<ExecuteResponse>, ApiError> {
     let started = Instant::now();
     let forwarded = headers.contains_key(FORWARDED_BY);
     let caps = caller.map(|c| c.0.quota).unwrap_or_default();
     let result = async {
-        let Json(req) = body?;
+        let Path(language) = language?;
+        let Json(Object(req)) = body?;
         if req
             .language
             .as_deref()
@@ -50,17 +65,30 @@ pub async fn execute_language(
     result.map(Json)
 }
 
+/// `POST /run`: runs code in the language the body names, or else the one
+/// detected from the code.
+#[utoipa::path(
+    post,
+    path = "/run",
+    tag = "native",
+    request_body = ExecuteRequest,
+    responses(
+        (status = 200, description = "What ran, with `detected`: how the language was chosen", body = ExecuteResponse),
+        ExecutionErrors,
+        AuthErrors,
+    )
+)]
 pub async fn run(
     State(app): State<AppState>,
     headers: HeaderMap,
     caller: Option<axum::Extension<crate::auth::Caller>>,
-    body: Result<Json<ExecuteRequest>, JsonRejection>,
+    body: Result<Json<Object<ExecuteRequest>>, JsonRejection>,
 ) -> Result<Json<ExecuteResponse>, ApiError> {
     let started = Instant::now();
     let forwarded = headers.contains_key(FORWARDED_BY);
     let caps = caller.map(|c| c.0.quota).unwrap_or_default();
     let result = async {
-        let Json(req) = body?;
+        let Json(Object(req)) = body?;
         let (language, report) = match &req.language {
             Some(l) => (
                 l.clone(),
@@ -226,7 +254,7 @@ fn response(
         container: ran.container,
         network: NetworkReport {
             tier,
-            egress: ran.network,
+            egress: ran.network.unwrap_or_default(),
         },
         timings: Timings {
             queue_ms: ran.queue_ms,

@@ -13,14 +13,24 @@ use crate::crd::condition::{self, Condition};
 use crate::standalone::Rejection;
 
 use super::AppState;
+use super::openapi::AuthErrors;
 
 use bodies::{
     ApiVersion, Health, HealthStatus, Kind, Language, LanguagePool, PoolEntry, Readiness,
-    RejectedMetadata, RejectedPool, RejectedStatus, ServedMetadata, ServedPool, ServedStatus,
-    UnreadyPool, Waiting,
+    RejectedDocument, RejectedMetadata, RejectedPool, RejectedStatus, ServedMetadata, ServedPool,
+    ServedStatus, UnreadyPool, Waiting,
 };
 
 /// `GET /languages`: every language served here, with its pools.
+#[utoipa::path(
+    get,
+    path = "/languages",
+    tag = "info",
+    responses(
+        (status = 200, description = "The languages served here", body = Vec<Language>),
+        AuthErrors,
+    )
+)]
 pub async fn languages(State(app): State<AppState>) -> Json<Vec<Language>> {
     Json(app.agent.catalog().into_iter().map(language).collect())
 }
@@ -46,6 +56,15 @@ fn language(e: CatalogEntry) -> Language {
 /// `GET /pools`: each pool as this host sees it, shaped like an ExecutorPool
 /// with its status; in standalone mode with the documents of the files that
 /// are rejected (see `pools_view`).
+#[utoipa::path(
+    get,
+    path = "/pools",
+    tag = "info",
+    responses(
+        (status = 200, description = "Each pool as this host sees it", body = Vec<PoolEntry>),
+        AuthErrors,
+    )
+)]
 pub async fn pools(State(app): State<AppState>) -> Json<Vec<PoolEntry>> {
     let stamp = |r: &PoolReport| status::stamped(&r.observed, &r.conditions, r.generation);
     Json(pools_view(
@@ -70,13 +89,14 @@ pub fn pools_view(
         .into_iter()
         .map(|r| {
             let key = format!("{}/{}", r.namespace, r.name);
-            let about: Vec<Rejection> = rejected
+            let about: Vec<RejectedDocument> = rejected
                 .iter()
                 .filter(|x| {
                     (x.kind == "ExecutorPool" && x.name == key)
                         || (x.kind == "LanguageImage" && x.name == r.spec.image)
                 })
                 .cloned()
+                .map(RejectedDocument::from)
                 .collect();
             let conditions = stamp(&r);
             listed.push(key);
@@ -126,7 +146,7 @@ pub fn pools_view(
             },
             status: RejectedStatus {
                 conditions: ready,
-                rejected: vec![x.clone()],
+                rejected: vec![RejectedDocument::from(x.clone())],
             },
         }));
     }
@@ -134,6 +154,12 @@ pub fn pools_view(
 }
 
 /// `GET /healthz`: the process is alive.
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "info",
+    responses((status = 200, description = "Alive", body = Health))
+)]
 pub async fn healthz() -> Json<Health> {
     Json(Health {
         status: HealthStatus::Ok,
@@ -143,6 +169,15 @@ pub async fn healthz() -> Json<Health> {
 /// `GET /readyz`: 200 while this host serves something (at least one
 /// language of a ready pool), saying what; else 503, saying why each pool
 /// is not ready.
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    tag = "info",
+    responses(
+        (status = 200, description = "What this host serves", body = Readiness),
+        (status = 503, description = "Why this host serves nothing", body = Readiness),
+    )
+)]
 pub async fn readyz(State(app): State<AppState>) -> impl IntoResponse {
     let (status, body) = readiness(
         app.agent.serving(),
@@ -194,6 +229,17 @@ fn readiness(
 }
 
 /// `GET /metrics`: Prometheus text format.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "info",
+    responses((
+        status = 200,
+        description = "Prometheus metrics, OpenMetrics text format",
+        body = String,
+        content_type = "application/openmetrics-text"
+    ))
+)]
 pub async fn metrics(State(app): State<AppState>) -> impl IntoResponse {
     (
         [(
@@ -403,5 +449,50 @@ mod tests {
             serde_json::json!({"name": "gone", "namespace": "t"})
         );
         assert_eq!(keys(&rejected["status"]), ["conditions", "rejected"]);
+    }
+
+    #[test]
+    fn bodies_conform_to_the_contract() {
+        use crate::api::openapi::conformance::assert_conforms;
+        let serving = vec![Serving {
+            pool: "t/p".into(),
+            languages: vec!["python".into()],
+        }];
+        let reports = || vec![report(condition::Reason::ProvingLanguages)];
+        for (serving, reports, draining) in [
+            (serving, vec![], false),
+            (vec![], reports(), false),
+            (vec![], vec![], false),
+            (vec![], reports(), true),
+        ] {
+            let (_, body) = readiness(serving, reports, draining);
+            assert_conforms("Readiness", &value(body));
+        }
+        let stamp = |r: &PoolReport| status::stamped(&r.observed, &r.conditions, r.generation);
+        let view = pools_view(
+            vec![report(condition::Reason::Warm)],
+            stamp,
+            &[
+                rejection("ExecutorPool", "t/p", true),
+                rejection("ExecutorPool", "t/gone", false),
+            ],
+        );
+        assert_eq!(view.len(), 2);
+        for entry in view {
+            assert_conforms("PoolEntry", &value(entry));
+        }
+        let entry = CatalogEntry {
+            name: "python".into(),
+            aliases: vec!["py".into()],
+            version: Some("3.11.2".into()),
+            pools: vec![("t/p".into(), crate::crd::NetworkTier::Zerotrust, 2)],
+        };
+        assert_conforms("Language", &value(language(entry)));
+        assert_conforms(
+            "Health",
+            &value(Health {
+                status: HealthStatus::Ok,
+            }),
+        );
     }
 }

@@ -5,6 +5,7 @@ mod error;
 mod execute;
 pub mod forward;
 mod info;
+mod openapi;
 mod oversize;
 pub(crate) mod piston;
 pub mod types;
@@ -12,13 +13,14 @@ pub mod types;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::{Method, StatusCode, Uri};
-use axum::routing::{get, post};
+use axum::{Extension, Router};
 use tower_http::classify::ServerErrorsFailureClass;
 use tower_http::trace::TraceLayer;
 use tracing::Span;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 pub use error::ApiError;
 
@@ -55,19 +57,28 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
     router_with_auth(state, max_body_bytes, crate::auth::Auth::disabled())
 }
 
+/// Every route with its contract: the router and `GET /openapi.json` are
+/// built from this one list.
+fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(openapi::base())
+        .routes(routes!(execute::execute_language))
+        .routes(routes!(execute::run))
+        .routes(routes!(info::languages))
+        .routes(routes!(info::pools))
+        .routes(routes!(info::healthz))
+        .routes(routes!(info::readyz))
+        .routes(routes!(info::metrics))
+        .routes(routes!(piston::execute))
+        .routes(routes!(piston::runtimes))
+        .routes(routes!(crate::auth::quota))
+        .routes(routes!(openapi::openapi_json))
+}
+
 /// The API's routes behind `auth`: tokens, quotas, agent signatures.
 pub fn router_with_auth(state: AppState, max_body_bytes: usize, auth: crate::auth::Auth) -> Router {
-    Router::new()
-        .route("/execute/{language}", post(execute::execute_language))
-        .route("/run", post(execute::run))
-        .route("/languages", get(info::languages))
-        .route("/pools", get(info::pools))
-        .route("/healthz", get(info::healthz))
-        .route("/readyz", get(info::readyz))
-        .route("/metrics", get(info::metrics))
-        .route("/api/v2/execute", post(piston::execute))
-        .route("/api/v2/runtimes", get(piston::runtimes))
-        .route("/v1/quota", get(crate::auth::quota))
+    let (routes, api) = routes().split_for_parts();
+    let served = openapi::Served::new(&openapi::contract(api, auth.enabled()));
+    routes
         .fallback(|uri: Uri| async move {
             ApiError::new(
                 StatusCode::NOT_FOUND,
@@ -82,6 +93,7 @@ pub fn router_with_auth(state: AppState, max_body_bytes: usize, auth: crate::aut
                 format!("{} does not take {method}", uri.path()),
             )
         })
+        .layer(Extension(served))
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .layer(axum::middleware::from_fn_with_state(
             auth,

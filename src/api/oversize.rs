@@ -11,6 +11,7 @@ use axum::response::{IntoResponse, Response};
 use http_body_util::BodyExt;
 
 use super::ApiError;
+use super::error::Detail;
 
 /// The most bytes of an oversize body read (and dropped) before answering.
 const DRAIN_BYTES: u64 = 64 << 20;
@@ -33,7 +34,10 @@ pub fn refusal(declared: u64, limit: usize) -> ApiError {
         "payload_too_large",
         format!("the request body is {declared} bytes; at most {limit} bytes are accepted"),
     )
-    .with(serde_json::json!({"limit_bytes": limit}))
+    .with(Detail {
+        limit_bytes: Some(limit as u64),
+        ..Detail::default()
+    })
 }
 
 /// Middleware: refuses a body declared over `limit` bytes after reading it.

@@ -43,19 +43,41 @@ use crate::metrics::RouteLabels;
 
 use super::AppState;
 use super::error::ApiError;
+use super::openapi::{AuthErrors, PistonErrors};
 
-pub use error::PistonError;
+pub use error::{PistonError, PistonErrorBody};
 pub use response::{ExecuteResponse, Runtime};
 
 use request::{parse, submission};
 use response::{response, runtime_list, served_version};
 
 /// `GET /api/v2/runtimes`.
+#[utoipa::path(
+    get,
+    path = "/api/v2/runtimes",
+    tag = "piston",
+    responses(
+        (status = 200, description = "The languages Piston clients can run here", body = Vec<Runtime>),
+        AuthErrors,
+    )
+)]
 pub async fn runtimes(State(app): State<AppState>) -> Json<Vec<Runtime>> {
     Json(runtime_list(&app.agent.catalog()))
 }
 
-/// `POST /api/v2/execute`.
+/// `POST /api/v2/execute`. Any content type is taken as JSON, as
+/// piston-client posts it as `text/plain`.
+#[utoipa::path(
+    post,
+    path = "/api/v2/execute",
+    tag = "piston",
+    request_body = request::Contract,
+    responses(
+        (status = 200, description = "What ran, in Piston's shape", body = ExecuteResponse),
+        PistonErrors,
+        AuthErrors,
+    )
+)]
 pub async fn execute(
     State(app): State<AppState>,
     caller: Option<axum::Extension<crate::auth::Caller>>,

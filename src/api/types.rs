@@ -1,13 +1,21 @@
 //! Request and response bodies of the native execution API.
 
-use serde::{Deserialize, Serialize};
+use std::marker::PhantomData;
+
+use serde::de::value::MapAccessDeserializer;
+use serde::de::{MapAccess, Visitor};
+use serde::{Deserialize, Deserializer, Serialize};
+use utoipa::ToSchema;
 
 use crate::crd::NetworkTier;
 use crate::egress::NetworkRecord;
 
 /// `POST /execute/{language}` and `POST /run`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(examples(
+    json!({"code": "import sys\nprint(input(), sys.argv[1:])", "stdin": "hi", "args": ["a b"], "language": "python"})
+))]
 pub struct ExecuteRequest {
     /// Source code of the program.
     pub code: String,
@@ -21,7 +29,7 @@ pub struct ExecuteRequest {
     #[serde(default)]
     pub args: Vec<String>,
     /// Extra files written beside the source.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "objects")]
     pub files: Vec<InputFile>,
     /// Wall-clock limit of the run stage in milliseconds; at most the pool's maximum.
     #[serde(default)]
@@ -51,8 +59,44 @@ pub struct ExecuteRequest {
     pub output_encoding: Option<OutputEncoding>,
 }
 
+/// A body that must be a JSON object. serde's derive also builds a struct
+/// from an array of its fields in order (`["print(1)"]`), which the
+/// contract does not allow.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Object<T>(pub T);
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Object<T> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Only<T>(PhantomData<T>);
+
+        impl<'de, T: Deserialize<'de>> Visitor<'de> for Only<T> {
+            type Value = T;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<T, A::Error> {
+                T::deserialize(MapAccessDeserializer::new(map))
+            }
+        }
+
+        deserializer.deserialize_map(Only(PhantomData)).map(Object)
+    }
+}
+
+/// A list of objects (see `Object`).
+fn objects<'de, D, T>(deserializer: D) -> Result<Vec<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    let list: Vec<Object<T>> = Vec::deserialize(deserializer)?;
+    Ok(list.into_iter().map(|Object(t)| t).collect())
+}
+
 /// How the program's output is returned.
-#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq, ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum OutputEncoding {
     /// Text: bytes that are not UTF-8 are replaced by U+FFFD.
@@ -74,7 +118,7 @@ impl OutputEncoding {
 }
 
 /// An extra file.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct InputFile {
     /// Plain file name (no directories).
@@ -86,7 +130,7 @@ pub struct InputFile {
 }
 
 /// Timings of one execution, in milliseconds.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, ToSchema)]
 pub struct Timings {
     /// Waiting for a warm container.
     pub queue_ms: u64,
@@ -109,7 +153,7 @@ pub struct Timings {
 }
 
 /// How `/run` chose the language.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, ToSchema)]
 pub struct DetectionReport {
     /// `request`, `shebang` or `content`.
     pub method: String,
@@ -120,7 +164,7 @@ pub struct DetectionReport {
 }
 
 /// The compile stage of an execution.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, ToSchema)]
 pub struct CompileReport {
     /// `ok`, `runtime_error` (the compiler failed), `timeout`, `killed`,
     /// `memory_limit_exceeded`, `process_limit_exceeded` or
@@ -144,7 +188,7 @@ pub struct CompileReport {
 
 /// The result of an execution. `stdout`, `stderr`, `exit_code` and `signal`
 /// are the run stage's, or the compile stage's when compiling failed.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, ToSchema)]
 pub struct ExecuteResponse {
     /// `ok`, `compile_error`, `runtime_error`, `timeout`, `killed`,
     /// `memory_limit_exceeded`, `process_limit_exceeded`,
@@ -175,15 +219,15 @@ pub struct ExecuteResponse {
     pub output_encoding: Option<OutputEncoding>,
 }
 
-/// The execution's network: its tier, and for `semitrusted` what its
-/// connections through the egress proxy reached, what was refused and
-/// why, and which budget ran out (`reached`, `denied`,
-/// `budget_exceeded`).
-#[derive(Debug, Clone, Serialize, PartialEq)]
+/// The execution's network: its tier, and what its connections through
+/// the egress proxy reached, what was refused and why, and which budget
+/// ran out (`reached`, `denied`, `budget_exceeded`; empty for
+/// `zerotrust`, which has no network).
+#[derive(Debug, Clone, Serialize, PartialEq, ToSchema)]
 pub struct NetworkReport {
     pub tier: NetworkTier,
-    #[serde(flatten, skip_serializing_if = "Option::is_none")]
-    pub egress: Option<NetworkRecord>,
+    #[serde(flatten)]
+    pub egress: NetworkRecord,
 }
 
 /// Also reads the bare tier (`"network": "zerotrust"`) that agents before
@@ -198,11 +242,14 @@ impl<'de> Deserialize<'de> for NetworkReport {
             Report {
                 tier: NetworkTier,
                 #[serde(flatten)]
-                egress: Option<NetworkRecord>,
+                egress: NetworkRecord,
             },
         }
         Ok(match Wire::deserialize(d)? {
-            Wire::Tier(tier) => NetworkReport { tier, egress: None },
+            Wire::Tier(tier) => NetworkReport {
+                tier,
+                egress: NetworkRecord::default(),
+            },
             Wire::Report { tier, egress } => NetworkReport { tier, egress },
         })
     }
@@ -215,15 +262,16 @@ mod tests {
     #[test]
     fn network_reports_read_both_shapes_and_write_the_object() {
         let old: NetworkReport = serde_json::from_str(r#""zerotrust""#).unwrap();
-        assert_eq!((old.tier, &old.egress), (NetworkTier::Zerotrust, &None));
+        assert_eq!(old.tier, NetworkTier::Zerotrust);
+        assert_eq!(old.egress, NetworkRecord::default());
         let zero: NetworkReport = serde_json::from_str(r#"{"tier": "zerotrust"}"#).unwrap();
         assert_eq!(
             serde_json::to_string(&zero).unwrap(),
-            r#"{"tier":"zerotrust"}"#
+            r#"{"tier":"zerotrust","reached":[],"denied":[],"budget_exceeded":null}"#
         );
         let semi = r#"{"tier":"semitrusted","reached":[{"host":"a.org","port":443,"connections":1,"bytes_sent":5,"bytes_received":7}],"denied":[],"budget_exceeded":null}"#;
         let report: NetworkReport = serde_json::from_str(semi).unwrap();
-        assert_eq!(report.egress.as_ref().unwrap().reached[0].host, "a.org");
+        assert_eq!(report.egress.reached[0].host, "a.org");
         assert_eq!(serde_json::to_string(&report).unwrap(), semi);
     }
 
@@ -239,5 +287,20 @@ mod tests {
             serde_json::from_str::<ExecuteRequest>(r#"{"code": "x", "output_encoding": "hex"}"#)
                 .is_err()
         );
+    }
+
+    #[test]
+    fn bodies_and_files_are_objects_not_arrays_of_fields() {
+        let read = |s: &str| serde_json::from_str::<Object<ExecuteRequest>>(s).map(|o| o.0);
+        let req = read(r#"{"code": "x", "files": [{"name": "a", "content": "b"}]}"#).unwrap();
+        assert_eq!(req.files[0].content, "b");
+        assert!(
+            serde_json::from_str::<ExecuteRequest>(r#"["x"]"#).is_ok(),
+            "serde's derive"
+        );
+        let err = read(r#"["x"]"#).unwrap_err().to_string();
+        assert!(err.contains("expected a JSON object"), "{err}");
+        let err = read(r#"{"code": "x", "files": [["a", "b"]]}"#).unwrap_err();
+        assert!(err.to_string().contains("expected a JSON object"), "{err}");
     }
 }

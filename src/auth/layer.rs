@@ -11,16 +11,18 @@ use axum::extract::{Extension, Request, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use super::quota::{RateState, Refusal, Usage};
 use super::signing::{self, SignatureError, WINDOW_SECONDS};
+use super::standing::{Concurrency, Limits, Rate, Standing};
 use super::tokens::{Quota, Token};
 use super::{AGENT_SIGNATURE, Auth, FORWARDED_BY, SIGNATURE, TIMESTAMP, limits, unix_now};
-use crate::http_error::ApiError;
+use crate::http_error::{ApiError, Detail, ErrorBody};
 
-/// Paths probes and Prometheus reach without a token.
-const OPEN: &[&str] = &["/healthz", "/readyz", "/metrics"];
+/// Paths reached without a token: probes, Prometheus, and the API's
+/// contract.
+pub const OPEN: &[&str] = &["/healthz", "/readyz", "/metrics", "/openapi.json"];
 
 /// Who a request comes from; put in the request's extensions for handlers.
 #[derive(Debug, Clone)]
@@ -156,14 +158,29 @@ async fn authenticate(auth: &Auth, req: Request) -> Result<(Request, Token), Res
                 over.field, over.asked, over.maximum, token.name
             ),
         )
-        .with(json!({"field": over.field, "maximum": over.maximum}))
+        .with(Detail {
+            field: Some(over.field.to_string()),
+            maximum: Some(over.maximum),
+            ..Detail::default()
+        })
         .into_response());
     }
     Ok((req, token))
 }
 
 /// `GET /v1/quota`: the caller's name, limits, and where its quota stands.
-pub async fn quota(caller: Option<Extension<Caller>>) -> Json<Value> {
+#[utoipa::path(
+    get,
+    path = "/v1/quota",
+    tag = "auth",
+    responses(
+        (status = 200, description = "Where the caller stands", body = Standing),
+        (status = 401, description = "No valid token (when tokens are required)", body = ErrorBody,
+            headers(("www-authenticate" = String, description = "`Bearer`"))),
+        (status = 403, description = "`forwarded_unverified`", body = ErrorBody),
+    )
+)]
+pub async fn quota(caller: Option<Extension<Caller>>) -> Json<Standing> {
     let caller = caller.map_or_else(|| Caller::open("anonymous".into()), |c| c.0);
     let q = &caller.quota;
     let in_flight = caller.usage.as_ref().map_or(0, |u| u.in_flight());
@@ -171,26 +188,27 @@ pub async fn quota(caller: Option<Extension<Caller>>) -> Json<Value> {
         .usage
         .as_ref()
         .and_then(|u| u.rate(q, Instant::now()))
-        .map(|r| {
-            json!({
-                "requests_per_minute": q.requests_per_minute,
-                "burst": r.limit,
-                "remaining": r.remaining,
-                "reset_seconds": r.reset_seconds,
-            })
+        .map(|r| Rate {
+            requests_per_minute: q.requests_per_minute,
+            burst: r.limit,
+            remaining: r.remaining,
+            reset_seconds: r.reset_seconds,
         });
-    Json(json!({
-        "name": caller.name,
-        "authenticated": caller.usage.is_some(),
-        "signed": caller.signed,
-        "limits": {
-            "max_timeout_ms": q.max_timeout_ms,
-            "max_memory_mib": q.max_memory_mib,
-            "max_output_bytes": q.max_output_bytes,
+    Json(Standing {
+        name: caller.name,
+        authenticated: caller.usage.is_some(),
+        signed: caller.signed,
+        limits: Limits {
+            max_timeout_ms: q.max_timeout_ms,
+            max_memory_mib: q.max_memory_mib,
+            max_output_bytes: q.max_output_bytes,
         },
-        "concurrent": {"limit": q.concurrent, "in_flight": in_flight},
-        "rate": rate,
-    }))
+        concurrent: Concurrency {
+            limit: q.concurrent,
+            in_flight,
+        },
+        rate,
+    })
 }
 
 fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {

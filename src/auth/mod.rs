@@ -12,6 +12,7 @@ mod limits;
 mod quota;
 mod reload;
 mod signing;
+mod standing;
 mod tokens;
 
 use std::collections::HashMap;
@@ -20,9 +21,10 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-pub use layer::{Caller, check, quota};
+pub use layer::{__path_quota, Caller, OPEN, check, quota};
 pub use limits::cap as cap_limits;
 pub use signing::{WINDOW_SECONDS, sign};
+pub use standing::Standing;
 pub use tokens::{ParseError, Quota, Token, TokenSet, hash_token};
 
 use quota::Usage;

@@ -38,7 +38,7 @@ pub struct ExecutorPoolSpec {
     /// Labels a node must have to host this pool. Empty: every node that runs
     /// the unsandbox agent. Standalone mode ignores it (it covers its one host).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    #[schemars(extend("maxProperties" = 64))]
+    #[schemars(extend("maxProperties" = 64, "additionalProperties" = {"type": "string", "maxLength": 63}))]
     pub node_selector: BTreeMap<String, String>,
     /// Warm containers kept ready on each host.
     #[serde(default = "default_warm")]

@@ -29,7 +29,8 @@ pub const MAX_DENIED: usize = 32;
 /// Bytes are payload: tunnel bytes, and HTTP message bodies of forwarded
 /// requests. `reached_omitted` and `denied_omitted` appear only when the
 /// lists are full.
-#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, utoipa::ToSchema)]
+#[serde(default)]
 pub struct NetworkRecord {
     /// Hosts connected to (at most [`MAX_REACHED`]).
     pub reached: Vec<Reached>,
@@ -49,7 +50,7 @@ pub struct NetworkRecord {
 }
 
 /// One host and port the execution connected to.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, utoipa::ToSchema)]
 pub struct Reached {
     /// The name asked for (lowercase, no trailing dot).
     pub host: String,
@@ -63,7 +64,7 @@ pub struct Reached {
 }
 
 /// A request the proxy did not serve.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, utoipa::ToSchema)]
 pub struct Denied {
     /// The host asked for (lowercase, no trailing dot): a name, or an IP
     /// literal.
@@ -75,7 +76,7 @@ pub struct Denied {
 }
 
 /// Which budget of `spec.egress.budget` ran out.
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum BudgetKind {
     Bytes,

@@ -6,6 +6,7 @@ use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
+use utoipa::ToSchema;
 
 use crate::api::error::ApiError;
 use crate::service::{ExecError, Invalid, Limit, MIN_MEMORY_MIB, Unit};
@@ -90,15 +91,17 @@ impl From<Invalid> for PistonError {
     }
 }
 
-#[derive(Serialize)]
-struct Body<'a> {
-    message: &'a str,
+/// Piston's error body.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct PistonErrorBody {
+    /// What is wrong, in Piston's words where Piston has some.
+    pub message: String,
 }
 
 impl IntoResponse for PistonError {
     fn into_response(self) -> Response {
-        let body = Body {
-            message: &self.message,
+        let body = PistonErrorBody {
+            message: self.message,
         };
         let mut resp = (self.status, Json(body)).into_response();
         if let Some(secs) = self.retry_after {

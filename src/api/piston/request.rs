@@ -3,7 +3,11 @@
 //! service checks against the chosen pool like any other. Pure.
 
 use base64::Engine;
-use serde_json::{Map, Value};
+use serde_json::{Map, Value, json};
+use utoipa::ToSchema;
+use utoipa::openapi::schema::{
+    AnyOfBuilder, ArrayBuilder, Object, ObjectBuilder, OneOfBuilder, Schema, SchemaType, Type,
+};
 
 use crate::crd::NetworkTier;
 use crate::service::{self, Asked as Limits, Memory};
@@ -47,6 +51,113 @@ pub(super) struct Request {
     pub(super) stdin: String,
     pub(super) args: Vec<String>,
     pub(super) asked: Asked,
+}
+
+/// The body of `POST /api/v2/execute` as the contract gives it. `parse`
+/// reads the JSON itself, field by field in Piston's order and with
+/// Piston's messages, and ignores other fields as Piston does; this type
+/// is never built, it describes, and a test holds it to `parse`.
+#[derive(ToSchema)]
+#[schema(
+    as = PistonExecuteRequest,
+    examples(json!({"language": "py", "version": "3.x", "files": [{"content": "print(input()[::-1])"}], "stdin": "olleh"}))
+)]
+#[allow(dead_code)]
+pub(super) struct Contract {
+    /// Language name or alias.
+    #[schema(min_length = 1)]
+    language: String,
+    /// A semver selector (`3.11.2`, `3.x`, `^3.9`); null, empty or absent
+    /// for any version.
+    version: Option<String>,
+    /// The source (the first utf8 file, whatever its name) and the files
+    /// written beside it.
+    files: Vec<ContractFile>,
+    stdin: Option<String>,
+    /// Arguments; numbers are taken as their decimal text.
+    #[schema(schema_with = args)]
+    args: Option<Vec<String>>,
+    /// Milliseconds.
+    #[schema(schema_with = limit)]
+    compile_timeout: Option<u64>,
+    /// Milliseconds.
+    #[schema(schema_with = limit)]
+    run_timeout: Option<u64>,
+    /// Milliseconds of CPU time, measured: a stage that used more is `TO`.
+    #[schema(schema_with = limit)]
+    compile_cpu_time: Option<u64>,
+    /// Milliseconds of CPU time, measured: a stage that used more is `TO`.
+    #[schema(schema_with = limit)]
+    run_cpu_time: Option<u64>,
+    /// Bytes; -1 for the pool's limit.
+    #[schema(schema_with = memory_limit)]
+    compile_memory_limit: Option<u64>,
+    /// Bytes; -1 for the pool's limit.
+    #[schema(schema_with = memory_limit)]
+    run_memory_limit: Option<u64>,
+}
+
+/// A file of a Piston request.
+#[derive(ToSchema)]
+#[schema(as = PistonFile)]
+#[allow(dead_code)]
+pub(super) struct ContractFile {
+    /// A plain name; null or empty: `file{i}.code`.
+    name: Option<String>,
+    content: String,
+    /// `base64` or `hex`; anything else reads as `utf8`.
+    encoding: Option<serde_json::Value>,
+}
+
+/// `args`: strings or numbers, or null.
+fn args() -> Schema {
+    let arg = OneOfBuilder::new()
+        .item(Object::with_type(Type::String))
+        .item(Object::with_type(Type::Number));
+    let list = ArrayBuilder::new().items(arg);
+    OneOfBuilder::new()
+        .item(list)
+        .item(Object::with_type(Type::Null))
+        .into()
+}
+
+/// A limit as Piston takes it: a number of at least 0 (0 is the pool's),
+/// or null, `false` or `""` for the pool's.
+fn limit() -> Schema {
+    none_or(
+        ObjectBuilder::new()
+            .schema_type(Type::Number)
+            .minimum(Some(0.0))
+            .into(),
+    )
+}
+
+/// A memory limit: as `limit`, and -1 for the pool's too.
+fn memory_limit() -> Schema {
+    let number = AnyOfBuilder::new()
+        .item(
+            ObjectBuilder::new()
+                .schema_type(Type::Number)
+                .minimum(Some(0.0)),
+        )
+        .item(one_of_values([json!(-1)]))
+        .into();
+    none_or(number)
+}
+
+fn none_or(value: Schema) -> Schema {
+    AnyOfBuilder::new()
+        .item(value)
+        .item(Object::with_type(Type::Null))
+        .item(one_of_values([json!(false), json!("")]))
+        .into()
+}
+
+/// Exactly these values, whatever their type.
+fn one_of_values<const N: usize>(values: [Value; N]) -> ObjectBuilder {
+    ObjectBuilder::new()
+        .schema_type(SchemaType::AnyValue)
+        .enum_values(Some(values))
 }
 
 /// Checks a request body's fields in Piston's order, with Piston's messages.

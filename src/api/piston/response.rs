@@ -2,6 +2,7 @@
 //! messages, and the runtime list. Pure.
 
 use serde::Serialize;
+use utoipa::ToSchema;
 
 use crate::agent::CatalogEntry;
 use crate::crd::NetworkTier;
@@ -11,7 +12,8 @@ use super::request::Asked;
 use super::version;
 
 /// One entry of `GET /api/v2/runtimes`.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, ToSchema)]
+#[schema(as = PistonRuntime)]
 pub struct Runtime {
     pub language: String,
     pub version: String,
@@ -19,7 +21,8 @@ pub struct Runtime {
 }
 
 /// One stage of a Piston answer.
-#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, PartialEq, ToSchema)]
+#[schema(as = PistonStage)]
 pub struct Stage {
     pub stdout: String,
     pub stderr: String,
@@ -41,7 +44,8 @@ pub struct Stage {
 }
 
 /// The answer of `POST /api/v2/execute`.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, ToSchema)]
+#[schema(as = PistonExecuteResponse)]
 pub struct ExecuteResponse {
     pub language: String,
     pub version: String,

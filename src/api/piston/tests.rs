@@ -536,3 +536,92 @@ fn execution_errors_become_pistons_answers() {
         (StatusCode::SERVICE_UNAVAILABLE, Some(2))
     );
 }
+
+#[test]
+fn bodies_valid_by_the_contract_are_those_parse_takes() {
+    let file = json!([{"content": "print(1)"}]);
+    let with = |field: &str, value: Value| {
+        let mut body = json!({"language": "python", "files": file});
+        body[field] = value;
+        body
+    };
+    let mut cases = vec![
+        json!({"language": "python", "files": file}),
+        json!({"language": "python", "files": file, "stray": [1]}),
+        json!({"files": file}),
+        json!({"language": "", "files": file}),
+        json!({"language": 3, "files": file}),
+        json!({"language": "python"}),
+        json!({"language": "python", "files": {}}),
+        json!([]),
+        json!("python"),
+        with("version", json!("3.x")),
+        with("version", json!(null)),
+        with("version", json!(3)),
+        with("files", json!([5])),
+        with("files", json!([{"name": "a.py"}])),
+        with(
+            "files",
+            json!([{"content": "x", "name": null, "encoding": 4}]),
+        ),
+        with("files", json!([{"content": "x", "name": 4}])),
+        with("stdin", json!("in")),
+        with("stdin", json!(null)),
+        with("stdin", json!(["in"])),
+        with("args", json!(["a", 1, 2.5])),
+        with("args", json!(null)),
+        with("args", json!("a")),
+        with("args", json!([true])),
+        with("args", json!([null])),
+    ];
+    for limit in ["run_timeout", "compile_cpu_time", "run_memory_limit"] {
+        for value in [
+            json!(100),
+            json!(0),
+            json!(0.5),
+            json!(null),
+            json!(false),
+            json!(""),
+            json!(-1),
+            json!(-2),
+            json!(-0.5),
+            json!(true),
+            json!("100"),
+            json!([1]),
+        ] {
+            cases.push(with(limit, value));
+        }
+    }
+    let v = crate::api::openapi::conformance::validator("PistonExecuteRequest");
+    for body in cases {
+        let parsed = parse(&body);
+        assert_eq!(
+            v.is_valid(&body),
+            parsed.is_ok(),
+            "{body}: parse says {:?}",
+            parsed.err()
+        );
+    }
+}
+
+#[test]
+fn answers_conform_to_the_contract() {
+    use crate::api::openapi::conformance::assert_conforms;
+    let compiled = Outcome {
+        status: Status::Ok,
+        compile: Some(ran(Status::Ok, Some(0), None)),
+        run: Some(ran(Status::Timeout, None, Some(9))),
+        message: None,
+    };
+    for outcome in [compiled, Outcome::internal("lost")] {
+        let answer = response(&outcome, "c", "12.2.0", &Asked::default());
+        assert_conforms(
+            "PistonExecuteResponse",
+            &serde_json::to_value(answer).unwrap(),
+        );
+    }
+    let body = PistonErrorBody {
+        message: "x".into(),
+    };
+    assert_conforms("PistonErrorBody", &serde_json::to_value(body).unwrap());
+}
