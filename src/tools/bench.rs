@@ -17,7 +17,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
 use crate::agent::{Agent, AgentConfig, Resources};
-use crate::crd::{ExecutorPool, ExecutorPoolSpec};
+use crate::crd::{ExecutorPool, ExecutorPoolSpec, NetworkTier};
 use crate::execution::{RUNNER_GID, RUNNER_UID};
 use crate::lxd::{ExecSpec, Lxd};
 use crate::metrics::Metrics;
@@ -77,6 +77,11 @@ pub struct BenchArgs {
     /// Hostile clients running beside the benign one with `--hostile`.
     #[arg(long, default_value_t = 1)]
     pub hostile_clients: usize,
+    /// Measure only what the semitrusted tier costs against zerotrust:
+    /// refill time per container, execution latency, and the proxy's first
+    /// byte as a program inside the container sees it.
+    #[arg(long)]
+    pub network: bool,
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -115,14 +120,18 @@ pub(super) async fn wait_warm(
 }
 
 /// Starts an agent with one pool `bench/bench` of `image` in the bench
-/// project. Returns it with its stop switch and loop task.
-async fn start_agent(
+/// project (in `tier`, served by `egress` when semitrusted). Returns it
+/// with its stop switch and loop task.
+#[allow(clippy::too_many_arguments)]
+pub(super) async fn start_agent(
     args: &BenchArgs,
     lxd: &Lxd,
     node: &str,
     image: &str,
     warm: u32,
     templates: bool,
+    tier: NetworkTier,
+    egress: Option<crate::egress::EgressProxy>,
 ) -> anyhow::Result<(
     Agent,
     tokio::sync::watch::Sender<bool>,
@@ -148,6 +157,8 @@ async fn start_agent(
         None => serde_yaml::from_str(&format!("image: {image}"))?,
     };
     spec.warm = warm;
+    spec.network = tier;
+    spec.egress = (tier == NetworkTier::Semitrusted).then(Default::default);
     spec.max_concurrent = args.concurrency.max(1) as u32 * 2;
     spec.execution.queue_timeout_ms = 120_000;
     let mut pool = ExecutorPool::new("bench", spec);
@@ -162,7 +173,7 @@ async fn start_agent(
         resync_interval: Duration::from_secs(30),
         templates,
     };
-    let agent = Agent::new(lxd.clone(), cfg, rx, Arc::new(Metrics::new()), None);
+    let agent = Agent::new(lxd.clone(), cfg, rx, Arc::new(Metrics::new()), egress);
     let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
     let runner = agent.clone();
     let task = tokio::spawn(async move {
@@ -191,7 +202,17 @@ async fn refill(args: &BenchArgs, lxd: &Lxd, node: &str) -> anyhow::Result<()> {
     );
     for image in &args.refill {
         for templates in [true, false] {
-            let (agent, stop, task) = start_agent(args, lxd, node, image, WARM, templates).await?;
+            let (agent, stop, task) = start_agent(
+                args,
+                lxd,
+                node,
+                image,
+                WARM,
+                templates,
+                NetworkTier::Zerotrust,
+                None,
+            )
+            .await?;
             let result = async {
                 wait_warm(&agent, WARM, Duration::from_secs(1800)).await?;
                 // One container taken at a time: its replacement's latency.
@@ -252,12 +273,28 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         crate::agent::cleanup(&lxd, &node).await?;
         return refill(&args, &lxd, &node).await;
     }
+    if args.network {
+        let lxd = Lxd::new(args.lxd.socket(), project);
+        lxd.ensure_project().await?;
+        let node = format!("bench-{}", args.lxd.node());
+        crate::agent::cleanup(&lxd, &node).await?;
+        return super::bench_network::measure(&args, &lxd, &node).await;
+    }
     let lxd = Lxd::new(args.lxd.socket(), project);
     lxd.ensure_project().await?;
     let node = format!("bench-{}", args.lxd.node());
     crate::agent::cleanup(&lxd, &node).await?;
-    let (agent, stop_tx, reconciler) =
-        start_agent(&args, &lxd, &node, &args.image, args.warm, args.templates).await?;
+    let (agent, stop_tx, reconciler) = start_agent(
+        &args,
+        &lxd,
+        &node,
+        &args.image,
+        args.warm,
+        args.templates,
+        NetworkTier::Zerotrust,
+        None,
+    )
+    .await?;
     let result = if args.hostile {
         super::bench_hostile::measure(&args, &agent, args.warm).await
     } else {
@@ -441,7 +478,7 @@ fn cgroup_memory(project: &str, name: &str) -> Option<(f64, f64)> {
     ))
 }
 
-async fn phase(
+pub(super) async fn phase(
     client: &Client<HttpConnector, Full<Bytes>>,
     addr: SocketAddr,
     language: &str,

@@ -8,5 +8,6 @@
 pub mod accuracy;
 pub mod bench;
 mod bench_hostile;
+mod bench_network;
 pub mod corpus;
 pub mod prove;
