@@ -301,7 +301,25 @@ async fn python(addr: SocketAddr, ca: &str, network: &str, code: &str) -> Value 
     v
 }
 
-fn start(dir: &Path, project: &str, addr: SocketAddr, extra: &[&str]) -> Child {
+/// The agent process; killed if the test fails, so it never outlives it.
+struct Running(Child);
+
+impl Running {
+    fn id(&self) -> u32 {
+        self.0.id()
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if self.0.try_wait().ok().flatten().is_none() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+fn start(dir: &Path, project: &str, addr: SocketAddr, extra: &[&str]) -> Running {
     let log = std::fs::File::options()
         .create(true)
         .append(true)
@@ -323,6 +341,7 @@ fn start(dir: &Path, project: &str, addr: SocketAddr, extra: &[&str]) -> Child {
         .stdout(Stdio::null())
         .stderr(log)
         .spawn()
+        .map(Running)
         .expect("start unsandbox")
 }
 
@@ -553,8 +572,8 @@ async fn semitrusted_reaches_only_allowed_hosts_through_the_proxy_and_leaves_not
     // A killed agent's successor re-opens the warm containers' sockets and
     // serves through them; stopping with cleanup leaves nothing.
     assert!(!sockets(d).is_empty());
-    agent.kill().unwrap();
-    agent.wait().unwrap();
+    agent.0.kill().unwrap();
+    agent.0.wait().unwrap();
     let addr = free_addr();
     let mut agent = start(d, lxd.project(), addr, &["--cleanup-on-exit"]);
     wait_ready(addr, d).await;
@@ -578,7 +597,7 @@ async fn semitrusted_reaches_only_allowed_hosts_through_the_proxy_and_leaves_not
         .success();
     assert!(ok);
     let start_wait = Instant::now();
-    while agent.try_wait().unwrap().is_none() {
+    while agent.0.try_wait().unwrap().is_none() {
         assert!(
             start_wait.elapsed() < Duration::from_secs(60),
             "still running"
