@@ -11,28 +11,13 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const POOL: &str = "apiVersion: unsandbox.com/v1alpha1\nkind: ExecutorPool\nmetadata: {name: small, namespace: t}\nspec:\n  image: small\n  warm: 2\n  limits: {memoryMib: 128, processes: 32, tmpfsMib: 16}\n  execution:\n    wallTimeMs: {default: 5000, max: 10000}\n";
 
 /// One HTTP/1.1 exchange on loopback: status and JSON body.
 async fn http(addr: SocketAddr, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
-    let mut conn = tokio::net::TcpStream::connect(addr).await.expect("connect");
-    let body = body.map(|b| b.to_string()).unwrap_or_default();
-    let head = format!(
-        "{method} {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
-        body.len()
-    );
-    conn.write_all(head.as_bytes()).await.unwrap();
-    conn.write_all(body.as_bytes()).await.unwrap();
-    let mut answer = String::new();
-    conn.read_to_string(&mut answer).await.unwrap();
-    let status = answer
-        .get(9..12)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("not an HTTP answer: {answer:?}"));
-    let text = answer.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
-    (status, serde_json::from_str(text).unwrap_or(Value::Null))
+    let (status, text) = common::raw_http(addr, method, path, body).await;
+    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
 }
 
 /// A standalone `unsandbox` on `addr`, in LXD project `project`.
@@ -52,13 +37,6 @@ fn start(dir: &std::path::Path, project: &str, addr: SocketAddr, extra: &[&str])
         .stderr(log)
         .spawn()
         .expect("start unsandbox")
-}
-
-fn free_addr() -> SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
 }
 
 async fn wait_ready(addr: SocketAddr) {
@@ -122,7 +100,7 @@ async fn sigterm_finishes_running_executions_refuses_new_ones_and_leaves_warm_co
     .unwrap();
     std::fs::write(dir.path().join("config/pool.yaml"), POOL).unwrap();
 
-    let addr = free_addr();
+    let addr = common::free_addr();
     let mut first = start(dir.path(), lxd.project(), addr, &[]);
     wait_ready(addr).await;
 
@@ -168,7 +146,7 @@ async fn sigterm_finishes_running_executions_refuses_new_ones_and_leaves_warm_co
     assert!(!left.is_empty(), "warm containers stay for the next start");
 
     // The next start adopts exactly those, and this one cleans up on exit.
-    let addr = free_addr();
+    let addr = common::free_addr();
     let mut second = start(dir.path(), lxd.project(), addr, &["--cleanup-on-exit"]);
     wait_ready(addr).await;
     let now = running(&lxd).await;

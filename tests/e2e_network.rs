@@ -21,7 +21,6 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const HOST_SIDE: &str = "203.0.113.1";
 const UPSTREAM: &str = "203.0.113.2";
@@ -264,23 +263,6 @@ impl Drop for Internet {
     }
 }
 
-/// One HTTP/1.1 exchange on loopback: status and body.
-async fn http(addr: SocketAddr, method: &str, path: &str, body: Option<Value>) -> (u16, String) {
-    let mut conn = tokio::net::TcpStream::connect(addr).await.expect("connect");
-    let body = body.map(|b| b.to_string()).unwrap_or_default();
-    let head = format!(
-        "{method} {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
-        body.len()
-    );
-    conn.write_all(head.as_bytes()).await.unwrap();
-    conn.write_all(body.as_bytes()).await.unwrap();
-    let mut answer = String::new();
-    conn.read_to_string(&mut answer).await.unwrap();
-    let status = answer.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0);
-    let text = answer.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
-    (status, text.to_string())
-}
-
 /// Runs python `code` (after `CLIENT`) with `ca.pem` beside it.
 async fn python(addr: SocketAddr, ca: &str, network: &str, code: &str) -> Value {
     let body = json!({
@@ -289,7 +271,7 @@ async fn python(addr: SocketAddr, ca: &str, network: &str, code: &str) -> Value 
         "files": [{"name": "ca.pem", "content": ca}],
         "timeout_ms": 20000,
     });
-    let (s, b) = http(addr, "POST", "/execute/python", Some(body)).await;
+    let (s, b) = common::raw_http(addr, "POST", "/execute/python", Some(body)).await;
     let v: Value = serde_json::from_str(&b).unwrap_or(Value::Null);
     assert_eq!(s, 200, "{b}");
     assert_eq!(
@@ -345,18 +327,11 @@ fn start(dir: &Path, project: &str, addr: SocketAddr, extra: &[&str]) -> Running
         .expect("start unsandbox")
 }
 
-fn free_addr() -> SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-}
-
 async fn wait_ready(addr: SocketAddr, dir: &Path) {
     let start = Instant::now();
     loop {
         if tokio::net::TcpStream::connect(addr).await.is_ok() {
-            let (s, b) = http(addr, "GET", "/pools", None).await;
+            let (s, b) = common::raw_http(addr, "GET", "/pools", None).await;
             let pools: Value = serde_json::from_str(&b).unwrap_or(Value::Null);
             // Both pools warm, their languages proven.
             let serving = |i: usize| {
@@ -422,7 +397,7 @@ async fn semitrusted_reaches_only_allowed_hosts_through_the_proxy_and_leaves_not
     std::fs::write(d.join("config/pools.yaml"), POOLS).unwrap();
     std::fs::write(d.join("hosts"), hosts_file()).unwrap();
 
-    let addr = free_addr();
+    let addr = common::free_addr();
     let mut agent = start(d, lxd.project(), addr, &[]);
     wait_ready(addr, d).await;
 
@@ -574,7 +549,7 @@ async fn semitrusted_reaches_only_allowed_hosts_through_the_proxy_and_leaves_not
     assert!(!sockets(d).is_empty());
     agent.0.kill().unwrap();
     agent.0.wait().unwrap();
-    let addr = free_addr();
+    let addr = common::free_addr();
     let mut agent = start(d, lxd.project(), addr, &["--cleanup-on-exit"]);
     wait_ready(addr, d).await;
     let v = python(
@@ -585,7 +560,7 @@ async fn semitrusted_reaches_only_allowed_hosts_through_the_proxy_and_leaves_not
     )
     .await;
     assert_eq!(v["stdout"], "hello from upstream\n", "{v:#}");
-    let (_, metrics) = http(addr, "GET", "/metrics", None).await;
+    let (_, metrics) = common::raw_http(addr, "GET", "/metrics", None).await;
     assert!(
         metrics.contains("unsandbox_egress_connections_total{"),
         "{metrics}"
