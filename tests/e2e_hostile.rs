@@ -110,6 +110,26 @@ async fn hostile_programs_get_the_verdict_of_the_limit_they_hit() {
         b["timings"]["memory_bytes"].as_u64().unwrap() > 32 << 20,
         "{b}"
     );
+    // Held at the limit without an OOM kill: nearly all of it anonymous,
+    // the rest page cache the kernel keeps reclaiming (files read again and
+    // again) until the wall time. The sampled memory names the limit.
+    // Reading the same files without holding memory is only a timeout.
+    let reader = |held_mib: u32| {
+        format!(
+            "import glob\n\
+             held = b'x' * ({held_mib} << 20)\n\
+             files = [f for f in glob.glob('/usr/**/*', recursive=True)][:4000]\n\
+             while True:\n    for f in files:\n        try:\n            open(f, 'rb').read(1 << 20)\n        except OSError:\n            pass"
+        )
+    };
+    for (held, status) in [(110, "memory_limit_exceeded"), (0, "timeout")] {
+        let code = reader(held);
+        let (s, b) = h
+            .execute("python", json!({"code": code, "timeout_ms": 3000}))
+            .await;
+        assert_eq!((s.as_u16(), &b["status"]), (200, &json!(status)), "{b}");
+    }
+
     // Piston has no status for it: SG with SIGKILL, and the message.
     let piston = json!({"language": "python", "version": "*", "files": [{"content": hog}]});
     let (s, p) = h

@@ -10,6 +10,9 @@ use super::script::{Job, WORKDIR, command, run_command};
 use super::usage::Meter;
 use super::verdict::{Outcome, StageOutcome, Status, judge, overall, stage};
 
+/// How often a stage's memory is sampled while it runs (see [`Meter::sample`]).
+const SAMPLE_EVERY: Duration = Duration::from_millis(100);
+
 /// Limits of one stage.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StageLimits {
@@ -97,8 +100,18 @@ async fn measured(
     stdin: Vec<u8>,
     limits: &StageLimits,
 ) -> Result<StageOutcome, LxdError> {
-    let meter = Meter::start(lxd.project(), container);
-    let mut out = stage(lxd.exec(container, spec(job, argv, stdin, limits)).await?);
+    let mut meter = Meter::start(lxd.project(), container);
+    let exec = lxd.exec(container, spec(job, argv, stdin, limits));
+    tokio::pin!(exec);
+    let mut sampling = tokio::time::interval(SAMPLE_EVERY);
+    sampling.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let done = loop {
+        tokio::select! {
+            done = &mut exec => break done,
+            _ = sampling.tick() => meter.sample(),
+        }
+    };
+    let mut out = stage(done?);
     if out.lost_output {
         return Err(LxdError::OutputLost);
     }
@@ -108,7 +121,7 @@ async fn measured(
     let usage = meter.finish();
     out.cpu_ms = usage.cpu_ms;
     out.memory_bytes = usage.memory_bytes;
-    let (status, message) = judge(out.status, usage.events, limits.memory_mib);
+    let (status, message) = judge(out.status, &usage, limits.memory_mib);
     out.status = status;
     out.message = out.message.or(message);
     Ok(out)

@@ -11,7 +11,12 @@
 //! Limit events, compared before and after the stage so that one stage's
 //! events are never blamed on another: OOM kills (v1 `memory.oom_control`,
 //! v2 `memory.events`, line `oom_kill`) and forks refused at `pids.max`
-//! (`pids.events`, line `max`, both versions).
+//! (`pids.events`, line `max`, both versions), and the times usage reached
+//! the memory limit (v1 `memory.failcnt`, v2 `memory.events` line `max`).
+//! Anonymous memory (v1 `memory.stat` `total_rss`, v2 `anon`) is sampled
+//! while the stage runs ([`Meter::sample`]): reaching the limit with little
+//! but anonymous memory in use is a program stalled at its memory limit,
+//! which the kernel may leave reclaiming file pages instead of OOM-killing.
 //! Whatever cannot be read is `None`: measurement never fails a stage.
 
 use std::fs::{File, OpenOptions};
@@ -26,6 +31,8 @@ pub const CGROUP_ROOT: &str = "/sys/fs/cgroup";
 pub struct Usage {
     pub cpu_ms: Option<u64>,
     pub memory_bytes: Option<u64>,
+    /// The most anonymous memory seen in use while the stage ran (sampled).
+    pub anon_peak_bytes: Option<u64>,
     /// Limit events counted by the container's cgroup during the stage.
     pub events: LimitEvents,
 }
@@ -38,6 +45,9 @@ pub struct LimitEvents {
     pub oom_kills: Option<u64>,
     /// Forks or clones refused because the process limit was reached.
     pub pids_max: Option<u64>,
+    /// Times memory usage reached the memory limit (the kernel then
+    /// reclaims, and OOM-kills only when reclaim fails).
+    pub memory_max: Option<u64>,
 }
 
 /// The cgroup directory name LXD gives a container.
@@ -60,6 +70,10 @@ pub struct Files {
     pub oom: PathBuf,
     /// Refused forks: `pids.events`.
     pub pids: PathBuf,
+    /// Memory statistics: `memory.stat`.
+    pub stat: PathBuf,
+    /// Times usage reached the limit: v1 `memory.failcnt`, v2 `memory.events`.
+    pub at_limit: PathBuf,
     pub v2: bool,
 }
 
@@ -75,6 +89,8 @@ pub fn candidates(root: &Path, name: &str) -> [Files; 3] {
                 .join("memory.max_usage_in_bytes"),
             oom: root.join("memory").join(name).join("memory.oom_control"),
             pids: root.join("pids").join(name).join("pids.events"),
+            stat: root.join("memory").join(name).join("memory.stat"),
+            at_limit: root.join("memory").join(name).join("memory.failcnt"),
             v2: false,
         },
         Files {
@@ -82,6 +98,8 @@ pub fn candidates(root: &Path, name: &str) -> [Files; 3] {
             peak: root.join(name).join("memory.peak"),
             oom: root.join(name).join("memory.events"),
             pids: root.join(name).join("pids.events"),
+            stat: root.join(name).join("memory.stat"),
+            at_limit: root.join(name).join("memory.events"),
             v2: true,
         },
         Files {
@@ -89,6 +107,8 @@ pub fn candidates(root: &Path, name: &str) -> [Files; 3] {
             peak: root.join("unified").join(name).join("memory.peak"),
             oom: root.join("unified").join(name).join("memory.events"),
             pids: root.join("unified").join(name).join("pids.events"),
+            stat: root.join("unified").join(name).join("memory.stat"),
+            at_limit: root.join("unified").join(name).join("memory.events"),
             v2: true,
         },
     ]
@@ -117,13 +137,22 @@ pub fn keyed(text: &str, key: &str) -> Option<u64> {
 struct Counters {
     oom_kills: Option<u64>,
     pids_max: Option<u64>,
+    memory_max: Option<u64>,
 }
 
 impl Counters {
     fn read(files: &Files) -> Self {
+        let at_limit = read(&files.at_limit);
         Self {
             oom_kills: read(&files.oom).and_then(|t| keyed(&t, "oom_kill")),
             pids_max: read(&files.pids).and_then(|t| keyed(&t, "max")),
+            memory_max: at_limit.and_then(|t| {
+                if files.v2 {
+                    keyed(&t, "max")
+                } else {
+                    parse_number(&t)
+                }
+            }),
         }
     }
 
@@ -133,6 +162,7 @@ impl Counters {
         LimitEvents {
             oom_kills: delta(self.oom_kills, after.oom_kills),
             pids_max: delta(self.pids_max, after.pids_max),
+            memory_max: delta(self.memory_max, after.memory_max),
         }
     }
 }
@@ -146,12 +176,19 @@ pub fn cpu_usec(text: &str, v2: bool) -> Option<u64> {
     }
 }
 
+/// Anonymous memory in bytes from a `memory.stat` text: v1 `total_rss`
+/// (the container's whole subtree), v2 `anon` (recursive already).
+pub fn anon_bytes(stat: &str, v2: bool) -> Option<u64> {
+    keyed(stat, if v2 { "anon" } else { "total_rss" })
+}
+
 /// A measurement under way.
 #[derive(Debug)]
 pub struct Meter {
     files: Option<Files>,
     cpu_start: Option<u64>,
     events_start: Counters,
+    anon_peak: Option<u64>,
     /// The v2 `memory.peak` file a reset was written to: only this open file
     /// reports the peak since the reset.
     peak: Option<File>,
@@ -173,6 +210,7 @@ impl Meter {
                 files: None,
                 cpu_start: None,
                 events_start: Counters::default(),
+                anon_peak: None,
                 peak: None,
             };
         };
@@ -190,7 +228,16 @@ impl Meter {
             files: Some(files),
             cpu_start,
             events_start,
+            anon_peak: None,
             peak,
+        }
+    }
+
+    /// Reads the anonymous memory in use now, keeping the most seen.
+    pub fn sample(&mut self) {
+        let Some(files) = &self.files else { return };
+        if let Some(anon) = read(&files.stat).and_then(|t| anon_bytes(&t, files.v2)) {
+            self.anon_peak = Some(self.anon_peak.map_or(anon, |p| p.max(anon)));
         }
     }
 
@@ -217,6 +264,7 @@ impl Meter {
         Usage {
             cpu_ms,
             memory_bytes: memory.filter(|m| *m > 0),
+            anon_peak_bytes: self.anon_peak,
             events: self.events_start.since(Counters::read(&files)),
         }
     }
@@ -263,7 +311,15 @@ mod tests {
         std::fs::write(&files.oom, "oom_kill_disable 0\nunder_oom 0\noom_kill 2\n").unwrap();
         std::fs::create_dir_all(files.pids.parent().unwrap()).unwrap();
         std::fs::write(&files.pids, "max 61\n").unwrap();
-        let meter = Meter::start_at(dir.path(), "p", "c");
+        std::fs::write(&files.at_limit, "7\n").unwrap();
+        let mut meter = Meter::start_at(dir.path(), "p", "c");
+        // Samples keep the most anonymous memory seen, the subtree's.
+        for rss in [50, 120, 90] {
+            let stat = format!("rss 1\ntotal_rss {}\nshmem 0\n", rss << 20);
+            std::fs::write(&files.stat, stat).unwrap();
+            meter.sample();
+        }
+        std::fs::write(&files.at_limit, "19\n").unwrap();
         // The reset was written (a real cgroup then reports the new peak).
         assert!(
             std::fs::read_to_string(&files.peak)
@@ -279,9 +335,11 @@ mod tests {
             Usage {
                 cpu_ms: Some(250),
                 memory_bytes: Some(8388608),
+                anon_peak_bytes: Some(120 << 20),
                 events: LimitEvents {
                     oom_kills: Some(1),
-                    pids_max: Some(0)
+                    pids_max: Some(0),
+                    memory_max: Some(12),
                 },
             }
         );
@@ -293,10 +351,13 @@ mod tests {
         let cg = dir.path().join(cgroup_name("default", "c"));
         std::fs::create_dir_all(&cg).unwrap();
         std::fs::write(cg.join("cpu.stat"), "usage_usec 1000\n").unwrap();
-        let meter = Meter::start_at(dir.path(), "default", "c");
+        let mut meter = Meter::start_at(dir.path(), "default", "c");
         std::fs::write(cg.join("cpu.stat"), "usage_usec 31000\n").unwrap();
         std::fs::write(cg.join("pids.events"), "max 5\n").unwrap();
+        std::fs::write(cg.join("memory.stat"), "anon 4096\nfile 8192\n").unwrap();
+        meter.sample();
         let u = meter.finish();
+        assert_eq!(u.anon_peak_bytes, Some(4096));
         assert_eq!(u.cpu_ms, Some(30));
         assert_eq!(u.memory_bytes, None);
         // Counters missing at the start are unknown, not zero.

@@ -4,7 +4,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::lxd::{ExecOutcome, Stopped};
 
-use super::usage::LimitEvents;
+use super::usage::Usage;
 
 /// How an execution ended.
 #[derive(
@@ -191,8 +191,28 @@ pub fn stage(out: ExecOutcome) -> StageOutcome {
 /// is what it may or may not handle. A stage that exited 0 coped with the
 /// event and is `Ok`. An output flood stays what it is (unsandbox cut it;
 /// the events go in the message).
-pub fn judge(status: Status, events: LimitEvents, memory_mib: u32) -> (Status, Option<String>) {
+///
+/// A stage that ran into its wall time without an OOM kill, but reached its
+/// memory limit holding at least seven eighths of it in anonymous memory,
+/// stalled at that limit: the kernel kept reclaiming file pages (code it
+/// then reads back) instead of ending it. That is the memory limit too.
+pub fn judge(status: Status, usage: &Usage, memory_mib: u32) -> (Status, Option<String>) {
+    let events = usage.events;
     let oom = events.oom_kills.unwrap_or(0);
+    let limit = u64::from(memory_mib) << 20;
+    let stalled = status == Status::Timeout
+        && oom == 0
+        && events.memory_max.unwrap_or(0) > 0
+        && usage.anon_peak_bytes.is_some_and(|a| a >= limit / 8 * 7);
+    if stalled {
+        return (
+            Status::MemoryLimitExceeded,
+            Some(format!(
+                "the memory limit ({memory_mib} MiB) was reached and the program stalled there, \
+                 the kernel reclaiming memory rather than ending it; then the wall time ran out"
+            )),
+        );
+    }
     let pids = events.pids_max.unwrap_or(0);
     let memory = format!(
         "the memory limit ({memory_mib} MiB) was hit: the kernel's OOM killer ended {oom} process{}",
@@ -265,6 +285,7 @@ pub fn verdict(code: i32) -> (Status, Option<i32>, Option<i32>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::execution::usage::LimitEvents;
     use std::time::Duration;
 
     /// An exec that exited with `code` and printed `stdout` and `stderr`.
@@ -366,10 +387,27 @@ mod tests {
         assert!(stage(exec(None, b"", b"")).runner_error.is_some());
     }
 
-    fn events(oom: u64, pids: u64) -> LimitEvents {
-        LimitEvents {
-            oom_kills: Some(oom),
-            pids_max: Some(pids),
+    fn events(oom: u64, pids: u64) -> Usage {
+        Usage {
+            events: LimitEvents {
+                oom_kills: Some(oom),
+                pids_max: Some(pids),
+                memory_max: Some(0),
+            },
+            ..Usage::default()
+        }
+    }
+
+    /// Reached the memory limit `times`, with `anon_mib` at most in use.
+    fn at_limit(times: u64, anon_mib: u64) -> Usage {
+        Usage {
+            anon_peak_bytes: Some(anon_mib << 20),
+            events: LimitEvents {
+                oom_kills: Some(0),
+                pids_max: Some(0),
+                memory_max: Some(times),
+            },
+            ..Usage::default()
         }
     }
 
@@ -379,36 +417,50 @@ mod tests {
         let none = events(0, 0);
         // No event: the stage's own status, SIGKILL included.
         for s in [Ok, RuntimeError, Killed, Timeout, OutputLimitExceeded] {
-            assert_eq!(judge(s, none, 64), (s, None));
-            assert_eq!(judge(s, LimitEvents::default(), 64), (s, None));
+            assert_eq!(judge(s, &none, 64), (s, None));
+            assert_eq!(judge(s, &Usage::default(), 64), (s, None));
         }
         // An OOM kill: whatever the failure looked like, memory it is.
         for s in [Killed, RuntimeError] {
-            let (status, message) = judge(s, events(1, 0), 64);
+            let (status, message) = judge(s, &events(1, 0), 64);
             assert_eq!(status, MemoryLimitExceeded);
             assert!(message.unwrap().contains("(64 MiB)"));
-            assert_eq!(judge(s, events(2, 7), 64).0, MemoryLimitExceeded);
-            let (status, message) = judge(s, events(0, 7), 64);
+            assert_eq!(judge(s, &events(2, 7), 64).0, MemoryLimitExceeded);
+            let (status, message) = judge(s, &events(0, 7), 64);
             assert_eq!(status, ProcessLimitExceeded);
             assert!(message.unwrap().contains("7 forks were refused"));
         }
         // A program that coped with the limit succeeded.
-        assert_eq!(judge(Ok, events(1, 3), 64), (Ok, None));
+        assert_eq!(judge(Ok, &events(1, 3), 64), (Ok, None));
         // A bomb that then waited for its wall time is named for the limit.
-        let (status, message) = judge(Timeout, events(0, 3), 64);
+        let (status, message) = judge(Timeout, &events(0, 3), 64);
         assert_eq!(status, ProcessLimitExceeded);
         assert!(
             message
                 .unwrap()
                 .ends_with("refused; then the wall time ran out")
         );
-        assert_eq!(judge(Timeout, events(1, 3), 64).0, MemoryLimitExceeded);
+        assert_eq!(judge(Timeout, &events(1, 3), 64).0, MemoryLimitExceeded);
+        // Stalled at the memory limit, reclaiming, until the wall time: the
+        // memory limit. Page cache at the limit, or a limit reached by a
+        // program that then ended, is not.
+        let (status, message) = judge(Timeout, &at_limit(40, 120), 128);
+        assert_eq!(status, MemoryLimitExceeded);
+        assert!(
+            message
+                .unwrap()
+                .contains("(128 MiB) was reached and the program stalled")
+        );
+        assert_eq!(judge(Timeout, &at_limit(40, 100), 128).0, Timeout);
+        assert_eq!(judge(Timeout, &at_limit(0, 128), 128).0, Timeout);
+        assert_eq!(judge(Ok, &at_limit(40, 120), 128).0, Ok);
+        assert_eq!(judge(RuntimeError, &at_limit(40, 120), 128).0, RuntimeError);
         // An output flood unsandbox cut stays that, the events are told.
-        let (status, message) = judge(OutputLimitExceeded, events(1, 0), 64);
+        let (status, message) = judge(OutputLimitExceeded, &events(1, 0), 64);
         assert_eq!(status, OutputLimitExceeded);
         assert!(message.unwrap().contains("memory limit"));
         assert_eq!(
-            judge(InternalError, events(1, 1), 64),
+            judge(InternalError, &events(1, 1), 64),
             (InternalError, None)
         );
     }

@@ -8,6 +8,7 @@ use k8s_openapi::jiff::Timestamp;
 use tracing::Instrument;
 
 use super::super::core::Effect;
+use super::super::desired::Resources;
 use super::Agent;
 
 impl Agent {
@@ -43,12 +44,14 @@ impl Agent {
     /// complete listing (see `Core::resources`).
     pub async fn reconcile(&self, resync: bool) -> bool {
         let res = self.inner.resources.borrow().clone();
-        if !self.inner.lock().core.resources(&res) {
+        let start = Instant::now();
+        // The resources and the pass that applies them under one lock: a
+        // request never sees a host that has its listing but not its pools
+        // (it would answer "unknown language" for a language it serves).
+        let Some(effects) = self.tick_with(Some(&res)) else {
             tracing::debug!("waiting for a complete listing of pools, images and this node");
             return false;
-        }
-        let start = Instant::now();
-        let effects = self.tick();
+        };
         // Before any launch it ordered: a container serves with its pool's
         // allowlist from its first connection.
         self.sync_egress_policies();
@@ -71,12 +74,23 @@ impl Agent {
 
     /// Lets the core decide, and sizes the execution slots to what it decided.
     fn tick(&self) -> Vec<Effect> {
+        self.tick_with(None).unwrap_or_default()
+    }
+
+    /// Hands the core `res` (when given) and lets it decide, all under one
+    /// lock; `None` when `res` is not a complete listing.
+    fn tick_with(&self, res: Option<&Resources>) -> Option<Vec<Effect>> {
         let short = super::pressure::memory_short();
         let mut st = self.inner.lock();
+        if let Some(res) = res
+            && !st.core.resources(res)
+        {
+            return None;
+        }
         st.core.memory_pressure(short);
         let effects = st.core.tick(Instant::now(), Timestamp::now());
         st.resize_slots();
-        effects
+        Some(effects)
     }
 
     /// Lists the host and hands the listing to the core; adoption checks
