@@ -56,6 +56,7 @@ pub struct Metrics {
     pub launches: Family<ResultLabels, Counter>,
     pub launch_seconds: Family<PoolLabels, Histogram>,
     pub destroys: Family<ResultLabels, Counter>,
+    pub recycles: Family<ResultLabels, Counter>,
     pub rejected: Family<RouteLabels, Counter>,
     pub reconcile_seconds: Histogram,
 }
@@ -84,6 +85,7 @@ impl Metrics {
             Histogram::new(latency_buckets())
         });
         let destroys = Family::<ResultLabels, Counter>::default();
+        let recycles = Family::<ResultLabels, Counter>::default();
         let rejected = Family::<RouteLabels, Counter>::default();
         let reconcile_seconds = Histogram::new(latency_buckets());
         let api = registry.sub_registry_with_prefix("api");
@@ -139,6 +141,11 @@ impl Metrics {
             destroys.clone(),
         );
         agent.register(
+            "recycles",
+            "Containers of recycling pools checked after an execution, by pool and result (failed: destroyed)",
+            recycles.clone(),
+        );
+        agent.register(
             "reconcile_seconds",
             "Duration of one reconcile pass",
             reconcile_seconds.clone(),
@@ -154,6 +161,7 @@ impl Metrics {
             launches,
             launch_seconds,
             destroys,
+            recycles,
             rejected,
             reconcile_seconds,
         }

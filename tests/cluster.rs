@@ -432,6 +432,14 @@ fn crds_chart_and_base_install_explain_and_invalid_objects_are_rejected() {
             pool("  network: semitrusted\n  egress: {allow: [{host: a.org, ports: [0]}]}\n"),
             "spec.egress.allow[0].ports[0] in body should be greater than or equal to 1",
         ),
+        (
+            pool("  network: semitrusted\n  reuse: {executions: 5}\n"),
+            "reuse with more than one execution is available only with network: zerotrust",
+        ),
+        (
+            pool("  reuse: {executions: 0}\n"),
+            "spec.reuse.executions in body should be greater than or equal to 1",
+        ),
     ];
     for (yaml, message) in cases {
         let err = kubectl_fails(&cp, &["apply", "--server-side", "-f", "-"], &yaml);

@@ -12,8 +12,14 @@ use unsandbox::execution::{self, Job, Limits, StageLimits};
 
 const POOL: &str = "apiVersion: unsandbox.com/v1alpha1\nkind: ExecutorPool\nmetadata: {name: small, namespace: t}\nspec:\n  image: small\n  warm: 3\n  limits: {cpus: 1, memoryMib: 128, processes: 32, tmpfsMib: 16}\n  execution:\n    wallTimeMs: {default: 5000, max: 10000}\n    queueTimeoutMs: 60000\n";
 
-async fn harness(test: &str) -> Harness {
-    let h = Harness::start(test, resources(POOL)).await;
+/// The same pool recycling its containers: every execution in a fresh
+/// sandbox inside a used container.
+fn recycling() -> String {
+    POOL.replace("  warm: 3\n", "  warm: 3\n  reuse: {executions: 100}\n")
+}
+
+async fn harness(test: &str, pool: &str) -> Harness {
+    let h = Harness::start(test, resources(pool)).await;
     h.wait_warm("t/small", 3).await;
     h
 }
@@ -26,8 +32,26 @@ async fn bash(h: &Harness, code: &str) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn code_cannot_nest_user_namespaces_reach_devlxd_or_outgrow_its_share() {
-    let h = harness("hostile-escape").await;
+    cannot_escape(harness("hostile-escape", POOL).await).await;
+}
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_a_recycled_container_code_cannot_escape_either() {
+    assert!(recycling().contains("reuse:"));
+    cannot_escape(harness("hostile-escape-reuse", &recycling()).await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_programs_get_the_verdict_of_the_limit_they_hit() {
+    limits_named(harness("hostile-limits", POOL).await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_a_recycled_container_hostile_programs_get_the_same_verdicts() {
+    limits_named(harness("hostile-limits-reuse", &recycling()).await).await;
+}
+
+async fn cannot_escape(h: Harness) {
     // No nested user namespace, so no fake root and no mount namespace of
     // its own; no LXD socket; a bounded number of open files.
     let b = bash(
@@ -90,10 +114,7 @@ async fn code_cannot_nest_user_namespaces_reach_devlxd_or_outgrow_its_share() {
     h.finish().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn hostile_programs_get_the_verdict_of_the_limit_they_hit() {
-    let h = harness("hostile-limits").await;
-
+async fn limits_named(h: Harness) {
     // A memory hog: the OOM killer ends it, and the answer says so.
     let hog = "a = []\nwhile True:\n    a.append(b'x' * 1000000)";
     let (s, b) = h.execute("python", json!({"code": hog})).await;
@@ -211,6 +232,7 @@ async fn hostile_programs_get_the_verdict_of_the_limit_they_hit() {
         args: vec![],
         subdir: None,
         network: unsandbox::crd::NetworkTier::Zerotrust,
+        sandboxed: false,
     };
     let limits = Limits {
         compile: limits,

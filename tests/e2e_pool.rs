@@ -185,6 +185,7 @@ async fn a_restarted_agent_adopts_unused_containers_and_removes_used_ones() {
         args: vec![],
         subdir: None,
         network: unsandbox::crd::NetworkTier::Zerotrust,
+        sandboxed: false,
     };
     let stage = unsandbox::execution::StageLimits {
         wall: Duration::from_secs(10),

@@ -115,11 +115,16 @@ fn resolve_one(pool: &ExecutorPool, images: &[LanguageImage], node: &str) -> Res
 /// A stable hash of what shapes a pool's containers: a container whose hash
 /// differs from its pool's current one is replaced.
 pub fn container_hash(spec: &ExecutorPoolSpec, fingerprint: &str) -> String {
-    let shape = serde_json::json!({
+    let mut shape = serde_json::json!({
         "fingerprint": fingerprint,
         "limits": spec.limits,
         "network": spec.network,
     });
+    // A recycling container is readied with its first sandbox (the key is
+    // only there then, so single-use containers keep their hash).
+    if spec.recycles() {
+        shape["recycles"] = true.into();
+    }
     format!(
         "{:016x}",
         super::keys::stable_hash(shape.to_string().as_bytes())

@@ -132,7 +132,7 @@ pub async fn ensure_template(
         ready(
             lxd,
             &name,
-            crate::execution::ready_command(&[], NetworkTier::Zerotrust),
+            crate::execution::ready_command(&[], NetworkTier::Zerotrust, false),
         )
         .await?;
         lxd.force_stop(&name).await?;

@@ -16,6 +16,9 @@ pub enum Phase {
     Warm,
     /// Handed to one execution.
     Busy,
+    /// A recycling pool's container after an execution: being checked and
+    /// given a fresh sandbox before it goes back to the warm queue.
+    Recycling,
     /// Running its pool's smoke suite.
     Proving,
     /// Left by an earlier run, being checked before it is adopted.

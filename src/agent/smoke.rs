@@ -115,15 +115,21 @@ pub fn limits(spec: &ExecutorPoolSpec) -> Limits {
 
 /// Runs every language's tests in `container` (running, ready) and returns
 /// one check per language, in the order given. Languages without tests pass.
+/// A recycling pool's languages are proven in the container's sandbox
+/// (`sandboxed`), where its executions run.
 pub async fn run_suite(
     lxd: &Lxd,
     container: &str,
     languages: &[LanguageSpec],
     limits: &Limits,
+    sandboxed: bool,
 ) -> Vec<LanguageCheck> {
     let tests = languages.iter().cloned().enumerate().map(|(i, lang)| {
         let (lxd, container, limits) = (lxd.clone(), container.to_string(), *limits);
-        async move { (i, check_language(&lxd, &container, &lang, &limits).await) }
+        async move {
+            let check = check_language(&lxd, &container, &lang, &limits, sandboxed).await;
+            (i, check)
+        }
     });
     let checks: BTreeMap<usize, LanguageCheck> = futures::stream::iter(tests)
         .buffer_unordered(PARALLEL)
@@ -137,6 +143,7 @@ async fn check_language(
     container: &str,
     lang: &LanguageSpec,
     limits: &Limits,
+    sandboxed: bool,
 ) -> LanguageCheck {
     let mut check = LanguageCheck {
         language: lang.name.clone(),
@@ -155,6 +162,7 @@ async fn check_language(
             subdir: Some(format!("smoke-{}", lang.name)),
             // Smoke tests prove the toolchain and never use the network.
             network: crate::crd::NetworkTier::Zerotrust,
+            sandboxed,
         };
         // The memory limit stays at the launch value: stages of parallel
         // tests share the container.

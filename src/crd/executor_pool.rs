@@ -31,6 +31,7 @@ use super::egress::Egress;
 )]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("!has(self.egress) || self.network == 'semitrusted'").message("egress applies only to network: semitrusted"))]
+#[x_kube(validation = Rule::new("!has(self.reuse) || self.reuse.executions == 1 || self.network == 'zerotrust'").message("reuse with more than one execution is available only with network: zerotrust"))]
 pub struct ExecutorPoolSpec {
     /// Name of the LanguageImage whose containers this pool keeps warm.
     #[schemars(length(min = 1, max = 253))]
@@ -71,6 +72,12 @@ pub struct ExecutorPoolSpec {
     /// Defaults and maxima of each execution.
     #[serde(default)]
     pub execution: ExecutionLimits,
+    /// Whether a container serves more than one execution. Unset (or
+    /// `executions: 1`): a fresh container for every execution. Otherwise a
+    /// container serves up to `executions`, one at a time, each in a fresh
+    /// sandbox inside it; see `Reuse`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reuse: Option<Reuse>,
     /// Executions that may run at once on each host.
     #[serde(default = "default_max_concurrent")]
     #[schemars(range(min = 1, max = 10000))]
@@ -109,6 +116,43 @@ pub struct Autoscale {
 
 fn default_headroom() -> u32 {
     150
+}
+
+/// Recycled containers. Each execution runs in a sandbox that root in the
+/// container builds before it drops to the runner user: new pid, mount,
+/// ipc, uts and network namespaces, fresh tmpfs home, `/tmp`, `/var/tmp`
+/// and `/dev/shm`, every other mount read-only, a fresh environment. The
+/// pid namespace ends every process with the execution. The container goes
+/// back to the pool only when the execution ended without an anomaly (a
+/// timeout, a kill, a limit hit, lost output, a runner failure) and a check
+/// afterwards finds no process, mount or namespace left; otherwise, and
+/// after `executions` or `maxAgeSeconds`, it is destroyed. Containers stay
+/// unprivileged and serve one execution at a time, but they are no longer
+/// fresh for each execution.
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct Reuse {
+    /// Executions one container serves before it is destroyed; 1 is a
+    /// fresh container for every execution.
+    #[schemars(range(min = 1, max = 10000))]
+    pub executions: u32,
+    /// Seconds after its launch when a container is destroyed instead of
+    /// serving again. Unset: no age limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 86400))]
+    pub max_age_seconds: Option<u32>,
+}
+
+impl ExecutorPoolSpec {
+    /// Executions one container serves (1: a fresh container each).
+    pub fn executions_per_container(&self) -> u32 {
+        self.reuse.as_ref().map_or(1, |r| r.executions.max(1))
+    }
+
+    /// Whether containers are recycled between executions.
+    pub fn recycles(&self) -> bool {
+        self.executions_per_container() > 1
+    }
 }
 
 /// A warm count for one node that replaces the pool-wide one.

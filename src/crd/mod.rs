@@ -13,7 +13,7 @@ pub(crate) mod validate;
 pub use egress::{Egress, EgressBudget, EgressRule};
 pub use executor_pool::{
     Autoscale, Bounded, ContainerLimits, ExecutionLimits, ExecutorPool, ExecutorPoolSpec,
-    ExecutorPoolStatus, NetworkTier, NodeOverride, NodePoolStatus, UnavailableLanguage,
+    ExecutorPoolStatus, NetworkTier, NodeOverride, NodePoolStatus, Reuse, UnavailableLanguage,
 };
 pub use language_image::{
     ImageSource, LanguageImage, LanguageImageSpec, LanguageImageStatus, LanguageSpec, SmokeTest,

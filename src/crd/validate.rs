@@ -3,7 +3,7 @@
 
 use std::collections::BTreeSet;
 
-use super::{ExecutorPoolSpec, LanguageImageSpec};
+use super::{ExecutorPoolSpec, LanguageImageSpec, NetworkTier};
 
 /// Problems found in a spec, each naming the field it is about.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -63,6 +63,23 @@ pub fn pool(spec: &ExecutorPoolSpec) -> Result<(), Invalid> {
                 "spec.nodeOverrides[{i}].node: {} is listed twice",
                 o.node
             ));
+        }
+    }
+    if let Some(r) = &spec.reuse {
+        if !(1..=10000).contains(&r.executions) {
+            p.push(format!(
+                "spec.reuse.executions: {} is not between 1 and 10000",
+                r.executions
+            ));
+        }
+        if r.max_age_seconds.is_some_and(|s| !(1..=86400).contains(&s)) {
+            p.push("spec.reuse.maxAgeSeconds: must be between 1 and 86400".to_string());
+        }
+        if r.executions > 1 && spec.network != NetworkTier::Zerotrust {
+            p.push(
+                "spec.reuse: more than one execution per container is available only with network: zerotrust"
+                    .to_string(),
+            );
         }
     }
     if let Some(egress) = &spec.egress {
@@ -275,6 +292,31 @@ mod tests {
             (
                 "network: semitrusted\negress: {budget: {bytes: 0}}",
                 "spec.egress.budget",
+            ),
+        ] {
+            let err = pool(&pool_yaml(extra)).unwrap_err().to_string();
+            assert!(err.contains(problem), "{extra}: {err}");
+        }
+    }
+
+    #[test]
+    fn reuse_is_bounded_and_for_zerotrust_pools() {
+        let ok = pool_yaml("reuse: {executions: 50, maxAgeSeconds: 600}\n");
+        pool(&ok).unwrap();
+        assert!(ok.recycles());
+        assert_eq!(ok.executions_per_container(), 50);
+        let one = pool_yaml("network: semitrusted\nreuse: {executions: 1}\n");
+        pool(&one).unwrap();
+        assert!(!one.recycles() && !pool_yaml("").recycles());
+        for (extra, problem) in [
+            ("reuse: {executions: 0}", "spec.reuse.executions: 0"),
+            (
+                "reuse: {executions: 2, maxAgeSeconds: 0}",
+                "spec.reuse.maxAgeSeconds",
+            ),
+            (
+                "network: semitrusted\nreuse: {executions: 2}",
+                "only with network: zerotrust",
             ),
         ] {
             let err = pool(&pool_yaml(extra)).unwrap_err().to_string();

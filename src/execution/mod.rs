@@ -6,11 +6,13 @@
 mod run;
 #[cfg(test)]
 mod runner_tests;
+mod sandbox;
 mod script;
 pub mod usage;
 mod verdict;
 
 pub use run::{Limits, StageLimits, retryable, run};
+pub use sandbox::recycle_command;
 pub use script::{
     EGRESS_PROXY, ERROR_MARKER, Job, NETWORK_MARKER, READY_MARKER, RUNNER_GID, RUNNER_UID,
     USED_MARKER, WORKDIR, command, proxy_env, ready_command, run_command,

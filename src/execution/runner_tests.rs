@@ -71,6 +71,7 @@ fn run(lang: &LanguageSpec, code: &str) -> StageOutcome {
         args: vec!["arg".into()],
         subdir: Some("job".into()),
         network: crate::crd::NetworkTier::Zerotrust,
+        sandboxed: false,
     };
     let (argv, stdin) = command(&job);
     let first = stage(exec_on_host(&argv, &stdin, dir.path()));
@@ -121,6 +122,7 @@ fn every_exit_status_is_the_programs_with_its_output() {
         args: vec![],
         subdir: None,
         network: crate::crd::NetworkTier::Zerotrust,
+        sandboxed: false,
     };
     let (argv, stdin) = command(&job);
     let s = stage(exec_on_host(&argv, &stdin, dir.path()));

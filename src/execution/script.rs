@@ -43,6 +43,9 @@ pub struct Job {
     /// The container's network tier: a `semitrusted` job's environment
     /// points its tools at the egress proxy (see `proxy_env`).
     pub network: NetworkTier,
+    /// Whether the container is recycled: every stage then runs in the
+    /// container's current sandbox (see `super::sandbox`).
+    pub sandboxed: bool,
 }
 
 impl Job {
@@ -149,7 +152,11 @@ pub fn command(job: &Job) -> (Vec<String>, Vec<u8>) {
                 &format!("/bin/sh -c {} </dev/null", sh_quote(compile)),
                 job.subdir.is_none(),
             ));
-            as_runner(&format!(": > {USED_MARKER} || exit 125"), inner)
+            as_runner(
+                &format!(": > {USED_MARKER} || exit 125"),
+                inner,
+                job.sandboxed,
+            )
         }
         None => {
             inner.push_str(&stage_lines(
@@ -157,7 +164,11 @@ pub fn command(job: &Job) -> (Vec<String>, Vec<u8>) {
                 job.subdir.is_none(),
             ));
             stdin.extend_from_slice(&job.stdin);
-            let mut argv = as_runner(&format!(": > {USED_MARKER} || exit 125"), inner);
+            let mut argv = as_runner(
+                &format!(": > {USED_MARKER} || exit 125"),
+                inner,
+                job.sandboxed,
+            );
             argv.extend(job.args.iter().cloned());
             argv
         }
@@ -176,21 +187,44 @@ pub fn run_command(job: &Job) -> (Vec<String>, Vec<u8>) {
         &format!("{} \"$@\"", job.language.run),
         job.subdir.is_none(),
     ));
-    let mut argv = as_runner(":", inner);
+    let mut argv = as_runner(":", inner, job.sandboxed);
     argv.extend(job.args.iter().cloned());
     (argv, job.stdin.clone())
 }
 
 /// An argv that runs `first` as root, then `inner` as the runner user with
-/// no capabilities and no way to gain privileges. Arguments appended to the
-/// argv reach `inner` as `"$@"`.
-fn as_runner(first: &str, inner: String) -> Vec<String> {
+/// no capabilities and no way to gain privileges (in the container's
+/// sandbox when `sandboxed`). Arguments appended to the argv reach `inner`
+/// as `"$@"`.
+fn as_runner(first: &str, inner: String, sandboxed: bool) -> Vec<String> {
+    let (enter, inner) = if sandboxed {
+        (
+            format!("{} ", super::sandbox::enter()),
+            format!("cd {WORKDIR} || exit 125\n{inner}"),
+        )
+    } else {
+        (String::new(), inner)
+    };
     let outer = format!(
         "{first}\n\
          inner=$1; shift\n\
-         exec setpriv --reuid={RUNNER_UID} --regid={RUNNER_GID} --clear-groups --no-new-privs \
-         --inh-caps=-all --bounding-set=-all -- /bin/sh -c \"$inner\" unsandbox \"$@\""
+         exec {enter}{} /bin/sh -c \"$inner\" unsandbox \"$@\"",
+        drop_to_runner()
     );
+    with_inner(outer, inner)
+}
+
+/// The command that drops from root to the runner user: no capabilities,
+/// no way to gain privileges, no supplementary groups.
+fn drop_to_runner() -> String {
+    format!(
+        "setpriv --reuid={RUNNER_UID} --regid={RUNNER_GID} --clear-groups --no-new-privs \
+         --inh-caps=-all --bounding-set=-all --"
+    )
+}
+
+/// The argv that runs the root script `outer` with `inner` as `$1`.
+fn with_inner(outer: String, inner: String) -> Vec<String> {
     vec![
         "/bin/sh".to_string(),
         "-c".to_string(),
@@ -247,7 +281,10 @@ pub fn proxy_env() -> Vec<(String, String)> {
 /// starts (shell, setpriv, head) and each language's warm-up command, so
 /// the first execution finds them in memory. It does not mark the
 /// container as used.
-pub fn ready_command(languages: &[LanguageSpec], tier: NetworkTier) -> Vec<String> {
+///
+/// A recycled container (`recycles`) also gets its first sandbox, and the
+/// warm-up's processes are ended so that none outlives readiness.
+pub fn ready_command(languages: &[LanguageSpec], tier: NetworkTier, recycles: bool) -> Vec<String> {
     let wait = format!(
         "i=0\n\
          while [ ! -e {READY_MARKER} ]; do\n\
@@ -266,8 +303,24 @@ pub fn ready_command(languages: &[LanguageSpec], tier: NetworkTier) -> Vec<Strin
     for c in languages.iter().filter_map(|l| l.warmup.as_deref()) {
         inner.push_str(&format!("( {c}\n) </dev/null >/dev/null 2>&1\n"));
     }
-    inner.push_str("exit 0\n");
-    as_runner(&wait, inner)
+    if !recycles {
+        inner.push_str("exit 0\n");
+        return as_runner(&wait, inner, false);
+    }
+    // A recycled container: the warm-up as the runner (what it started
+    // ended with it), then as root its leftovers removed and the first
+    // sandbox built.
+    inner.push_str(&format!("{KILL_REST}\nexit 0\n"));
+    let outer = format!(
+        "{wait}\n\
+         inner=$1; shift\n\
+         {} /bin/sh -c \"$inner\" unsandbox || exit 6\n\
+         {}{}",
+        drop_to_runner(),
+        super::sandbox::empty_own(),
+        super::sandbox::setup()
+    );
+    with_inner(outer, inner)
 }
 
 #[cfg(test)]
@@ -288,6 +341,7 @@ mod tests {
             args: vec!["a b".into(), "$(rm -rf /)".into()],
             subdir: None,
             network: NetworkTier::Zerotrust,
+            sandboxed: false,
         };
         let (argv, stdin) = command(&job);
         assert_eq!(stdin, b"print(1)\nxyzinput");
@@ -304,11 +358,11 @@ mod tests {
     #[test]
     fn ready_command_waits_for_init_and_warms_up_without_marking_used() {
         let mut py = python();
-        let plain = ready_command(std::slice::from_ref(&py), NetworkTier::Zerotrust);
+        let plain = ready_command(std::slice::from_ref(&py), NetworkTier::Zerotrust, false);
         assert!(plain[2].contains(READY_MARKER) && plain[2].contains(ERROR_MARKER));
         assert!(!plain[4].contains("python3"));
         py.warmup = Some("python3 -c pass".into());
-        let argv = ready_command(&[py], NetworkTier::Zerotrust);
+        let argv = ready_command(&[py], NetworkTier::Zerotrust, false);
         assert!(!argv.concat().contains(USED_MARKER));
         assert!(argv[2].contains("--no-new-privs"));
         assert!(argv[4].contains("( python3 -c pass\n) </dev/null"));
@@ -316,9 +370,9 @@ mod tests {
 
     #[test]
     fn a_semitrusted_container_brings_up_loopback_as_root_before_dropping() {
-        let zero = ready_command(&[], NetworkTier::Zerotrust);
+        let zero = ready_command(&[], NetworkTier::Zerotrust, false);
         assert!(!zero[2].contains("ip link set lo up"));
-        let semi = ready_command(&[], NetworkTier::Semitrusted);
+        let semi = ready_command(&[], NetworkTier::Semitrusted, false);
         let root = &semi[2];
         let up = root.find("ip link set lo up").expect("loopback comes up");
         assert!(root.find(READY_MARKER).unwrap() < up, "after init is ready");
@@ -361,6 +415,7 @@ mod tests {
             args: vec!["x".into()],
             subdir: Some("smoke-1".into()),
             network: NetworkTier::Zerotrust,
+            sandboxed: false,
         };
         let (argv, stdin) = command(&job);
         // The compile stage never sees the program's stdin or arguments.

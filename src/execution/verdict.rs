@@ -94,6 +94,21 @@ pub struct Outcome {
 }
 
 impl Outcome {
+    /// Whether every stage ended by itself, with or without an error of the
+    /// program's own: no timeout, kill, limit hit, cut output or internal
+    /// error. Only such an execution's container may be recycled.
+    pub fn clean(&self) -> bool {
+        let fine = |s: &StageOutcome| {
+            matches!(
+                s.status,
+                Status::Ok | Status::RuntimeError | Status::CompileError
+            )
+        };
+        self.status != Status::InternalError
+            && self.compile.iter().chain(self.run.iter()).all(fine)
+            && (self.compile.is_some() || self.run.is_some())
+    }
+
     /// An execution that unsandbox could not carry out.
     pub fn internal(message: impl Into<String>) -> Self {
         Self {
@@ -477,5 +492,34 @@ mod tests {
         assert_eq!(overall(Some(&ok), Some(&failed)), Status::RuntimeError);
         assert_eq!(overall(None, Some(&ok)), Status::Ok);
         assert_eq!(overall(None, None), Status::InternalError);
+    }
+
+    #[test]
+    fn only_stages_that_ended_by_themselves_are_clean() {
+        let with = |compile: Option<StageOutcome>, run: Option<StageOutcome>| Outcome {
+            status: overall(compile.as_ref(), run.as_ref()),
+            compile,
+            run,
+            message: None,
+        };
+        let (ok, failed) = (ran(0), ran(1));
+        let mut out = exec(None, b"", b"");
+        out.stopped = Stopped::Timeout;
+        let timed_out = stage(out);
+        let killed = stage(exec(Some(137), b"", b""));
+        assert!(with(None, Some(ok.clone())).clean());
+        assert!(with(None, Some(failed.clone())).clean());
+        assert!(with(Some(failed.clone()), None).clean(), "a compile error");
+        assert!(with(Some(ok.clone()), Some(failed)).clean());
+        assert!(!with(None, Some(timed_out.clone())).clean());
+        assert!(
+            !with(Some(timed_out), None).clean(),
+            "a compile stage that timed out"
+        );
+        assert!(!with(Some(ok), Some(killed)).clean());
+        assert!(!Outcome::internal("lost").clean());
+        let mut oom = ran(0);
+        oom.status = Status::MemoryLimitExceeded;
+        assert!(!with(None, Some(oom)).clean());
     }
 }

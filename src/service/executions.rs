@@ -135,7 +135,7 @@ impl Executions {
                 .agent
                 .network_record(&container)
                 .filter(|_| semitrusted);
-            drop(lease);
+            lease.finish(result.as_ref().is_ok_and(Outcome::clean));
             let e = match result {
                 Ok(o) => break (o, container, queue_ms, network),
                 Err(e) => e,

@@ -237,6 +237,7 @@ pub fn plan(
             args: req.args,
             subdir: None,
             network: pool.network,
+            sandboxed: pool.recycles(),
         },
         limits,
     })

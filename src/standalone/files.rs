@@ -63,8 +63,10 @@ pub struct Document {
     pub resource: Result<Resource, String>,
 }
 
-/// A valid resource.
+/// A valid resource. A few of them are read from files per load, so the
+/// variants' sizes do not matter.
 #[derive(Debug, Clone)]
+#[allow(clippy::large_enum_variant)]
 pub enum Resource {
     Pool(ExecutorPool),
     Image(LanguageImage),

@@ -82,6 +82,13 @@ pub struct BenchArgs {
     /// byte as a program inside the container sees it.
     #[arg(long)]
     pub network: bool,
+    /// Executions per container in the reuse rows (`spec.reuse`); 0 skips
+    /// them.
+    #[arg(long, default_value_t = 20)]
+    pub reuse_executions: u32,
+    /// Warm containers of the reuse rows' pool.
+    #[arg(long, default_value_t = 8)]
+    pub reuse_warm: u32,
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -119,24 +126,53 @@ pub(super) async fn wait_warm(
     }
 }
 
-/// Starts an agent with one pool `bench/bench` of `image` in the bench
-/// project (in `tier`, served by `egress` when semitrusted). Returns it
-/// with its stop switch and loop task.
-#[allow(clippy::too_many_arguments)]
+/// The one pool a benchmark agent serves.
+pub(super) struct BenchPool<'a> {
+    pub image: &'a str,
+    pub warm: u32,
+    /// Launch from a template container.
+    pub templates: bool,
+    pub tier: NetworkTier,
+    /// The egress proxy that serves a semitrusted pool.
+    pub egress: Option<crate::egress::EgressProxy>,
+    /// Executions per container (`spec.reuse`); `None`: one.
+    pub reuse: Option<u32>,
+}
+
+impl<'a> BenchPool<'a> {
+    /// A zerotrust pool of fresh containers.
+    pub fn fresh(image: &'a str, warm: u32, templates: bool) -> Self {
+        Self {
+            image,
+            warm,
+            templates,
+            tier: NetworkTier::Zerotrust,
+            egress: None,
+            reuse: None,
+        }
+    }
+}
+
+/// Starts an agent with one pool `bench/bench` (see `BenchPool`) in the
+/// bench project. Returns it with its stop switch and loop task.
 pub(super) async fn start_agent(
     args: &BenchArgs,
     lxd: &Lxd,
     node: &str,
-    image: &str,
-    warm: u32,
-    templates: bool,
-    tier: NetworkTier,
-    egress: Option<crate::egress::EgressProxy>,
+    bench: BenchPool<'_>,
 ) -> anyhow::Result<(
     Agent,
     tokio::sync::watch::Sender<bool>,
     tokio::task::JoinHandle<()>,
 )> {
+    let BenchPool {
+        image,
+        warm,
+        templates,
+        tier,
+        egress,
+        reuse,
+    } = bench;
     let (mut res, _) = crate::standalone::files::load(&args.config)?;
     // The limits of a pool of this image in the files, if there is one.
     let model = res
@@ -159,6 +195,10 @@ pub(super) async fn start_agent(
     spec.warm = warm;
     spec.network = tier;
     spec.egress = (tier == NetworkTier::Semitrusted).then(Default::default);
+    spec.reuse = reuse.map(|executions| crate::crd::Reuse {
+        executions,
+        max_age_seconds: None,
+    });
     spec.max_concurrent = args.concurrency.max(1) as u32 * 2;
     spec.execution.queue_timeout_ms = 120_000;
     let mut pool = ExecutorPool::new("bench", spec);
@@ -202,17 +242,8 @@ async fn refill(args: &BenchArgs, lxd: &Lxd, node: &str) -> anyhow::Result<()> {
     );
     for image in &args.refill {
         for templates in [true, false] {
-            let (agent, stop, task) = start_agent(
-                args,
-                lxd,
-                node,
-                image,
-                WARM,
-                templates,
-                NetworkTier::Zerotrust,
-                None,
-            )
-            .await?;
+            let (agent, stop, task) =
+                start_agent(args, lxd, node, BenchPool::fresh(image, WARM, templates)).await?;
             let result = async {
                 wait_warm(&agent, WARM, Duration::from_secs(1800)).await?;
                 // One container taken at a time: its replacement's latency.
@@ -284,22 +315,33 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     lxd.ensure_project().await?;
     let node = format!("bench-{}", args.lxd.node());
     crate::agent::cleanup(&lxd, &node).await?;
-    let (agent, stop_tx, reconciler) = start_agent(
-        &args,
-        &lxd,
-        &node,
-        &args.image,
-        args.warm,
-        args.templates,
-        NetworkTier::Zerotrust,
-        None,
-    )
-    .await?;
+    let fresh = BenchPool::fresh(&args.image, args.warm, args.templates);
+    let (agent, stop_tx, reconciler) = start_agent(&args, &lxd, &node, fresh).await?;
     let result = if args.hostile {
-        super::bench_hostile::measure(&args, &agent, args.warm).await
+        super::bench_hostile::measure(&args, &agent, args.warm)
+            .await
+            .map(|_| None)
     } else {
-        measure(&args, &agent, &lxd).await
+        measure(&args, &agent, &lxd).await.map(Some)
     };
+    let _ = stop_tx.send(true);
+    let _ = reconciler.await;
+    agent.settle(Duration::from_secs(60)).await;
+    let n = agent.destroy_all().await?;
+    println!("cleanup: destroyed {n} containers");
+    let Some(floor_p50) = result? else {
+        return Ok(());
+    };
+    if args.reuse_executions < 2 {
+        return Ok(());
+    }
+    // Reuse mode, against the same floor.
+    let recycling = BenchPool {
+        reuse: Some(args.reuse_executions),
+        ..BenchPool::fresh(&args.image, args.reuse_warm, args.templates)
+    };
+    let (agent, stop_tx, reconciler) = start_agent(&args, &lxd, &node, recycling).await?;
+    let result = measure_reuse(&args, &agent, floor_p50).await;
     let _ = stop_tx.send(true);
     let _ = reconciler.await;
     agent.settle(Duration::from_secs(60)).await;
@@ -308,7 +350,71 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     result
 }
 
-async fn measure(args: &BenchArgs, agent: &Agent, lxd: &Lxd) -> anyhow::Result<()> {
+/// Sustained rows at 1, 4 and 8 clients: `n` requests per row, each row
+/// started with the pool full. Rate per second, p50 and p99 in ms.
+async fn sustained_rows(
+    agent: &Agent,
+    language: &str,
+    body: &[u8],
+    warm: u32,
+    n: usize,
+) -> anyhow::Result<Vec<(usize, f64, f64, f64)>> {
+    let (client, addr) = serve(agent).await?;
+    let mut rows = Vec::new();
+    for clients in [1, 4, 8] {
+        wait_warm(agent, warm, Duration::from_secs(600)).await?;
+        let t = Instant::now();
+        let times = phase(&client, addr, language, body, n, clients).await?;
+        let rate = n as f64 / t.elapsed().as_secs_f64();
+        let (p50, p99) = summarize(times);
+        rows.push((clients, rate, p50, p99));
+    }
+    Ok(rows)
+}
+
+/// The API, in process, over real TCP on loopback, and a client for it.
+async fn serve(agent: &Agent) -> anyhow::Result<(Client<HttpConnector, Full<Bytes>>, SocketAddr)> {
+    let app = crate::api::router(crate::api::AppState::local(agent.clone()), 1 << 20);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    Ok((Client::builder(TokioExecutor::new()).build_http(), addr))
+}
+
+fn print_rows(rows: &[(usize, f64, f64, f64)], floor_p50: f64) {
+    println!(
+        "{:<10} {:>10} {:>9} {:>9} {:>14} {:>14}",
+        "clients", "per s", "p50 ms", "p99 ms", "p50 / floor", "p99 / floor"
+    );
+    for (clients, rate, p50, p99) in rows {
+        println!(
+            "{clients:<10} {rate:>10.2} {p50:>9.1} {p99:>9.1} {:>14.2} {:>14.2}",
+            p50 / floor_p50,
+            p99 / floor_p50
+        );
+    }
+}
+
+/// Reuse mode: sustained rows over three times what the warm containers
+/// serve before they are replaced, so replacement launches are counted.
+async fn measure_reuse(args: &BenchArgs, agent: &Agent, floor_p50: f64) -> anyhow::Result<()> {
+    wait_warm(agent, args.reuse_warm, Duration::from_secs(600))
+        .await
+        .context("filling the reuse pool")?;
+    let n = (args.reuse_warm * args.reuse_executions * 3) as usize;
+    let body = serde_json::to_vec(&serde_json::json!({"code": args.code}))?;
+    let rows = sustained_rows(agent, &args.language, &body, args.reuse_warm, n).await?;
+    println!(
+        "reuse mode (spec.reuse.executions {}), sustained, {n} requests per row (3x what the {} warm serve):",
+        args.reuse_executions, args.reuse_warm
+    );
+    print_rows(&rows, floor_p50);
+    Ok(())
+}
+
+/// Fresh-container mode; returns the exec floor's p50 (ms) for the rows
+/// that follow.
+async fn measure(args: &BenchArgs, agent: &Agent, lxd: &Lxd) -> anyhow::Result<f64> {
     // Launch rate: fill the pool from empty.
     let fill = wait_warm(agent, args.warm, Duration::from_secs(600))
         .await
@@ -375,13 +481,7 @@ async fn measure(args: &BenchArgs, agent: &Agent, lxd: &Lxd) -> anyhow::Result<(
     lxd.destroy(&floor_container).await?;
     let (floor_p50, floor_p99) = summarize(floor);
 
-    // The API, in process, over real TCP on loopback.
-    let app = crate::api::router(crate::api::AppState::local(agent.clone()), 1 << 20);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let addr = listener.local_addr()?;
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    let client: Client<HttpConnector, Full<Bytes>> =
-        Client::builder(TokioExecutor::new()).build_http();
+    let (client, addr) = serve(agent).await?;
     let body = serde_json::to_vec(&serde_json::json!({"code": args.code}))?;
 
     wait_warm(agent, args.warm, Duration::from_secs(600)).await?;
@@ -402,15 +502,7 @@ async fn measure(args: &BenchArgs, agent: &Agent, lxd: &Lxd) -> anyhow::Result<(
     // Sustained: three times the warm reserve at each concurrency, so the
     // reserve runs out and the launch rate shows.
     let sustained_n = (args.warm as usize * 3).max(args.requests);
-    let mut sustained = Vec::new();
-    for clients in [1, 4, 8] {
-        wait_warm(agent, args.warm, Duration::from_secs(600)).await?;
-        let t = Instant::now();
-        let times = phase(&client, addr, &args.language, &body, sustained_n, clients).await?;
-        let rate = sustained_n as f64 / t.elapsed().as_secs_f64();
-        let (p50, p99) = summarize(times);
-        sustained.push((clients, rate, p50, p99));
-    }
+    let sustained = sustained_rows(agent, &args.language, &body, args.warm, sustained_n).await?;
     // The launch ceiling: the whole reserve taken at once, and the time
     // until it is full again.
     wait_warm(agent, args.warm, Duration::from_secs(600)).await?;
@@ -460,17 +552,7 @@ async fn measure(args: &BenchArgs, agent: &Agent, lxd: &Lxd) -> anyhow::Result<(
         "sustained, {sustained_n} requests per row (3x the {} warm):",
         args.warm
     );
-    println!(
-        "{:<10} {:>10} {:>9} {:>9} {:>14} {:>14}",
-        "clients", "per s", "p50 ms", "p99 ms", "p50 / floor", "p99 / floor"
-    );
-    for (clients, rate, p50, p99) in &sustained {
-        println!(
-            "{clients:<10} {rate:>10.2} {p50:>9.1} {p99:>9.1} {:>14.2} {:>14.2}",
-            p50 / floor_p50,
-            p99 / floor_p50
-        );
-    }
+    print_rows(&sustained, floor_p50);
     println!(
         "launch ceiling (the reserve taken at once, refilled): {ceiling:.2} /s ({} launches at a time)",
         args.launch_parallelism
@@ -487,7 +569,7 @@ async fn measure(args: &BenchArgs, agent: &Agent, lxd: &Lxd) -> anyhow::Result<(
             "  of which reclaimable page cache:         {cache_mib:.2} MiB (the warm-up's toolchain files)"
         );
     }
-    Ok(())
+    Ok(floor_p50)
 }
 
 const MIB: f64 = 1024.0 * 1024.0;

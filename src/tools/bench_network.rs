@@ -20,7 +20,7 @@ use crate::crd::NetworkTier;
 use crate::egress::{EgressConfig, EgressProxy};
 use crate::lxd::Lxd;
 
-use super::bench::{BenchArgs, start_agent, summarize, wait_warm};
+use super::bench::{BenchArgs, BenchPool, start_agent, summarize, wait_warm};
 
 const WARM: u32 = 4;
 /// Proxy round trips timed inside one execution.
@@ -61,17 +61,12 @@ pub async fn measure(args: &BenchArgs, lxd: &Lxd, node: &str) -> anyhow::Result<
                 &mut prometheus_client::registry::Registry::default(),
             )?),
         };
-        let (agent, stop, task) = start_agent(
-            args,
-            lxd,
-            node,
-            &args.image,
-            WARM,
-            args.templates,
+        let pool = BenchPool {
             tier,
             egress,
-        )
-        .await?;
+            ..BenchPool::fresh(&args.image, WARM, args.templates)
+        };
+        let (agent, stop, task) = start_agent(args, lxd, node, pool).await?;
         let result = one_tier(args, &agent, tier).await;
         let _ = stop.send(true);
         let _ = task.await;

@@ -192,12 +192,14 @@ pub async fn run(args: SmokeArgs) -> anyhow::Result<()> {
         );
         let start = Instant::now();
         // Proving needs no network, whatever the pool's tier.
-        let ready = crate::execution::ready_command(languages, crate::crd::NetworkTier::Zerotrust);
+        let ready =
+            crate::execution::ready_command(languages, crate::crd::NetworkTier::Zerotrust, false);
         launcher::launch(&lxd, &name, None, &pool.spec, &at, ready)
             .await
             .context("starting the smoke-test container")?;
         let launched = start.elapsed();
-        let checks = smoke::run_suite(&lxd, &name, languages, &smoke::limits(&pool.spec)).await;
+        let checks =
+            smoke::run_suite(&lxd, &name, languages, &smoke::limits(&pool.spec), false).await;
         let tested = start.elapsed() - launched;
         lxd.destroy(&name).await?;
         let rows = rows(languages, &checks, &versions);

@@ -17,6 +17,12 @@ pub enum Effect {
         container: ContainerName,
         pool: PoolKey,
     },
+    /// Check a recycling pool's container after an execution and give it a
+    /// fresh sandbox; answer with `Core::recycled`.
+    Recycle {
+        container: ContainerName,
+        pool: PoolKey,
+    },
     /// List the host's containers; answer with `Core::listing`.
     List,
     /// Check whether a container of an earlier run is ready and unused;

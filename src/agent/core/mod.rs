@@ -69,6 +69,13 @@ pub struct Tracked {
     /// (launches only).
     shape: Option<ShapeHash>,
     since: Option<Instant>,
+    /// When it became warm first (the age a recycling pool limits).
+    born: Option<Instant>,
+    /// Executions it was handed to.
+    uses: u32,
+    /// Whether it comes back to its pool after the current execution (a
+    /// recycling pool's container before its last execution).
+    returns: bool,
 }
 
 /// Why a container could not be taken.
@@ -317,7 +324,12 @@ impl Core {
     /// A container offered for adoption was inspected: `Some(true)` when it
     /// is ready and was never handed to an execution, `None` when it could
     /// not be inspected (decided on the next listing).
-    pub fn inspected(&mut self, container: &ContainerName, unused: Option<bool>) -> Vec<Effect> {
+    pub fn inspected(
+        &mut self,
+        container: &ContainerName,
+        unused: Option<bool>,
+        now: Instant,
+    ) -> Vec<Effect> {
         let Some(t) = self.containers.get(container).cloned() else {
             return vec![];
         };
@@ -336,7 +348,10 @@ impl Core {
             None => vec![],
             Some(true) if room => {
                 tracing::info!(%container, pool = %t.pool, "adopted a warm container from an earlier run");
-                self.enter(container, Some(tracked(&t.pool, Phase::Warm)));
+                let mut warm = tracked(&t.pool, Phase::Warm);
+                warm.shape = self.pools.get(&t.pool).and_then(|p| p.hash.clone());
+                warm.born = Some(now);
+                self.enter(container, Some(warm));
                 vec![Effect::WarmAdded(t.pool)]
             }
             Some(_) => vec![self.destroy(container.clone(), t.pool)],
@@ -372,7 +387,9 @@ impl Core {
                 p.last_error = None;
                 let fits = p.hash == t.shape && p.warm_count() < p.target();
                 if fits {
-                    self.enter(container, Some(tracked(&t.pool, Phase::Warm)));
+                    let mut warm = moved(&t, Phase::Warm);
+                    warm.born = Some(now);
+                    self.enter(container, Some(warm));
                     vec![Effect::WarmAdded(t.pool)]
                 } else {
                     vec![self.destroy(container.clone(), t.pool)]
@@ -411,7 +428,14 @@ impl Core {
             });
         };
         p.demand.took(now);
-        self.enter(&container, Some(tracked(&key, Phase::Busy)));
+        let spec = &p.resolved.spec;
+        let Some(t) = self.containers.get(&container) else {
+            return Err(TakeError::NotServed);
+        };
+        let mut busy = moved(t, Phase::Busy);
+        busy.uses += 1;
+        busy.returns = reusable(spec, &busy, now);
+        self.enter(&container, Some(busy));
         Ok(container)
     }
 
@@ -423,15 +447,64 @@ impl Core {
             .map(PoolRuntime::none_can_come)
     }
 
-    /// A container handed out for an execution came back: it is destroyed,
-    /// never reused.
-    pub fn released(&mut self, container: &ContainerName) -> Vec<Effect> {
-        let pool = self
-            .containers
-            .get(container)
-            .map(|t| t.pool.clone())
-            .unwrap_or_else(|| PoolKey::new("", ""));
-        vec![self.destroy(container.clone(), pool)]
+    /// A container handed out for an execution came back. It is destroyed,
+    /// unless its pool recycles containers, it may serve again (uses, age)
+    /// and the execution ended `clean` (without an anomaly): then it is
+    /// recycled (checked, given a fresh sandbox; `Core::recycled`).
+    pub fn released(
+        &mut self,
+        container: &ContainerName,
+        clean: bool,
+        now: Instant,
+    ) -> Vec<Effect> {
+        let Some(t) = self.containers.get(container).cloned() else {
+            return vec![self.destroy(container.clone(), PoolKey::new("", ""))];
+        };
+        let again = clean
+            && t.phase == Phase::Busy
+            && t.returns
+            && !self.stopping
+            && self.pools.get(&t.pool).is_some_and(|p| {
+                p.serving() && p.hash == t.shape && reusable(&p.resolved.spec, &t, now)
+            });
+        if !again {
+            return vec![self.destroy(container.clone(), t.pool)];
+        }
+        let mut next = moved(&t, Phase::Recycling);
+        next.returns = true;
+        self.enter(container, Some(next));
+        vec![Effect::Recycle {
+            container: container.clone(),
+            pool: t.pool,
+        }]
+    }
+
+    /// A recycle finished: `ok` when the check found nothing left and the
+    /// fresh sandbox was built. The container goes back to the front of its
+    /// warm queue (its caches are warm) when its pool still wants it, and is
+    /// destroyed otherwise.
+    pub fn recycled(&mut self, container: &ContainerName, ok: bool) -> Vec<Effect> {
+        let Some(t) = self.containers.get(container).cloned() else {
+            return vec![];
+        };
+        if t.phase != Phase::Recycling {
+            return vec![];
+        }
+        let wanted = ok
+            && !self.stopping
+            && self
+                .pools
+                .get(&t.pool)
+                .is_some_and(|p| p.serving() && p.hash == t.shape);
+        if !wanted {
+            return vec![self.destroy(container.clone(), t.pool)];
+        }
+        self.enter(container, Some(moved(&t, Phase::Warm)));
+        if let Some(p) = self.pools.get_mut(&t.pool) {
+            p.warm.retain(|c| c != container);
+            p.warm.push_front(container.clone());
+        }
+        vec![Effect::WarmAdded(t.pool)]
     }
 
     /// LXD confirmed a destroy, or it failed (a container that survived is
@@ -596,8 +669,11 @@ impl Core {
             let (Some(fingerprint), Some(shape)) = (p.fingerprint.clone(), p.hash.clone()) else {
                 continue;
             };
-            let ready_command =
-                crate::execution::ready_command(p.languages(), p.resolved.spec.network);
+            let ready_command = crate::execution::ready_command(
+                p.languages(),
+                p.resolved.spec.network,
+                p.resolved.spec.recycles(),
+            );
             let (name, spec) = (p.resolved.name.clone(), p.resolved.spec.clone());
             for _ in 0..n {
                 let order = LaunchOrder {
@@ -667,6 +743,7 @@ impl Core {
                     ready_command: crate::execution::ready_command(
                         &languages,
                         p.resolved.spec.network,
+                        p.resolved.spec.recycles(),
                     ),
                 },
                 languages,
@@ -740,7 +817,10 @@ impl Core {
                 Phase::Launching => p.launching = p.launching.saturating_sub(1),
                 Phase::Busy => p.busy = p.busy.saturating_sub(1),
                 Phase::Inspecting => p.inspecting = p.inspecting.saturating_sub(1),
-                Phase::Proving | Phase::Destroying => {}
+                Phase::Recycling | Phase::Proving | Phase::Destroying => {}
+            }
+            if prev.returns {
+                p.returning = p.returning.saturating_sub(1);
             }
         }
         let Some(next) = next else { return };
@@ -750,7 +830,10 @@ impl Core {
                 Phase::Launching => p.launching += 1,
                 Phase::Busy => p.busy += 1,
                 Phase::Inspecting => p.inspecting += 1,
-                Phase::Proving | Phase::Destroying => {}
+                Phase::Recycling | Phase::Proving | Phase::Destroying => {}
+            }
+            if next.returns {
+                p.returning += 1;
             }
         }
         self.containers.insert(container.clone(), next);
@@ -775,5 +858,31 @@ fn tracked(pool: &PoolKey, phase: Phase) -> Tracked {
         phase,
         shape: None,
         since: None,
+        born: None,
+        uses: 0,
+        returns: false,
+    }
+}
+
+/// Whether a container of a pool with `spec` may serve another execution
+/// after its current one: the pool recycles, the container has executions
+/// left and is younger than the pool's age limit. Pure.
+fn reusable(spec: &crate::crd::ExecutorPoolSpec, t: &Tracked, now: Instant) -> bool {
+    let young = match (spec.reuse.as_ref().and_then(|r| r.max_age_seconds), t.born) {
+        (Some(max), Some(born)) => {
+            now.saturating_duration_since(born) < Duration::from_secs(max.into())
+        }
+        _ => true,
+    };
+    spec.recycles() && t.uses < spec.executions_per_container() && young
+}
+
+/// `t` in another phase, keeping what it is (shape, age, uses).
+fn moved(t: &Tracked, phase: Phase) -> Tracked {
+    Tracked {
+        phase,
+        since: None,
+        returns: false,
+        ..t.clone()
     }
 }

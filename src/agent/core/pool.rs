@@ -30,6 +30,10 @@ pub struct PoolRuntime {
     pub(super) warm: VecDeque<ContainerName>,
     pub(super) launching: u32,
     pub(super) busy: u32,
+    /// Busy containers that are to come back (a recycling pool's, before
+    /// their last execution) and containers being recycled: the warm
+    /// target counts them, so taking one launches no replacement.
+    pub(super) returning: u32,
     /// Containers of an earlier run being checked for adoption.
     pub(super) inspecting: u32,
     /// Consecutive failed launches, and when launching may be tried again.
@@ -70,6 +74,7 @@ impl PoolRuntime {
             warm: VecDeque::new(),
             launching: 0,
             busy: 0,
+            returning: 0,
             inspecting: 0,
             failures: 0,
             backoff_until: None,
@@ -176,21 +181,28 @@ impl PoolRuntime {
     pub(super) fn surplus(&self) -> usize {
         let keep = self
             .target()
-            .saturating_sub(self.launching + self.inspecting) as usize;
+            .saturating_sub(self.launching + self.inspecting + self.returning)
+            as usize;
         self.warm.len().saturating_sub(keep)
     }
 
     /// Room for more warm containers: the target less what is warm,
-    /// launching or about to be adopted.
+    /// launching, about to be adopted or to come back from an execution.
     pub fn room(&self) -> u32 {
-        self.target()
-            .saturating_sub(self.warm.len() as u32 + self.launching + self.inspecting)
+        self.target().saturating_sub(
+            self.warm.len() as u32 + self.launching + self.inspecting + self.returning,
+        )
+    }
+
+    /// Containers to come back from an execution or being recycled.
+    pub fn returning(&self) -> u32 {
+        self.returning
     }
 
     /// Whether nothing can ever be handed out: nothing warm, nothing
     /// launching and a warm target of zero.
     pub fn none_can_come(&self) -> bool {
-        self.warm.is_empty() && self.launching == 0 && self.target() == 0
+        self.warm.is_empty() && self.launching == 0 && self.returning == 0 && self.target() == 0
     }
 
     /// Whether the pool serves, its languages have been proven here, and it

@@ -87,9 +87,13 @@ fn smokes(effects: &[Effect]) -> Vec<SmokeOrder> {
 /// has been listed empty; returns it with the launches and smoke suite it
 /// ordered.
 fn started(warm: u32) -> (Core, Vec<LaunchOrder>, Vec<SmokeOrder>) {
+    started_with(pool(warm, 256))
+}
+
+fn started_with(pool: ExecutorPool) -> (Core, Vec<LaunchOrder>, Vec<SmokeOrder>) {
     let now = Instant::now();
     let mut core = Core::new("n1");
-    assert!(core.resources(&resources(vec![pool(warm, 256)])));
+    assert!(core.resources(&resources(vec![pool])));
     let first = core.tick(now, wall());
     assert!(first.contains(&Effect::EnsureImage(small())));
     core.image_resolved(small(), Ok(ready_image()), now);
@@ -107,8 +111,12 @@ fn started(warm: u32) -> (Core, Vec<LaunchOrder>, Vec<SmokeOrder>) {
 
 /// `started`, with every launch and the smoke suite finished well.
 fn filled(warm: u32) -> Core {
+    filled_with(pool(warm, 256))
+}
+
+fn filled_with(pool: ExecutorPool) -> Core {
     let now = Instant::now();
-    let (mut core, orders, smoke) = started(warm);
+    let (mut core, orders, smoke) = started_with(pool);
     for o in &orders {
         let out = core.launched(&o.container, LaunchOutcome::Ready, now);
         assert_eq!(out, [Effect::WarmAdded(o.pool.clone())]);
@@ -181,11 +189,135 @@ fn a_taken_container_is_destroyed_and_replaced_at_once() {
     assert_eq!((p.warm_count(), p.busy()), (1, 1));
     let out = core.tick(now, wall());
     assert_eq!(launches(&out).len(), 1, "a replacement launches at once");
-    assert_eq!(destroys(&core.released(&c)), std::slice::from_ref(&c.0));
+    assert_eq!(
+        destroys(&core.released(&c, true, Instant::now())),
+        std::slice::from_ref(&c.0)
+    );
     assert_eq!(core.pool("t/p").unwrap().busy(), 0);
     assert_eq!(core.container(c.as_str()).unwrap().phase, Phase::Destroying);
     core.destroyed(&c);
     assert!(core.container(c.as_str()).is_none());
+}
+
+/// A pool of `warm` containers that each serve `executions`.
+fn recycling(warm: u32, executions: u32, max_age: Option<u32>) -> ExecutorPool {
+    let mut p = pool(warm, 256);
+    p.spec.reuse = Some(crate::crd::Reuse {
+        executions,
+        max_age_seconds: max_age,
+    });
+    p
+}
+
+fn recycles(effects: &[Effect]) -> Vec<String> {
+    effects
+        .iter()
+        .filter_map(|e| match e {
+            Effect::Recycle { container, .. } => Some(container.0.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_recycling_pool_takes_without_launching_and_gets_its_container_back() {
+    let mut core = filled_with(recycling(2, 3, None));
+    let now = Instant::now();
+    let c = core.take("t/p", now).unwrap();
+    assert!(
+        launches(&core.tick(now, wall())).is_empty(),
+        "it comes back: no replacement"
+    );
+    assert_eq!(core.pool("t/p").unwrap().returning(), 1);
+    // A clean end: checked, then back at the front of the queue.
+    let out = core.released(&c, true, now);
+    assert_eq!(recycles(&out), std::slice::from_ref(&c.0));
+    assert_eq!(core.container(c.as_str()).unwrap().phase, Phase::Recycling);
+    assert!(core.in_flight());
+    assert!(launches(&core.tick(now, wall())).is_empty());
+    assert_eq!(
+        core.recycled(&c, true),
+        [Effect::WarmAdded(PoolKey::parse("t/p"))]
+    );
+    let p = core.pool("t/p").unwrap();
+    assert_eq!(
+        (p.warm_count(), p.returning(), p.warm[0].clone()),
+        (2, 0, c.clone())
+    );
+
+    // Second use: still returns. Third (the last of 3): replaced at once,
+    // destroyed afterwards even when clean.
+    let c2 = core.take("t/p", now).unwrap();
+    assert_eq!(c2, c);
+    core.released(&c, true, now);
+    core.recycled(&c, true);
+    let c3 = core.take("t/p", now).unwrap();
+    assert_eq!(c3, c);
+    assert_eq!(
+        launches(&core.tick(now, wall())).len(),
+        1,
+        "its last execution"
+    );
+    assert_eq!(
+        destroys(&core.released(&c, true, now)),
+        std::slice::from_ref(&c.0)
+    );
+}
+
+#[test]
+fn anomalies_failed_checks_and_age_destroy_a_recycling_container() {
+    let mut core = filled_with(recycling(2, 100, Some(60)));
+    let now = Instant::now();
+    // An anomaly (timeout, kill, limit, lost output): destroyed, replaced.
+    let a = core.take("t/p", now).unwrap();
+    assert_eq!(
+        destroys(&core.released(&a, false, now)),
+        std::slice::from_ref(&a.0)
+    );
+    assert_eq!(launches(&core.tick(now, wall())).len(), 1);
+    // A check that finds something left: destroyed.
+    let b = core.take("t/p", now).unwrap();
+    assert_eq!(
+        recycles(&core.released(&b, true, now)),
+        std::slice::from_ref(&b.0)
+    );
+    assert_eq!(
+        destroys(&core.recycled(&b, false)),
+        std::slice::from_ref(&b.0)
+    );
+    assert_eq!(launches(&core.tick(now, wall())).len(), 1);
+
+    // Past the age limit: not recycled, and taking it launches a replacement.
+    let mut core = filled_with(recycling(1, 100, Some(60)));
+    let old = now + Duration::from_secs(61);
+    let c = core.take("t/p", old).unwrap();
+    assert_eq!(core.pool("t/p").unwrap().returning(), 0);
+    assert_eq!(launches(&core.tick(old, wall())).len(), 1);
+    assert_eq!(
+        destroys(&core.released(&c, true, old)),
+        std::slice::from_ref(&c.0)
+    );
+
+    // A shape change while it ran: the old container does not come back.
+    let mut core = filled_with(recycling(1, 100, None));
+    let c = core.take("t/p", now).unwrap();
+    let mut bigger = recycling(1, 100, None);
+    bigger.spec.limits.memory_mib = 512;
+    core.resources(&resources(vec![bigger]));
+    core.tick(now, wall());
+    assert_eq!(
+        destroys(&core.released(&c, true, now)),
+        std::slice::from_ref(&c.0)
+    );
+    // Stopping: a recycle that finishes destroys.
+    let mut core = filled_with(recycling(1, 100, None));
+    let c = core.take("t/p", now).unwrap();
+    core.released(&c, true, now);
+    core.stop_taking();
+    assert_eq!(
+        destroys(&core.recycled(&c, true)),
+        std::slice::from_ref(&c.0)
+    );
 }
 
 #[test]
@@ -226,7 +358,7 @@ fn a_deleted_pool_destroys_its_warm_containers_and_keeps_busy_ones_until_release
     assert!(core.pool("t/p").is_none());
     assert_eq!(core.containers_of("t/p"), 3, "destroying, busy, launching");
     assert_eq!(
-        destroys(&core.released(&busy)),
+        destroys(&core.released(&busy, true, Instant::now())),
         std::slice::from_ref(&busy.0)
     );
 }
@@ -296,15 +428,25 @@ fn a_restart_adopts_unused_containers_of_the_current_shape_and_destroys_the_rest
     // While they are inspected nothing is launched in their place.
     assert!(launches(&core2.tick(now, wall())).is_empty());
     assert_eq!(
-        core2.inspected(&"a".into(), Some(false)),
+        core2.inspected(&"a".into(), Some(false), Instant::now()),
         [Effect::Destroy {
             container: "a".into(),
             pool: PoolKey::parse("t/p")
         }],
         "a used container is never adopted"
     );
-    assert_eq!(core2.inspected(&"b".into(), Some(true)).len(), 1);
-    assert_eq!(core2.inspected(&"c".into(), Some(true)).len(), 1);
+    assert_eq!(
+        core2
+            .inspected(&"b".into(), Some(true), Instant::now())
+            .len(),
+        1
+    );
+    assert_eq!(
+        core2
+            .inspected(&"c".into(), Some(true), Instant::now())
+            .len(),
+        1
+    );
     let p = core2.pool("t/p").unwrap();
     assert_eq!(p.warm_count(), 2);
     assert!(launches(&core2.tick(now, wall())).is_empty(), "full");
@@ -320,7 +462,7 @@ fn adoption_stops_at_the_warm_count() {
     // The launch of `started` is still running: the pool is full with it.
     let out = core.listing(&[instance("x", "t/p", &hash, true)]);
     assert_eq!(out.len(), 1);
-    let out = core.inspected(&"x".into(), Some(true));
+    let out = core.inspected(&"x".into(), Some(true), Instant::now());
     assert_eq!(destroys(&out), ["x"]);
     let _ = core.tick(now, wall());
 }
@@ -427,7 +569,7 @@ fn an_autoscaled_pool_follows_its_demand() {
             );
         }
         if let Ok(c) = core.take("t/p", now) {
-            core.released(&c);
+            core.released(&c, true, Instant::now());
             core.destroyed(&c);
         }
     }
@@ -487,10 +629,18 @@ fn adoption_does_not_depend_on_the_order_of_inspections() {
     let owned = ["a", "b", "used"].map(|n| instance(n, "t/p", &hash, true));
     assert_eq!(core.listing(&owned).len(), 3);
     // The two unused ones are inspected before the used one.
-    assert_eq!(core.inspected(&"a".into(), Some(true)).len(), 1);
-    assert_eq!(core.inspected(&"b".into(), Some(true)).len(), 1);
     assert_eq!(
-        destroys(&core.inspected(&"used".into(), Some(false))),
+        core.inspected(&"a".into(), Some(true), Instant::now())
+            .len(),
+        1
+    );
+    assert_eq!(
+        core.inspected(&"b".into(), Some(true), Instant::now())
+            .len(),
+        1
+    );
+    assert_eq!(
+        destroys(&core.inspected(&"used".into(), Some(false), Instant::now())),
         ["used"]
     );
     assert_eq!(core.pool("t/p").unwrap().warm_count(), 2);

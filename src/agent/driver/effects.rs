@@ -31,6 +31,10 @@ impl Agent {
                     tracing::info_span!("destroy", %pool, %container),
                     move |agent| async move { agent.destroy(container, pool).await },
                 ),
+                Effect::Recycle { container, pool } => self.spawn(
+                    tracing::info_span!("recycle", %pool, %container),
+                    move |agent| async move { agent.recycle(container, pool).await },
+                ),
                 Effect::EnsureImage(source) => self.spawn(
                     tracing::info_span!("image", ?source),
                     move |agent| async move {
@@ -100,6 +104,29 @@ impl Agent {
         // Forgotten either way: a container that survived a failed destroy
         // is owned but untracked, so the next resync destroys it again.
         self.inner.lock().core.destroyed(&container);
+    }
+
+    /// Checks a container after an execution and gives it a fresh sandbox;
+    /// the core puts it back in its warm queue or destroys it.
+    async fn recycle(&self, container: ContainerName, pool: PoolKey) {
+        let result = self.inner.host.recycle(container.as_str()).await;
+        let label = match &result {
+            Ok(()) => "ok",
+            Err(e) => {
+                tracing::warn!(error = %e, "recycle check failed; destroying the container");
+                "failed"
+            }
+        };
+        self.inner
+            .metrics
+            .recycles
+            .get_or_create(&ResultLabels {
+                pool: pool.to_string(),
+                result: label.to_string(),
+            })
+            .inc();
+        let effects = self.inner.lock().core.recycled(&container, result.is_ok());
+        self.dispatch(effects);
     }
 
     /// Creates one container, within the launch parallelism, unless its
@@ -214,7 +241,11 @@ impl Agent {
                 None
             }
         };
-        let effects = self.inner.lock().core.inspected(&container, unused);
+        let effects = self
+            .inner
+            .lock()
+            .core
+            .inspected(&container, unused, Instant::now());
         self.dispatch(effects);
     }
 }

@@ -1,6 +1,8 @@
 //! Taking a warm container for one execution, and giving it back: a lease
 //! destroys its container when dropped, so no path (error, timeout, a client
-//! that hangs up, a panic) can return a used container to the pool.
+//! that hangs up, a panic) can return a used container to the pool. Only a
+//! lease `finish`ed clean offers its container for recycling (a pool with
+//! `spec.reuse`), and the core still decides.
 
 use std::time::{Duration, Instant};
 
@@ -79,7 +81,17 @@ pub struct Lease {
     pub container: String,
     /// Time spent waiting for the container.
     pub queued: Duration,
+    /// Set by `finish`: the execution ended without an anomaly.
+    clean: bool,
     _permit: OwnedSemaphorePermit,
+}
+
+impl Lease {
+    /// Gives the container back after an execution that ended `clean`
+    /// (no timeout, kill, limit hit, lost output or runner failure).
+    pub fn finish(mut self, clean: bool) {
+        self.clean = clean;
+    }
 }
 
 impl std::fmt::Debug for Lease {
@@ -94,7 +106,12 @@ impl std::fmt::Debug for Lease {
 impl Drop for Lease {
     fn drop(&mut self) {
         let name = ContainerName(self.container.clone());
-        let effects = self.agent.inner.lock().core.released(&name);
+        let effects = self
+            .agent
+            .inner
+            .lock()
+            .core
+            .released(&name, self.clean, Instant::now());
         self.agent.dispatch(effects);
     }
 }
@@ -144,6 +161,7 @@ impl Agent {
                         pool: pool.to_string(),
                         container: container.0,
                         queued: start.elapsed(),
+                        clean: false,
                         _permit: permit,
                     });
                 }

@@ -86,6 +86,47 @@ async fn a_pool_fills_serves_and_replaces_each_taken_container() {
 }
 
 #[tokio::test]
+async fn a_recycling_pool_gets_clean_containers_back_and_destroys_the_rest() {
+    let host = Arc::new(FakeHost::new("n1"));
+    let mut p = pool(1);
+    p.spec.reuse = Some(crate::crd::Reuse {
+        executions: 10,
+        max_age_seconds: None,
+    });
+    let n = node(&host, listed(vec![p]));
+    until(&n.agent, "pool ready", ready).await;
+    let take = || {
+        n.agent
+            .acquire("t/p", Instant::now() + Duration::from_secs(5))
+    };
+    let first = take().await.unwrap();
+    let name = first.container.clone();
+    first.finish(true);
+    until(&n.agent, "recycled", |a| a.warm_of("t/p") == 1).await;
+    assert_eq!((host.recycles(), host.all()), (1, vec![name.clone()]));
+    // A dirty end (the lease dropped without a clean finish): destroyed.
+    let second = take().await.unwrap();
+    assert_eq!(second.container, name, "the same container served again");
+    drop(second);
+    until(&n.agent, "replaced", |a| {
+        a.warm_of("t/p") == 1 && !a.tracked().contains(&name)
+    })
+    .await;
+    assert_eq!(host.recycles(), 1);
+    // A recycle check that finds something left: destroyed, replaced.
+    host.fail_recycles(1);
+    let third = take().await.unwrap();
+    let name = third.container.clone();
+    third.finish(true);
+    until(&n.agent, "replaced after a failed check", |a| {
+        a.warm_of("t/p") == 1 && !a.tracked().contains(&name)
+    })
+    .await;
+    assert!(!host.all().contains(&name));
+    assert_eq!(host.recycles(), 2);
+}
+
+#[tokio::test]
 async fn a_language_that_fails_its_smoke_tests_is_not_served() {
     let host = Arc::new(FakeHost::new("n1"));
     host.fail_language("lua");

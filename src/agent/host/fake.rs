@@ -36,6 +36,9 @@ struct World {
     image_error: Option<String>,
     launches: u32,
     destroys: u32,
+    /// Recycles that fail before any succeeds again.
+    failing_recycles: u32,
+    recycles: u32,
 }
 
 /// The fake host of one node.
@@ -70,6 +73,16 @@ impl FakeHost {
     /// The next `n` launches fail.
     pub fn fail_launches(&self, n: u32) {
         self.world().failing_launches = n;
+    }
+
+    /// The next `n` recycles find something left.
+    pub fn fail_recycles(&self, n: u32) {
+        self.world().failing_recycles = n;
+    }
+
+    /// Recycles done so far.
+    pub fn recycles(&self) -> u32 {
+        self.world().recycles
     }
 
     /// Smoke tests of `language` fail.
@@ -219,6 +232,20 @@ impl ContainerHost for FakeHost {
                 status: 404,
                 message: format!("instance {container} not found"),
             }),
+        };
+        async move { result }.boxed()
+    }
+
+    fn recycle<'a>(&'a self, container: &'a str) -> BoxFuture<'a, Result<(), String>> {
+        let mut w = self.world();
+        w.recycles += 1;
+        let result = if !w.containers.contains_key(container) {
+            Err(format!("instance {container} not found"))
+        } else if w.failing_recycles > 0 {
+            w.failing_recycles -= 1;
+            Err("recycle: processes left: 42".to_string())
+        } else {
+            Ok(())
         };
         async move { result }.boxed()
     }

@@ -16,6 +16,9 @@ use crate::lxd::{InstanceInfo, Lxd, LxdError};
 use super::super::core::{ImageReady, LaunchOrder};
 use super::ContainerHost;
 
+/// Longest a recycle (check and fresh sandbox) may take.
+const RECYCLE_DEADLINE: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// A node's containers on LXD.
 pub struct LxdHost {
     lxd: Lxd,
@@ -238,6 +241,34 @@ impl ContainerHost for LxdHost {
         self.unused_check(container).boxed()
     }
 
+    fn recycle<'a>(&'a self, container: &'a str) -> BoxFuture<'a, Result<(), String>> {
+        async move {
+            let spec = crate::lxd::ExecSpec {
+                command: crate::execution::recycle_command(),
+                env: Default::default(),
+                user: 0,
+                group: 0,
+                cwd: "/".to_string(),
+                stdin: Vec::new(),
+                output_cap: 4096,
+                deadline: RECYCLE_DEADLINE,
+            };
+            let out = self
+                .lxd
+                .exec(container, spec)
+                .await
+                .map_err(|e| e.to_string())?;
+            match (out.stopped, out.exit_code) {
+                (crate::lxd::Stopped::Exited, Some(0)) => Ok(()),
+                (stopped, code) => Err(format!(
+                    "{} ({stopped:?}, exit code {code:?})",
+                    String::from_utf8_lossy(&out.stderr).trim()
+                )),
+            }
+        }
+        .boxed()
+    }
+
     fn smoke<'a>(
         &'a self,
         container: &'a str,
@@ -246,7 +277,7 @@ impl ContainerHost for LxdHost {
     ) -> BoxFuture<'a, Vec<LanguageCheck>> {
         async move {
             let limits = smoke::limits(spec);
-            smoke::run_suite(&self.lxd, container, languages, &limits).await
+            smoke::run_suite(&self.lxd, container, languages, &limits, spec.recycles()).await
         }
         .boxed()
     }

@@ -41,6 +41,11 @@ pub trait ContainerHost: Send + Sync + 'static {
     /// so it may be adopted as warm.
     fn unused<'a>(&'a self, container: &'a str) -> BoxFuture<'a, Result<bool, LxdError>>;
 
+    /// Readies a recycling pool's container for its next execution: checks
+    /// that the last one left nothing and builds a fresh sandbox. The error
+    /// says what was left or failed; the container is then destroyed.
+    fn recycle<'a>(&'a self, container: &'a str) -> BoxFuture<'a, Result<(), String>>;
+
     /// Runs every smoke test of `languages` in a launched container.
     fn smoke<'a>(
         &'a self,
