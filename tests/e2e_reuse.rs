@@ -30,12 +30,23 @@ async fn bash(h: &Harness, code: &str) -> Value {
     b
 }
 
-/// Waits until the pool has its one container warm again, and names it.
+/// Waits until the pool has its one container warm again and no other is
+/// left running, and names it.
 async fn warm_one(h: &Harness) -> String {
     h.wait_warm("t/small", 1).await;
-    let names = h.running().await;
-    assert_eq!(names.len(), 1, "{names:?}");
-    names[0].clone()
+    let lxd = h.lxd.clone();
+    common::wait_for("one container left", Duration::from_secs(60), || {
+        let lxd = lxd.clone();
+        async move {
+            let all = lxd.instances().await.expect("list");
+            all.iter()
+                .filter(|i| i.is_running() && !i.name.starts_with("us-tpl-"))
+                .count()
+                == 1
+        }
+    })
+    .await;
+    h.running().await[0].clone()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -120,6 +131,33 @@ async fn consecutive_executions_in_one_container_see_nothing_of_each_other() {
     h.wait_gone(&container).await;
     let next = warm_one(&h).await;
     assert_ne!(next, container, "six executions, then a fresh container");
+
+    // Back to back, a recycle never fails: ten more executions, two
+    // containers' worth, each answered from a recycled or a fresh one.
+    for i in 0..10 {
+        let b = bash(&h, &format!("echo {i}")).await;
+        assert_eq!(
+            (&b["status"], &b["stdout"]),
+            (&json!("ok"), &json!(format!("{i}\n"))),
+            "{b}"
+        );
+    }
+    let (s, m) = h.call("GET", "/metrics", None).await;
+    assert_eq!(s, 200);
+    let text = m.as_str().unwrap();
+    let recycles = |result: &str| {
+        text.lines()
+            .find(|l| {
+                l.starts_with(&format!(
+                    "unsandbox_agent_recycles_total{{pool=\"t/small\",result=\"{result}\"}}"
+                ))
+            })
+            .and_then(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    assert!(recycles("ok") >= 12, "{text}");
+    assert_eq!(recycles("failed"), 0, "{text}");
+    let next = warm_one(&h).await;
 
     // An anomaly (a timeout) destroys the container instead of recycling it.
     let (s, b) = h

@@ -197,18 +197,20 @@ pub fn run_command(job: &Job) -> (Vec<String>, Vec<u8>) {
 /// sandbox when `sandboxed`). Arguments appended to the argv reach `inner`
 /// as `"$@"`.
 fn as_runner(first: &str, inner: String, sandboxed: bool) -> Vec<String> {
-    let (enter, inner) = if sandboxed {
-        (
-            format!("{} ", super::sandbox::enter()),
-            format!("cd {WORKDIR} || exit 125\n{inner}"),
-        )
-    } else {
-        (String::new(), inner)
-    };
+    if sandboxed {
+        let then = format!("{} /bin/sh -c \"$0\" unsandbox \"$@\"", drop_to_runner());
+        let outer = format!(
+            "{first}\n\
+             inner=$1; shift\n\
+             {}",
+            super::sandbox::enter(&then)
+        );
+        return with_inner(outer, format!("cd {WORKDIR} || exit 125\n{inner}"));
+    }
     let outer = format!(
         "{first}\n\
          inner=$1; shift\n\
-         exec {enter}{} /bin/sh -c \"$inner\" unsandbox \"$@\"",
+         exec {} /bin/sh -c \"$inner\" unsandbox \"$@\"",
         drop_to_runner()
     );
     with_inner(outer, inner)

@@ -207,27 +207,19 @@ pub fn stage(out: ExecOutcome) -> StageOutcome {
 /// event and is `Ok`. An output flood stays what it is (unsandbox cut it;
 /// the events go in the message).
 ///
-/// A stage that ran into its wall time without an OOM kill, but reached its
-/// memory limit holding at least seven eighths of it in anonymous memory,
-/// stalled at that limit: the kernel kept reclaiming file pages (code it
-/// then reads back) instead of ending it. That is the memory limit too.
+/// A stage that ran into its wall time without an OOM kill or a refused
+/// fork, but reached its memory limit holding at least seven eighths of it
+/// in anonymous memory, stalled at that limit: the kernel kept reclaiming
+/// file pages (code it then reads back) instead of ending it. That is the
+/// memory limit too (a refused fork is an event the kernel counted; a stall
+/// is inferred, so the fork comes first).
 pub fn judge(status: Status, usage: &Usage, memory_mib: u32) -> (Status, Option<String>) {
     let events = usage.events;
     let oom = events.oom_kills.unwrap_or(0);
     let limit = u64::from(memory_mib) << 20;
     let stalled = status == Status::Timeout
-        && oom == 0
         && events.memory_max.unwrap_or(0) > 0
         && usage.anon_peak_bytes.is_some_and(|a| a >= limit / 8 * 7);
-    if stalled {
-        return (
-            Status::MemoryLimitExceeded,
-            Some(format!(
-                "the memory limit ({memory_mib} MiB) was reached and the program stalled there, \
-                 the kernel reclaiming memory rather than ending it; then the wall time ran out"
-            )),
-        );
-    }
     let pids = events.pids_max.unwrap_or(0);
     let memory = format!(
         "the memory limit ({memory_mib} MiB) was hit: the kernel's OOM killer ended {oom} process{}",
@@ -255,6 +247,13 @@ pub fn judge(status: Status, usage: &Usage, memory_mib: u32) -> (Status, Option<
         }
         _ if oom > 0 => (Status::MemoryLimitExceeded, Some(then(memory))),
         _ if pids > 0 => (Status::ProcessLimitExceeded, Some(then(processes))),
+        _ if stalled => (
+            Status::MemoryLimitExceeded,
+            Some(format!(
+                "the memory limit ({memory_mib} MiB) was reached and the program stalled there, \
+                 the kernel reclaiming memory rather than ending it; then the wall time ran out"
+            )),
+        ),
         _ => (status, None),
     }
 }
@@ -470,6 +469,10 @@ mod tests {
         assert_eq!(judge(Timeout, &at_limit(0, 128), 128).0, Timeout);
         assert_eq!(judge(Ok, &at_limit(40, 120), 128).0, Ok);
         assert_eq!(judge(RuntimeError, &at_limit(40, 120), 128).0, RuntimeError);
+        // A fork bomb that also filled its memory: the refused forks name it.
+        let mut bomb = at_limit(40, 120);
+        bomb.events.pids_max = Some(9);
+        assert_eq!(judge(Timeout, &bomb, 128).0, ProcessLimitExceeded);
         // An output flood unsandbox cut stays that, the events are told.
         let (status, message) = judge(OutputLimitExceeded, &events(1, 0), 64);
         assert_eq!(status, OutputLimitExceeded);
