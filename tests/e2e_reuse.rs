@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use common::{Harness, resources};
 use serde_json::{Value, json};
+use unsandbox::lxd::ExecSpec;
 
 const POOL: &str = "apiVersion: unsandbox.com/v1alpha1\nkind: ExecutorPool\nmetadata: {name: small, namespace: t}\nspec:\n  image: small\n  warm: 1\n  reuse: {executions: 6}\n  limits: {cpus: 1, memoryMib: 128, processes: 64, tmpfsMib: 16}\n  execution:\n    wallTimeMs: {default: 5000, max: 10000}\n    queueTimeoutMs: 60000\n";
 
@@ -157,6 +158,41 @@ async fn consecutive_executions_in_one_container_see_nothing_of_each_other() {
     };
     assert!(recycles("ok") >= 12, "{text}");
     assert_eq!(recycles("failed"), 0, "{text}");
+
+    // The check after an execution is real: a process of the runner user
+    // or a file in the container's own writable places (put there from
+    // outside, as a sandbox escape would) fails it, and the container goes.
+    let mut failed = 0;
+    for plant in [
+        "setsid sleep 300 </dev/null >/dev/null 2>&1 &",
+        "echo x > /tmp/planted",
+    ] {
+        let c = warm_one(&h).await;
+        let spec = ExecSpec {
+            command: vec!["/bin/sh".into(), "-c".into(), plant.into()],
+            env: Default::default(),
+            user: 1000,
+            group: 1000,
+            cwd: "/".into(),
+            stdin: vec![],
+            output_cap: 1024,
+            deadline: Duration::from_secs(10),
+        };
+        assert_eq!(h.lxd.exec(&c, spec).await.unwrap().exit_code, Some(0));
+        let b = bash(&h, "echo fine").await;
+        assert_eq!(
+            (&b["stdout"], &b["container"]),
+            (&json!("fine\n"), &json!(c)),
+            "{b}"
+        );
+        h.wait_gone(&c).await;
+        failed += 1;
+        let (_, m) = h.call("GET", "/metrics", None).await;
+        let line = format!(
+            "unsandbox_agent_recycles_total{{pool=\"t/small\",result=\"failed\"}} {failed}"
+        );
+        assert!(m.as_str().unwrap().contains(&line), "{plant}: {m}");
+    }
     let next = warm_one(&h).await;
 
     // An anomaly (a timeout) destroys the container instead of recycling it.

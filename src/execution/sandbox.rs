@@ -23,6 +23,9 @@ pub const BOX_DIR: &str = "/run/unsandbox/box";
 /// The container's mount count without a box, written when the first box
 /// is built and compared after each one is unmounted.
 pub const MOUNTS_FILE: &str = "/run/unsandbox/mounts";
+/// The commands that mount a box, with the sizes of the container's own
+/// places: written when the first box is built, sourced for every box.
+pub const BOX_SCRIPT: &str = "/run/unsandbox/box.sh";
 
 /// The container's writable places, the box's folder for each, and its mode.
 const PLACES: [(&str, &str, &str); 4] = [
@@ -42,54 +45,57 @@ pub fn empty_own() -> String {
     format!("find {} -mindepth 1 -delete\n", places())
 }
 
-/// Builds a fresh box (as root). Exits 90 or 91, with a reason on stderr,
-/// when it cannot.
+/// Builds a fresh box (as root). The first time, it records the
+/// container's mount count and writes `BOX_SCRIPT` (the sizes read once);
+/// every box after that costs five commands. Exits 90 or 91, with a reason
+/// on stderr, when it cannot.
 pub fn setup() -> String {
-    let mut s = format!(
-        "B={BOX_DIR}\n\
-         [ -e {MOUNTS_FILE} ] || findmnt -rn | wc -l > {MOUNTS_FILE} || exit 90\n"
+    let mut first = format!(
+        "wc -l < /proc/self/mountinfo > {MOUNTS_FILE} || exit 90\n\
+         : > {BOX_SCRIPT}.new || exit 90\n"
     );
     for (place, name, mode) in PLACES {
-        s.push_str(&format!(
+        first.push_str(&format!(
             "size=$(findmnt -no OPTIONS {place} | tr , '\\n' | sed -n 's/^size=//p')\n\
-             mkdir -p \"$B/{name}\" && \
-             mount -t tmpfs -o \"nosuid,nodev,mode={mode},size=${{size:-65536k}}\" tmpfs \"$B/{name}\" \
-             || {{ echo 'sandbox: cannot mount {place}' >&2; exit 91; }}\n"
+             mkdir -p {BOX_DIR}/{name} || exit 90\n\
+             echo \"mount -t tmpfs -o nosuid,nodev,mode={mode},size=${{size:-65536k}} tmpfs {BOX_DIR}/{name} || exit 91\" >> {BOX_SCRIPT}.new\n"
         ));
     }
-    s.push_str(&format!(
-        "chown {RUNNER_UID}:{RUNNER_UID} \"$B/home\" || exit 91\n"
+    first.push_str(&format!(
+        "echo 'chown {RUNNER_UID}:{RUNNER_UID} {BOX_DIR}/home || exit 91' >> {BOX_SCRIPT}.new\n\
+         mv {BOX_SCRIPT}.new {BOX_SCRIPT} || exit 90\n"
     ));
-    s
+    format!(
+        "if [ ! -e {BOX_SCRIPT} ]; then\n{first}fi\n\
+         . {BOX_SCRIPT}\n"
+    )
 }
 
 /// Checks that the execution that ended left nothing and unmounts its box
-/// (as root): no process of the runner user (the pid namespace's end killed
-/// them; a straggler gets a second), nothing in the container's own
+/// (as root): no process of the runner user, by the real uid in its
+/// `status` (which a process cannot hide by making itself undumpable; the
+/// pid namespace's end killed them all, a straggler gets a second), nothing in the container's own
 /// writable places, every box mount released, the mount count back to the
 /// container's own. Exits 1 with the reason on stderr when something is
 /// left.
 pub fn teardown() -> String {
-    let names = PLACES.map(|(_, n, _)| n).join(" ");
+    let boxes: Vec<String> = PLACES
+        .iter()
+        .map(|(_, n, _)| format!("{BOX_DIR}/{n}"))
+        .collect();
     format!(
-        "B={BOX_DIR}\n\
-         i=0\n\
-         while :; do\n\
-         left=''\n\
-         for p in /proc/[0-9]*; do\n\
-         [ \"$(stat -c %u \"$p\" 2>/dev/null)\" = {RUNNER_UID} ] && left=\"$left ${{p#/proc/}}\"\n\
-         done\n\
-         [ -z \"$left\" ] && break\n\
+        "i=0\n\
+         while left=$(grep -ls '^Uid:[[:space:]]*{RUNNER_UID}[[:space:]]' /proc/[0-9]*/status); [ -n \"$left\" ]; do\n\
          i=$((i+1)); if [ $i -gt 50 ]; then echo \"recycle: processes left:$left\" >&2; exit 1; fi\n\
          sleep 0.02\n\
          done\n\
          if [ -n \"$(find {places} -mindepth 1 -print -quit)\" ]; then echo 'recycle: files left outside the sandbox' >&2; exit 1; fi\n\
-         for n in {names}; do\n\
-         umount \"$B/$n\" || {{ echo \"recycle: the box's $n is still held\" >&2; exit 1; }}\n\
-         done\n\
-         now=$(findmnt -rn | wc -l)\n\
-         if [ \"$now\" != \"$(cat {MOUNTS_FILE})\" ]; then echo \"recycle: $now mounts, $(cat {MOUNTS_FILE}) expected\" >&2; exit 1; fi\n",
+         umount {boxes} || {{ echo \"recycle: the box is still held\" >&2; exit 1; }}\n\
+         now=$(wc -l < /proc/self/mountinfo)\n\
+         read -r was < {MOUNTS_FILE}\n\
+         if [ \"$now\" != \"$was\" ]; then echo \"recycle: $now mounts, $was expected\" >&2; exit 1; fi\n",
         places = places(),
+        boxes = boxes.join(" "),
     )
 }
 
@@ -148,7 +154,7 @@ mod tests {
                 e.contains(&format!("mount --bind {BOX_DIR}/{name} {place} &&")),
                 "{e}"
             );
-            assert!(setup().contains(&format!("\"$B/{name}\"")));
+            assert!(setup().contains(&format!("tmpfs {BOX_DIR}/{name} ||")));
         }
         assert!(e.contains("mount -o remount,bind,ro /"));
         assert!(e.ends_with("\"$inner\" \"$@\""), "{e}");
@@ -159,11 +165,11 @@ mod tests {
         let c = recycle_command().join(" ");
         let (check, build) = (
             c.find("processes left").unwrap(),
-            c.find("mount -t tmpfs").unwrap(),
+            c.find(&format!(". {BOX_SCRIPT}")).unwrap(),
         );
         assert!(check < build);
         assert!(c.contains(MOUNTS_FILE));
         assert!(c.contains("files left outside the sandbox"));
-        assert!(c.contains("the box's $n is still held"));
+        assert!(c.contains("the box is still held"));
     }
 }

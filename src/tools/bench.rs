@@ -82,6 +82,11 @@ pub struct BenchArgs {
     /// byte as a program inside the container sees it.
     #[arg(long)]
     pub network: bool,
+    /// Measure only where one fresh container's cost goes: this many
+    /// containers launched, used once and destroyed one at a time, each
+    /// LXD call timed, CPU time split by LXD, unsandbox and the rest.
+    #[arg(long)]
+    pub profile: Option<usize>,
     /// Executions per container in the reuse rows (`spec.reuse`); 0 skips
     /// them.
     #[arg(long, default_value_t = 20)]
@@ -303,6 +308,15 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         let node = format!("bench-{}", args.lxd.node());
         crate::agent::cleanup(&lxd, &node).await?;
         return refill(&args, &lxd, &node).await;
+    }
+    if let Some(n) = args.profile {
+        let lxd = Lxd::new(args.lxd.socket(), project);
+        lxd.ensure_project().await?;
+        let node = format!("bench-{}", args.lxd.node());
+        crate::agent::cleanup(&lxd, &node).await?;
+        let result = super::bench_profile::measure(&args, &lxd, &node, n.max(1)).await;
+        crate::agent::cleanup(&lxd, &node).await?;
+        return result;
     }
     if args.network {
         let lxd = Lxd::new(args.lxd.socket(), project);

@@ -9,5 +9,6 @@ pub mod accuracy;
 pub mod bench;
 mod bench_hostile;
 mod bench_network;
+mod bench_profile;
 pub mod corpus;
 pub mod prove;
