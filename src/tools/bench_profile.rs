@@ -63,19 +63,23 @@ fn process_ticks(stat: &str, children: bool) -> Option<u64> {
     })
 }
 
-/// The LXD daemon's pid: the process named `lxd` whose command line runs
-/// the daemon (not `lxd forkexec` and friends).
+/// The LXD daemon's pid: the process whose command line runs `lxd` as a
+/// daemon (not `lxd forkexec` and friends, nor liblxc's monitors, which
+/// are named `lxd` too but rewrite their command line).
 fn lxd_pid() -> Option<u32> {
     std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
         let pid: u32 = e.file_name().to_str()?.parse().ok()?;
-        let comm = std::fs::read_to_string(e.path().join("comm")).ok()?;
         let cmdline = std::fs::read_to_string(e.path().join("cmdline")).ok()?;
-        let helper = cmdline
-            .split('\0')
-            .nth(1)
-            .is_some_and(|a| a.starts_with("fork"));
-        (comm.trim() == "lxd" && !helper).then_some(pid)
+        is_lxd_daemon(&cmdline).then_some(pid)
     })
+}
+
+/// Whether a `/proc/PID/cmdline` is the LXD daemon's.
+fn is_lxd_daemon(cmdline: &str) -> bool {
+    let mut args = cmdline.split('\0');
+    let program = args.next().unwrap_or_default();
+    let first = args.next().unwrap_or_default();
+    program.rsplit('/').next() == Some("lxd") && !first.starts_with("fork") && first != "callhook"
 }
 
 fn read_ticks(lxd: Option<u32>) -> Ticks {
@@ -255,5 +259,12 @@ mod tests {
         assert_eq!(process_ticks(p, false), Some(42));
         assert_eq!(process_ticks(p, true), Some(50));
         assert_eq!(process_ticks("1 (x) S 1", false), None);
+        assert!(is_lxd_daemon("lxd\0--group\0root\0"));
+        assert!(is_lxd_daemon("/usr/bin/lxd\0"));
+        assert!(!is_lxd_daemon("lxd\0forkexec\0c\0"));
+        assert!(!is_lxd_daemon("lxd\0callhook\0/var/lib/lxd\0"));
+        assert!(!is_lxd_daemon(
+            "[lxc monitor] /var/lib/lxd/containers p_c\0"
+        ));
     }
 }
