@@ -169,7 +169,9 @@ pub struct AgentArgs {
     /// Containers created at the same time, at most.
     #[arg(long, env = "UNSANDBOX_LAUNCH_PARALLELISM", default_value_t = 2)]
     pub launch_parallelism: usize,
-    /// How often LXD is listed to catch containers changed out of band, in milliseconds.
+    /// How often LXD is listed to catch containers changed out of band, in
+    /// milliseconds; at least twenty times what the last listing pass took,
+    /// so a host with many containers is listed less often.
     #[arg(long, env = "UNSANDBOX_RESYNC_MS", default_value_t = 5000)]
     pub resync_ms: u64,
     /// Launch copies (btrfs snapshots) of a stopped template container whose

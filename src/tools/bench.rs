@@ -87,6 +87,11 @@ pub struct BenchArgs {
     /// LXD call timed, CPU time split by LXD, unsandbox and the rest.
     #[arg(long)]
     pub profile: Option<usize>,
+    /// Measure only what a pool of this many warm containers costs: host
+    /// memory per container, the agent's memory, fill time, LXD list and
+    /// exec latency, reconcile time and acquire latency at that size.
+    #[arg(long)]
+    pub scale: Option<u32>,
     /// Executions per container in the reuse rows (`spec.reuse`); 0 skips
     /// them.
     #[arg(long, default_value_t = 20)]
@@ -329,6 +334,21 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     lxd.ensure_project().await?;
     let node = format!("bench-{}", args.lxd.node());
     crate::agent::cleanup(&lxd, &node).await?;
+    if let Some(n) = args.scale {
+        let pool = BenchPool::fresh(&args.image, n, args.templates);
+        let (agent, stop_tx, reconciler) = start_agent(&args, &lxd, &node, pool).await?;
+        let result = super::bench_scale::measure(&args, &agent, &lxd, n).await;
+        let _ = stop_tx.send(true);
+        let _ = reconciler.await;
+        agent.settle(Duration::from_secs(600)).await;
+        let t = Instant::now();
+        let destroyed = agent.destroy_all().await?;
+        println!(
+            "cleanup: destroyed {destroyed} containers in {:.0} s",
+            t.elapsed().as_secs_f64()
+        );
+        return result;
+    }
     let fresh = BenchPool::fresh(&args.image, args.warm, args.templates);
     let (agent, stop_tx, reconciler) = start_agent(&args, &lxd, &node, fresh).await?;
     let result = if args.hostile {

@@ -10,5 +10,6 @@ pub mod bench;
 mod bench_hostile;
 mod bench_network;
 mod bench_profile;
+mod bench_scale;
 pub mod corpus;
 pub mod prove;
