@@ -500,9 +500,11 @@ impl Core {
             return vec![self.destroy(container.clone(), t.pool)];
         }
         self.enter(container, Some(moved(&t, Phase::Warm)));
-        if let Some(p) = self.pools.get_mut(&t.pool) {
-            p.warm.retain(|c| c != container);
-            p.warm.push_front(container.clone());
+        // `enter` queued it last; it goes first.
+        if let Some(p) = self.pools.get_mut(&t.pool)
+            && let Some(c) = p.warm.pop_back()
+        {
+            p.warm.push_front(c);
         }
         vec![Effect::WarmAdded(t.pool)]
     }
