@@ -16,7 +16,9 @@ pub struct ApiError {
     pub status: StatusCode,
     pub code: &'static str,
     pub message: String,
-    pub detail: Detail,
+    /// Boxed: most errors have none, and a small error keeps every
+    /// `Result` that can carry one small.
+    pub detail: Box<Detail>,
     pub retry_after: Option<u64>,
 }
 
@@ -64,7 +66,7 @@ impl ApiError {
             status,
             code,
             message: message.into(),
-            detail: Detail::default(),
+            detail: Box::default(),
             retry_after: None,
         }
     }
@@ -74,7 +76,7 @@ impl ApiError {
     }
 
     pub fn with(mut self, detail: Detail) -> Self {
-        self.detail = detail;
+        self.detail = Box::new(detail);
         self
     }
 
@@ -83,7 +85,7 @@ impl ApiError {
         ErrorBody {
             error: self.code.to_string(),
             message: self.message.clone(),
-            detail: self.detail.clone(),
+            detail: (*self.detail).clone(),
         }
     }
 }

@@ -322,6 +322,10 @@ impl PeerFinder for OnePeer {
             warm: 1,
         }]
     }
+
+    fn endpoint(&self, node: &str) -> Option<String> {
+        (node == "peer-1").then(|| self.0.clone())
+    }
 }
 
 #[tokio::test]

@@ -254,6 +254,68 @@ fn cases_with_a_token() -> Vec<Case> {
         ),
         post(piston, piston, vec![BEARER], "not json", 400),
         post(piston, piston, vec![], r#"{"language": "python"}"#, 401),
+        post(
+            "/execute/{language}/stream",
+            "/execute/cobol/stream",
+            vec![BEARER, JSON],
+            r#"{"code": "1"}"#,
+            404,
+        ),
+        post("/run/stream", "/run/stream", vec![BEARER, JSON], "{}", 422),
+        post(
+            "/jobs",
+            "/jobs",
+            vec![BEARER, JSON],
+            r#"{"code": "1", "language": "cobol"}"#,
+            404,
+        ),
+        post(
+            "/jobs",
+            "/jobs",
+            vec![BEARER, JSON],
+            r#"{"code": "1", "language": "python", "callback_url": "http://h/"}"#,
+            422,
+        ),
+        post("/jobs", "/jobs", vec![BEARER, JSON], r#"{"code": "#, 400),
+        post(
+            "/batch",
+            "/batch",
+            vec![BEARER, JSON],
+            r#"{"items": []}"#,
+            422,
+        ),
+        post(
+            "/batch",
+            "/batch",
+            vec![BEARER, JSON],
+            r#"{"items": [{"code": "1", "language": "cobol"}]}"#,
+            200,
+        ),
+        ("GET", "/jobs/{id}", "/jobs/nope", vec![BEARER], "", 404),
+        (
+            "GET",
+            "/jobs/{id}",
+            "/jobs/0a0b0c0d0123456789abcdef01234567.here",
+            vec![BEARER],
+            "",
+            410,
+        ),
+        (
+            "DELETE",
+            "/jobs/{id}",
+            "/jobs/0a0b0c0d0123456789abcdef01234567.elsewhere",
+            vec![BEARER],
+            "",
+            404,
+        ),
+        (
+            "GET",
+            "/jobs/{id}/events",
+            "/jobs/0a0b0c0d0123456789abcdef01234567.here",
+            vec![],
+            "",
+            401,
+        ),
     ]
 }
 
@@ -272,9 +334,11 @@ async fn every_documented_operation_is_routed_and_no_other_method_is() {
     );
     let contract = contract_of(&app).await;
     let paths = contract["paths"].as_object().unwrap();
-    assert_eq!(paths.len(), 11, "{:?}", paths.keys());
+    assert_eq!(paths.len(), 17, "{:?}", paths.keys());
     for (template, item) in paths {
-        let path = template.replace("{language}", "python");
+        let path = template
+            .replace("{language}", "python")
+            .replace("{id}", "0a0b0c0d0123456789abcdef01234567.here");
         let documented: BTreeSet<String> = item
             .as_object()
             .unwrap()

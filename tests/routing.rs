@@ -24,6 +24,13 @@ impl PeerFinder for FixedPeers {
     fn candidates(&self, _: &str, _: NetworkTier) -> Vec<Peer> {
         self.0.clone()
     }
+
+    fn endpoint(&self, node: &str) -> Option<String> {
+        self.0
+            .iter()
+            .find(|p| p.node == node)
+            .map(|p| p.endpoint.clone())
+    }
 }
 
 /// A peer agent on loopback that answers every execution as node `peer-1`
@@ -89,9 +96,8 @@ async fn forwards_to_a_warm_peer_once_and_never_loops() {
         warm: 3,
     }]);
     let state = AppState {
-        agent: idle_agent().await,
         forwarder: Some(Forwarder::new(Arc::new(peers))),
-        rejections: unsandbox::standalone::no_rejections(),
+        ..AppState::local(idle_agent().await)
     };
     let app = router(state, 1 << 20);
 
@@ -305,4 +311,82 @@ fn check_refuses_unknown_fields_and_invalid_specs_and_logs_without_colour() {
         stdout.contains("LanguageImage \"nosuch\" is not defined in any file"),
         "{stdout}"
     );
+}
+
+/// A peer agent on loopback that holds jobs: it answers `/jobs/{id}` with
+/// the caller it was relayed for and the forwarding header it saw.
+async fn job_peer() -> String {
+    let app = axum::Router::new().route(
+        "/jobs/{id}",
+        axum::routing::get(
+            |axum::extract::Path(id): axum::extract::Path<String>,
+             axum::extract::RawQuery(query): axum::extract::RawQuery,
+             headers: HeaderMap| async move {
+                Json(serde_json::json!({
+                    "id": id,
+                    "query": query,
+                    "forwarded_by": headers.get(FORWARDED_BY).and_then(|v| v.to_str().ok()),
+                }))
+            },
+        )
+        .delete(|| async { (axum::http::StatusCode::GONE, "gone") }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    format!("http://{addr}")
+}
+
+#[tokio::test]
+async fn any_agent_answers_for_a_job_and_a_lost_one_is_gone_at_once() {
+    let endpoint = job_peer().await;
+    let peers = FixedPeers(vec![Peer {
+        node: "peer-1".into(),
+        endpoint,
+        warm: 0,
+    }]);
+    let app = router(
+        AppState {
+            forwarder: Some(Forwarder::new(Arc::new(peers))),
+            ..AppState::local(idle_agent().await)
+        },
+        1 << 20,
+    );
+    let on_peer = "0a0b0c0d0123456789abcdef01234567.peer-1";
+
+    // Held by a live peer: relayed there, for the caller, marked forwarded.
+    let (status, _, body) = send(&app, "GET", &format!("/jobs/{on_peer}"), "").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["id"], on_peer);
+    assert_eq!(body["query"], "on_behalf_of=anonymous");
+    assert_eq!(body["forwarded_by"], "here");
+    // The peer's own answer comes back as it was.
+    let (status, _, _) = send(&app, "DELETE", &format!("/jobs/{on_peer}"), "").await;
+    assert_eq!(status, 410);
+
+    // Held by a node whose agent is gone: lost, and said so at once.
+    let gone = "0a0b0c0d0123456789abcdef01234567.peer-2";
+    let (status, _, body) = send(&app, "GET", &format!("/jobs/{gone}"), "").await;
+    assert_eq!(status, 410, "{body}");
+    assert_eq!(body["error"], "job_lost");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("node peer-2's agent is gone"),
+        "{body}"
+    );
+
+    // Held here by an earlier run of this agent: lost to the restart.
+    let earlier = "0a0b0c0d0123456789abcdef01234567.here";
+    let (status, _, body) = send(&app, "GET", &format!("/jobs/{earlier}/events"), "").await;
+    assert_eq!(status, 410, "{body}");
+    assert!(
+        body["message"].as_str().unwrap().contains("restarted"),
+        "{body}"
+    );
+
+    // Not an id this API gives out.
+    let (status, _, body) = send(&app, "GET", "/jobs/nope", "").await;
+    assert_eq!((status, body["error"].as_str()), (404, Some("unknown_job")));
 }

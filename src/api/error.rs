@@ -414,7 +414,7 @@ mod tests {
             unit: Unit::Mib,
         }));
         assert_eq!(
-            e.detail,
+            *e.detail,
             Detail {
                 field: Some("memory_mib".into()),
                 maximum: Some(128),

@@ -47,18 +47,8 @@ pub async fn execute_language(
     let forwarded = headers.contains_key(FORWARDED_BY);
     let caps = caller.map(|c| c.0.quota).unwrap_or_default();
     let result = async {
-        let Path(language) = language?;
-        let Json(Object(req)) = body?;
-        if req
-            .language
-            .as_deref()
-            .is_some_and(|l| !l.eq_ignore_ascii_case(&language))
-        {
-            return Err(ApiError::invalid(
-                "`language` in the body differs from the one in the path",
-            ));
-        }
-        execute(&app, &language, req, None, started, forwarded, caps).await
+        let (language, req) = named(language, body)?;
+        execute(&app, &language, req, None, started, forwarded, caps, None).await
     }
     .await;
     count_rejection(&app, "execute", &result);
@@ -89,34 +79,92 @@ pub async fn run(
     let caps = caller.map(|c| c.0.quota).unwrap_or_default();
     let result = async {
         let Json(Object(req)) = body?;
-        let (language, report) = match &req.language {
-            Some(l) => (
-                l.clone(),
-                DetectionReport {
-                    method: "request".into(),
-                    confidence: 1.0,
-                    alternatives: vec![],
-                },
-            ),
-            None => {
-                let d = app.executions().detect(&req.code)?;
-                let report = DetectionReport {
-                    method: d.method.to_string(),
-                    confidence: d.confidence,
-                    alternatives: d.alternatives,
-                };
-                (d.language, report)
-            }
-        };
-        execute(&app, &language, req, Some(report), started, forwarded, caps).await
+        let (language, report) = language_of(&app, &req)?;
+        execute(
+            &app,
+            &language,
+            req,
+            Some(report),
+            started,
+            forwarded,
+            caps,
+            None,
+        )
+        .await
     }
     .await;
     count_rejection(&app, "run", &result);
     result.map(Json)
 }
 
+/// The language a `/execute/{language}` request names, and its body; the
+/// body may name the same language, or none.
+pub(super) fn named(
+    language: Result<Path<String>, PathRejection>,
+    body: Result<Json<Object<ExecuteRequest>>, JsonRejection>,
+) -> Result<(String, ExecuteRequest), ApiError> {
+    let Path(language) = language?;
+    let Json(Object(req)) = body?;
+    if req
+        .language
+        .as_deref()
+        .is_some_and(|l| !l.eq_ignore_ascii_case(&language))
+    {
+        return Err(ApiError::invalid(
+            "`language` in the body differs from the one in the path",
+        ));
+    }
+    Ok((language, req))
+}
+
+/// The language of a `/run` body: the one it names, or else the one
+/// detected from its code, with how it was chosen.
+pub(super) fn language_of(
+    app: &AppState,
+    req: &ExecuteRequest,
+) -> Result<(String, DetectionReport), ApiError> {
+    Ok(match &req.language {
+        Some(l) => (
+            l.clone(),
+            DetectionReport {
+                method: "request".into(),
+                confidence: 1.0,
+                alternatives: vec![],
+            },
+        ),
+        None => {
+            let d = app.executions().detect(&req.code)?;
+            let report = DetectionReport {
+                method: d.method.to_string(),
+                confidence: d.confidence,
+                alternatives: d.alternatives,
+            };
+            (d.language, report)
+        }
+    })
+}
+
+/// Whether `req` could run here now (language, pool, limits), without
+/// taking a container: what streamed executions and jobs check before
+/// they answer.
+pub(super) fn check(
+    app: &AppState,
+    language: &str,
+    req: &ExecuteRequest,
+    caps: &crate::auth::Quota,
+) -> Result<(), ApiError> {
+    let tier = req.network.unwrap_or_default();
+    let domain = request(language, tier, req.clone(), caps.clone());
+    Ok(app.executions().check(&domain)?)
+}
+
 fn count_rejection(app: &AppState, route: &str, result: &Result<ExecuteResponse, ApiError>) {
-    if let Err(e) = result {
+    count_rejection_of(app, route, result.as_ref().err());
+}
+
+/// Counts a request refused with `e`, by route and status.
+pub(super) fn count_rejection_of(app: &AppState, route: &str, e: Option<&ApiError>) {
+    if let Some(e) = e {
         let labels = RouteLabels {
             route: route.to_string(),
             code: e.status.as_u16().to_string(),
@@ -172,8 +220,10 @@ fn file((index, f): (usize, InputFile)) -> service::File {
 }
 
 /// Runs one native request end to end, forwarding it to a peer host when
-/// this one has no warm container for it.
-async fn execute(
+/// this one has no warm container for it, unless its progress is watched
+/// (a streamed execution or a job runs where it was asked for).
+#[allow(clippy::too_many_arguments)]
+pub(super) async fn execute(
     app: &AppState,
     language: &str,
     req: ExecuteRequest,
@@ -181,8 +231,10 @@ async fn execute(
     started: Instant,
     forwarded: bool,
     caps: crate::auth::Quota,
+    watch: Option<crate::execution::Watch>,
 ) -> Result<ExecuteResponse, ApiError> {
     let tier = req.network.unwrap_or_default();
+    let forwarded = forwarded || watch.is_some();
     let local = app.agent.choose(language, tier);
     let local_warm = local
         .as_ref()
@@ -203,7 +255,7 @@ async fn execute(
     let encoding = req.output_encoding.unwrap_or_default();
     let ran = app
         .executions()
-        .execute(request(language, tier, req, caps), started)
+        .execute_watched(request(language, tier, req, caps), started, watch)
         .await?;
     Ok(response(
         ran,

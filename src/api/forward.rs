@@ -99,4 +99,40 @@ impl Forwarder {
         }
         serde_json::from_slice(&bytes).map_err(|e| fail(e.to_string()))
     }
+
+    /// Sends a bodiless `method` request for `path_and_query` to the peer at
+    /// `endpoint`, signed as forwarded by `me`, and hands back its answer as
+    /// it comes (a job's state or its events, held by that peer).
+    pub async fn relay(
+        &self,
+        node: &str,
+        endpoint: &str,
+        method: hyper::Method,
+        path_and_query: &str,
+        me: &str,
+    ) -> Result<hyper::Response<hyper::body::Incoming>, ForwardError> {
+        let fail = |m: String| ForwardError::Failed(node.to_string(), m);
+        let url = format!("{}{path_and_query}", endpoint.trim_end_matches('/'));
+        let uri: hyper::Uri = url
+            .parse()
+            .map_err(|e: hyper::http::uri::InvalidUri| fail(e.to_string()))?;
+        let mut request = hyper::Request::builder()
+            .method(method.clone())
+            .uri(uri)
+            .header(FORWARDED_BY, me);
+        if let Some((ts, sig)) = self
+            .agent_key
+            .as_ref()
+            .and_then(|k| k.sign(method.as_str(), path_and_query, b""))
+        {
+            request = request.header(TIMESTAMP, ts).header(AGENT_SIGNATURE, sig);
+        }
+        let request = request
+            .body(Full::new(Bytes::new()))
+            .map_err(|e| fail(e.to_string()))?;
+        tokio::time::timeout(Duration::from_secs(10), self.http.request(request))
+            .await
+            .map_err(|_| fail("no answer within 10s".into()))?
+            .map_err(|e| fail(e.to_string()))
+    }
 }

@@ -1,13 +1,17 @@
 //! The execution API (axum): `router(state)` so tests can call it without a
 //! socket, and `serve` for a listener with graceful shutdown.
 
+mod batch;
 mod error;
 mod execute;
+mod feed;
 pub mod forward;
 mod info;
+pub mod jobs;
 mod openapi;
 mod oversize;
 pub(crate) mod piston;
+mod stream;
 pub mod types;
 
 use std::net::SocketAddr;
@@ -26,6 +30,9 @@ pub use error::ApiError;
 
 use crate::agent::Agent;
 
+/// Most executions one `POST /batch` holds unless set otherwise.
+pub const DEFAULT_BATCH_MAX_ITEMS: usize = 32;
+
 /// What every handler shares.
 #[derive(Clone)]
 pub struct AppState {
@@ -34,6 +41,10 @@ pub struct AppState {
     pub forwarder: Option<forward::Forwarder>,
     /// Standalone: the documents of the files that are not applied, and why.
     pub rejections: crate::standalone::Rejections,
+    /// Async jobs held by this agent.
+    pub jobs: jobs::Jobs,
+    /// Most executions one `POST /batch` may hold.
+    pub batch_max_items: usize,
 }
 
 impl AppState {
@@ -43,6 +54,8 @@ impl AppState {
             agent,
             forwarder: None,
             rejections: crate::standalone::no_rejections(),
+            jobs: jobs::Jobs::default(),
+            batch_max_items: DEFAULT_BATCH_MAX_ITEMS,
         }
     }
 
@@ -63,6 +76,12 @@ fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(openapi::base())
         .routes(routes!(execute::execute_language))
         .routes(routes!(execute::run))
+        .routes(routes!(stream::execute_language))
+        .routes(routes!(stream::run))
+        .routes(routes!(batch::batch))
+        .routes(routes!(jobs::create))
+        .routes(routes!(jobs::get, jobs::cancel))
+        .routes(routes!(jobs::events))
         .routes(routes!(info::languages))
         .routes(routes!(info::pools))
         .routes(routes!(info::healthz))

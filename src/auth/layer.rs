@@ -2,7 +2,7 @@
 //! when auth is off), whether the request is signed as its token requires,
 //! and whether its quota lets it run now. Probes and metrics pass untouched.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use axum::Json;
@@ -13,7 +13,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde_json::Value;
 
-use super::quota::{RateState, Refusal, Usage};
+use super::quota::{RateState, Refusal, Slot, Usage};
 use super::signing::{self, SignatureError, WINDOW_SECONDS};
 use super::standing::{Concurrency, Limits, Rate, Standing};
 use super::tokens::{Quota, Token};
@@ -37,7 +37,44 @@ pub struct Caller {
     signed: bool,
 }
 
+/// The execution slot a POST took under its caller's quota, in the
+/// request's extensions. A handler whose work outlives the request (a job)
+/// takes it; otherwise it is freed when the answer is sent.
+#[derive(Debug, Clone, Default)]
+pub struct HeldSlot(Arc<Mutex<Option<Slot>>>);
+
+impl HeldSlot {
+    /// The slot, for work that goes on after the answer; `None` when the
+    /// caller's executions are not counted, or it was taken already.
+    pub fn take(&self) -> Option<Slot> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).take()
+    }
+}
+
 impl Caller {
+    /// One more execution slot for work this request started (a batch's
+    /// items beyond the first), under the caller's quota, costing rate as
+    /// a request does. `Ok(None)` when the caller's executions are not
+    /// counted; a 429 when the quota refuses.
+    pub fn admit_more(&self) -> Result<Option<Slot>, ApiError> {
+        let Some(usage) = &self.usage else {
+            return Ok(None);
+        };
+        usage
+            .admit(&self.quota, Instant::now())
+            .map(|(slot, _)| Some(slot))
+            .map_err(|r| refused(&self.name, &self.quota, r).0)
+    }
+
+    /// Whether `admit_more` would be refused for concurrency only: waiting
+    /// for one of the caller's executions to end would help.
+    pub fn at_concurrency_limit(&self) -> bool {
+        match (&self.usage, self.quota.concurrent) {
+            (Some(usage), Some(limit)) => usage.in_flight() >= limit,
+            _ => false,
+        }
+    }
+
     fn open(name: String) -> Self {
         Self {
             name,
@@ -96,8 +133,10 @@ pub async fn check(State(auth): State<Auth>, mut req: Request, next: Next) -> Re
         Ok(admitted) => admitted,
         Err(refusal) => return too_many(&token, refusal),
     };
+    let held = HeldSlot(Arc::new(Mutex::new(Some(slot))));
+    req.extensions_mut().insert(held.clone());
     let mut resp = next.run(req).await;
-    drop(slot);
+    drop(held.take());
     if let Some(rate) = rate {
         rate_headers(resp.headers_mut(), rate);
     }
@@ -351,13 +390,21 @@ fn forged(why: &str) -> Response {
 }
 
 fn too_many(token: &Token, refusal: Refusal) -> Response {
+    let (err, rate) = refused(&token.name, &token.quota, refusal);
+    let mut resp = err.into_response();
+    rate_headers(resp.headers_mut(), rate);
+    resp
+}
+
+/// The 429 for a refusal of `name`'s quota, and the rate to report.
+fn refused(name: &str, quota: &Quota, refusal: Refusal) -> (ApiError, RateState) {
     let (code, message, rate) = match refusal {
         Refusal::Rate(rate) => (
             "rate_limited",
             format!(
                 "token {:?} may start {} executions a minute (bursts of {}); retry in {} s",
-                token.name,
-                token.quota.requests_per_minute.unwrap_or_default(),
+                name,
+                quota.requests_per_minute.unwrap_or_default(),
                 rate.limit,
                 rate.reset_seconds
             ),
@@ -367,7 +414,7 @@ fn too_many(token: &Token, refusal: Refusal) -> Response {
             "too_many_executions",
             format!(
                 "token {:?} may run {limit} executions at once; retry when one finishes",
-                token.name
+                name
             ),
             RateState {
                 limit,
@@ -378,9 +425,7 @@ fn too_many(token: &Token, refusal: Refusal) -> Response {
     };
     let mut err = ApiError::new(StatusCode::TOO_MANY_REQUESTS, code, message);
     err.retry_after = Some(rate.reset_seconds.max(1));
-    let mut resp = err.into_response();
-    rate_headers(resp.headers_mut(), rate);
-    resp
+    (err, rate)
 }
 
 fn rate_headers(headers: &mut HeaderMap, rate: RateState) {

@@ -38,7 +38,7 @@ fn fields(path: &str) -> &'static [(&'static str, Cap)] {
         ("run_memory_limit", Cap::MemoryBytes),
         ("compile_memory_limit", Cap::MemoryBytes),
     ];
-    if path == "/run" || path.starts_with("/execute/") {
+    if matches!(path, "/run" | "/run/stream" | "/jobs") || path.starts_with("/execute/") {
         NATIVE
     } else if path == "/api/v2/execute" {
         PISTON
@@ -75,6 +75,14 @@ pub fn any(q: &Quota) -> bool {
 /// absent or not numbers are left to the handler (which says what is wrong);
 /// Piston's `-1` ("no extra limit") asks for nothing.
 pub fn check(path: &str, body: &Value, q: &Quota) -> Result<(), OverLimit> {
+    if path == "/batch" {
+        // Each item is a native execution.
+        let items = body.get("items").and_then(Value::as_array);
+        return items
+            .into_iter()
+            .flatten()
+            .try_for_each(|item| check("/run", item, q));
+    }
     for &(field, cap) in fields(path) {
         let (Some(maximum), Some(asked)) =
             (cap.maximum(q), body.get(field).and_then(Value::as_u64))
@@ -148,6 +156,18 @@ mod tests {
                 .unwrap_err()
                 .maximum,
             1000
+        );
+        assert_eq!(
+            check("/jobs", &json!({"memory_mib": 256}), &q)
+                .unwrap_err()
+                .field,
+            "memory_mib"
+        );
+        let batch = json!({"items": [{"code": "1"}, {"code": "2", "timeout_ms": 5001}]});
+        assert_eq!(check("/batch", &batch, &q).unwrap_err().asked, 5001);
+        assert_eq!(
+            check("/batch", &json!({"items": [{"code": "1"}]}), &q),
+            Ok(())
         );
         let piston = check(
             "/api/v2/execute",

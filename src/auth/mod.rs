@@ -21,8 +21,9 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-pub use layer::{__path_quota, Caller, OPEN, check, quota};
+pub use layer::{__path_quota, Caller, HeldSlot, OPEN, check, quota};
 pub use limits::cap as cap_limits;
+pub use quota::Slot;
 pub use signing::{WINDOW_SECONDS, sign};
 pub use standing::Standing;
 pub use tokens::{ParseError, Quota, Token, TokenSet, hash_token};

@@ -2,8 +2,8 @@
 //! executions in flight. The bucket is a pure function of time so tests
 //! step the clock by hand.
 
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use super::tokens::Quota;
@@ -93,13 +93,14 @@ pub enum Refusal {
     Concurrency { limit: u32 },
 }
 
-/// An execution in flight; dropping it frees its slot.
+/// An execution in flight; dropping it frees its slot. It may outlive the
+/// request that took it (a job holds its request's slot until it ends).
 #[derive(Debug)]
-pub struct Slot<'a> {
-    usage: &'a Usage,
+pub struct Slot {
+    usage: Arc<Usage>,
 }
 
-impl Drop for Slot<'_> {
+impl Drop for Slot {
     fn drop(&mut self) {
         self.usage.in_flight.fetch_sub(1, Ordering::AcqRel);
     }
@@ -113,17 +114,19 @@ impl Usage {
     /// Admits one execution under `quota`: a free slot first, then one from
     /// the bucket (a request refused for concurrency costs no rate).
     pub fn admit(
-        &self,
+        self: &Arc<Self>,
         quota: &Quota,
         now: Instant,
-    ) -> Result<(Slot<'_>, Option<RateState>), Refusal> {
+    ) -> Result<(Slot, Option<RateState>), Refusal> {
         let limit = quota.concurrent.unwrap_or(u32::MAX);
         self.in_flight
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
                 (n < limit).then_some(n + 1)
             })
             .map_err(|_| Refusal::Concurrency { limit })?;
-        let slot = Slot { usage: self };
+        let slot = Slot {
+            usage: Arc::clone(self),
+        };
         let rate = match (quota.requests_per_minute, quota.burst()) {
             (Some(rpm), Some(burst)) => {
                 let mut bucket = self.bucket.lock().unwrap_or_else(|e| e.into_inner());
@@ -188,7 +191,7 @@ mod tests {
 
     #[test]
     fn concurrency_slots_are_freed_on_drop_and_cost_no_rate() {
-        let usage = Usage::default();
+        let usage = Arc::new(Usage::default());
         let q = quota(Some(1), Some(60), Some(5));
         let t0 = Instant::now();
         let (slot, rate) = usage.admit(&q, t0).unwrap();
@@ -211,7 +214,7 @@ mod tests {
 
     #[test]
     fn a_rate_refusal_frees_its_slot() {
-        let usage = Usage::default();
+        let usage = Arc::new(Usage::default());
         let q = quota(Some(3), Some(60), Some(1));
         let t0 = Instant::now();
         let _held = usage.admit(&q, t0).unwrap();

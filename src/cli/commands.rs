@@ -40,6 +40,8 @@ pub async fn main() -> anyhow::Result<()> {
             let agent = start_agent(&args.lxd, &args.agent, resources).await?;
             let state = api::AppState {
                 rejections,
+                jobs: args.api.jobs()?,
+                batch_max_items: args.api.batch_max_items,
                 ..api::AppState::local(agent)
             };
             serve(state, &args.api, auth, args.agent.cleanup_on_exit).await
@@ -71,6 +73,8 @@ pub async fn main() -> anyhow::Result<()> {
             let forwarder = api::forward::Forwarder::new(peers).with_agent_key(auth.agent_key());
             let state = api::AppState {
                 forwarder: Some(forwarder),
+                jobs: args.api.jobs()?,
+                batch_max_items: args.api.batch_max_items,
                 ..api::AppState::local(agent)
             };
             serve(state, &args.api, auth, args.agent.cleanup_on_exit).await
@@ -193,6 +197,7 @@ async fn serve(
     cleanup: bool,
 ) -> anyhow::Result<()> {
     let agent = state.agent.clone();
+    let jobs = state.jobs.clone();
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let loop_agent = agent.clone();
     let mut loop_stop = stop_rx;
@@ -222,8 +227,14 @@ async fn serve(
     tokio::time::sleep(Duration::from_millis(api_args.drain_delay_ms)).await;
     let _ = api_stop_tx.send(true);
     let grace = Duration::from_secs(api_args.drain_grace_seconds);
-    match tokio::time::timeout(grace, &mut server).await {
-        Ok(_) => tracing::info!("drained: every running execution finished"),
+    let drained = async {
+        let _ = (&mut server).await;
+        // Jobs run beside the requests: they get the same grace.
+        jobs.wait().await;
+    };
+    let drained = tokio::time::timeout(grace, drained).await;
+    match drained {
+        Ok(_) => tracing::info!("drained: every running execution and job finished"),
         Err(_) => {
             tracing::warn!(
                 ?grace,

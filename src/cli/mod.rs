@@ -251,9 +251,62 @@ pub struct ApiArgs {
     /// delay plus this within the pod's `terminationGracePeriodSeconds`.
     #[arg(long, env = "UNSANDBOX_DRAIN_GRACE_SECONDS", default_value_t = 25)]
     pub drain_grace_seconds: u64,
+    /// Most jobs (`POST /jobs`) this agent holds, finished ones included;
+    /// past it the oldest finished job is forgotten, and with every job
+    /// still running a new one gets 503 `jobs_full`.
+    #[arg(long, env = "UNSANDBOX_JOBS_MAX", default_value_t = 1000)]
+    pub jobs_max: usize,
+    /// How long a finished job's state and output are kept, in seconds.
+    #[arg(long, env = "UNSANDBOX_JOBS_KEEP_SECONDS", default_value_t = 600)]
+    pub jobs_keep_seconds: u64,
+    /// Hosts jobs may call back: `host` (any port) or `host:port`.
+    /// Callbacks are off without them.
+    #[arg(long, env = "UNSANDBOX_CALLBACK_ALLOW", value_delimiter = ',')]
+    pub callback_allow: Vec<String>,
+    /// File with the secret callbacks are signed with (HMAC-SHA256).
+    /// Callbacks are off without it.
+    #[arg(long, env = "UNSANDBOX_CALLBACK_SECRET_FILE")]
+    pub callback_secret_file: Option<PathBuf>,
+    /// Attempts per callback, the first included; the pause between them
+    /// starts at a second and doubles.
+    #[arg(long, env = "UNSANDBOX_CALLBACK_ATTEMPTS", default_value_t = 5)]
+    pub callback_attempts: u32,
+    /// Most executions one `POST /batch` may hold.
+    #[arg(long, env = "UNSANDBOX_BATCH_MAX_ITEMS", default_value_t = crate::api::DEFAULT_BATCH_MAX_ITEMS)]
+    pub batch_max_items: usize,
 }
 
 impl ApiArgs {
+    /// How jobs are held and called back: reads the callback secret.
+    pub fn jobs(&self) -> anyhow::Result<crate::api::jobs::Jobs> {
+        use anyhow::Context;
+        let mut settings = crate::api::jobs::JobSettings {
+            max_jobs: self.jobs_max.max(1),
+            keep: std::time::Duration::from_secs(self.jobs_keep_seconds),
+            ..Default::default()
+        };
+        let callbacks = &mut settings.callbacks;
+        callbacks.allow = self
+            .callback_allow
+            .iter()
+            .map(|h| h.trim().to_ascii_lowercase())
+            .filter(|h| !h.is_empty())
+            .collect();
+        callbacks.attempts = self.callback_attempts.max(1);
+        if let Some(file) = &self.callback_secret_file {
+            let secret = std::fs::read(file)
+                .with_context(|| format!("reading the callback secret {}", file.display()))?;
+            let secret = secret.trim_ascii().to_vec();
+            anyhow::ensure!(
+                !secret.is_empty(),
+                "callback secret file {} is empty",
+                file.display()
+            );
+            callbacks.secret = Some(secret);
+        }
+        crate::api::jobs::Jobs::new(settings).context("loading TLS root certificates for callbacks")
+    }
+
     /// The API's protection: reads the files and checks the listen address.
     pub fn auth(&self) -> Result<crate::auth::Auth, crate::auth::StartError> {
         crate::auth::Auth::start(&crate::auth::Settings {

@@ -25,6 +25,9 @@ pub struct Peer {
 /// these; the cluster answers from its stores, and tests with fixed peers.
 pub trait PeerFinder: Send + Sync {
     fn candidates(&self, language: &str, tier: NetworkTier) -> Vec<Peer>;
+    /// The API endpoint of `node`'s agent while it confirms its status
+    /// entries (ready or draining); `None` once it is gone.
+    fn endpoint(&self, node: &str) -> Option<String>;
 }
 
 /// When an entry counts as current.
@@ -87,6 +90,16 @@ pub fn candidates(
     out
 }
 
+/// The endpoint of `node`'s agent, from any of its status entries that is
+/// fresh, ready or not (a draining agent still answers for what it holds).
+pub fn endpoint_of(pools: &[ExecutorPool], node: &str, live: Liveness) -> Option<String> {
+    pools
+        .iter()
+        .flat_map(|p| p.status.iter().flat_map(|s| &s.nodes))
+        .filter(|e| e.node == node && freshness(e, live.now, live.stale_after).is_fresh())
+        .find_map(|e| e.endpoint.clone())
+}
+
 /// Peers from the agent's watch stores, with stale entries skipped.
 pub struct StorePeers {
     /// The agent's watch stores.
@@ -130,6 +143,21 @@ impl PeerFinder for StorePeers {
         };
         candidates(&pools, &images, language, tier, &self.node, live)
     }
+
+    fn endpoint(&self, node: &str) -> Option<String> {
+        let pools: Vec<ExecutorPool> = self
+            .stores
+            .pools
+            .state()
+            .iter()
+            .map(|p| (**p).clone())
+            .collect();
+        let live = Liveness {
+            now: Timestamp::now(),
+            stale_after: self.stale_after,
+        };
+        endpoint_of(&pools, node, live)
+    }
 }
 
 #[cfg(test)]
@@ -165,6 +193,12 @@ mod tests {
         // f's heartbeat is 110 s old and g has none, h drains: all skipped.
         let nodes: Vec<&str> = peers.iter().map(|p| p.node.as_str()).collect();
         assert_eq!(nodes, ["c", "b"]);
+        // Jobs are found on a draining node, never on a silent one.
+        let pools = std::slice::from_ref(&pool);
+        let at = |node| endpoint_of(pools, node, live());
+        assert_eq!(at("h").as_deref(), Some("http://10.0.0.8:8080"));
+        assert_eq!(at("d").as_deref(), Some("http://10.0.0.4:8080"));
+        assert_eq!((at("f"), at("g"), at("zz")), (None, None, None));
         assert!(
             candidates(
                 std::slice::from_ref(&pool),

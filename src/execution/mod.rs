@@ -3,6 +3,7 @@
 //! (effects). The service that takes a warm container for a request lives
 //! above the agent, in `service`.
 
+pub mod progress;
 mod run;
 #[cfg(test)]
 mod runner_tests;
@@ -11,7 +12,8 @@ mod script;
 pub mod usage;
 mod verdict;
 
-pub use run::{Limits, StageLimits, retryable, run};
+pub use progress::{Progress, Stage, Stream, Watch, mark_start};
+pub use run::{Limits, StageLimits, retryable, run, run_watched};
 pub use sandbox::recycle_command;
 pub use script::{
     EGRESS_PROXY, ERROR_MARKER, Job, NETWORK_MARKER, READY_MARKER, RUNNER_GID, RUNNER_UID,

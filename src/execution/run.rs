@@ -4,7 +4,9 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use crate::lxd::{ExecSpec, Lxd, LxdError};
+use crate::lxd::{ExecSpec, Lxd, LxdError, Tap};
+
+use super::progress::{Progress, Stage, Stream, Watch};
 
 use super::script::{Job, WORKDIR, command, run_command};
 use super::usage::Meter;
@@ -42,15 +44,45 @@ pub async fn run(
     job: &Job,
     limits: &Limits,
 ) -> Result<Outcome, LxdError> {
+    run_watched(lxd, container, job, limits, None).await
+}
+
+/// `run`, reporting each stage's output to `watch` as it arrives.
+pub async fn run_watched(
+    lxd: &Lxd,
+    container: &str,
+    job: &Job,
+    limits: &Limits,
+    watch: Option<&Watch>,
+) -> Result<Outcome, LxdError> {
+    let stage_of = |stage| Watched { watch, stage };
     let mut memory = limits.launched_memory_mib;
     let (argv, stdin) = command(job);
     if !job.compiled() {
         set_memory(lxd, container, &mut memory, limits.run.memory_mib).await?;
-        let run = measured(lxd, container, job, argv, stdin, &limits.run).await?;
+        let run = measured(
+            lxd,
+            container,
+            job,
+            argv,
+            stdin,
+            &limits.run,
+            stage_of(Stage::Run),
+        )
+        .await?;
         return Ok(finish(None, Some(run)));
     }
     set_memory(lxd, container, &mut memory, limits.compile.memory_mib).await?;
-    let compiled = measured(lxd, container, job, argv, stdin, &limits.compile).await?;
+    let compiled = measured(
+        lxd,
+        container,
+        job,
+        argv,
+        stdin,
+        &limits.compile,
+        stage_of(Stage::Compile),
+    )
+    .await?;
     if compiled.status != Status::Ok {
         return Ok(finish(Some(compiled), None));
     }
@@ -67,7 +99,16 @@ pub async fn run(
         return Ok(finish(Some(compiled), Some(run)));
     }
     let (argv, stdin) = run_command(job);
-    let run = measured(lxd, container, job, argv, stdin, &limits.run).await?;
+    let run = measured(
+        lxd,
+        container,
+        job,
+        argv,
+        stdin,
+        &limits.run,
+        stage_of(Stage::Run),
+    )
+    .await?;
     Ok(finish(Some(compiled), Some(run)))
 }
 
@@ -99,9 +140,11 @@ async fn measured(
     argv: Vec<String>,
     stdin: Vec<u8>,
     limits: &StageLimits,
+    watched: Watched<'_>,
 ) -> Result<StageOutcome, LxdError> {
     let mut meter = Meter::start(lxd.project(), container);
-    let exec = lxd.exec(container, spec(job, argv, stdin, limits));
+    let tap = watched.tap();
+    let exec = lxd.exec_tapped(container, spec(job, argv, stdin, limits), tap.as_deref());
     tokio::pin!(exec);
     let mut sampling = tokio::time::interval(SAMPLE_EVERY);
     sampling.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
@@ -125,6 +168,34 @@ async fn measured(
     out.status = status;
     out.message = out.message.or(message);
     Ok(out)
+}
+
+/// A stage and where its output goes while it runs.
+#[derive(Clone, Copy)]
+struct Watched<'a> {
+    watch: Option<&'a Watch>,
+    stage: Stage,
+}
+
+impl Watched<'_> {
+    /// The exec's tap: each piece of output as a `Progress::Output`.
+    fn tap(self) -> Option<Box<Tap>> {
+        let watch = self.watch?.clone();
+        let stage = self.stage;
+        Some(Box::new(move |fd: u8, bytes: &[u8]| {
+            let stream = if fd == 2 {
+                Stream::Stderr
+            } else {
+                Stream::Stdout
+            };
+            // A watcher that went away stops watching; the run goes on.
+            let _ = watch.send(Progress::Output {
+                stage,
+                stream,
+                bytes: bytes.to_vec(),
+            });
+        }))
+    }
 }
 
 fn finish(compile: Option<StageOutcome>, run: Option<StageOutcome>) -> Outcome {

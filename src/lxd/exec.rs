@@ -63,9 +63,19 @@ pub struct ExecOutcome {
 
 type Ws = WebSocketStream<UnixStream>;
 
+/// Sees output as it arrives: the file descriptor (1 or 2) and the bytes
+/// kept of it (never past the cap), in order.
+pub type Tap = dyn Fn(u8, &[u8]) + Send + Sync;
+
 /// Reads one output stream until it closes, keeping at most `cap` bytes in
-/// `buf`. Returns `true` as soon as more than `cap` bytes arrived.
-async fn drain(mut ws: Ws, cap: usize, buf: &mut Vec<u8>) -> bool {
+/// `buf` and showing them to `tap`. Returns `true` as soon as more than
+/// `cap` bytes arrived.
+async fn drain(mut ws: Ws, cap: usize, buf: &mut Vec<u8>, tap: Option<(&Tap, u8)>) -> bool {
+    let show = |bytes: &[u8]| {
+        if let (Some((tap, fd)), false) = (tap, bytes.is_empty()) {
+            tap(fd, bytes);
+        }
+    };
     while let Some(msg) = ws.next().await {
         let data = match msg {
             Ok(Message::Binary(b)) => b,
@@ -76,9 +86,11 @@ async fn drain(mut ws: Ws, cap: usize, buf: &mut Vec<u8>) -> bool {
         if buf.len() + data.len() > cap {
             let room = cap - buf.len();
             buf.extend_from_slice(&data[..room]);
+            show(&data[..room]);
             return true;
         }
         buf.extend_from_slice(&data);
+        show(&data);
     }
     false
 }
@@ -91,9 +103,10 @@ async fn drain_both(
     cap: usize,
     out_buf: &mut Vec<u8>,
     err_buf: &mut Vec<u8>,
+    tap: Option<&Tap>,
 ) -> Option<u8> {
-    let a = drain(out, cap, out_buf);
-    let b = drain(err, cap, err_buf);
+    let a = drain(out, cap, out_buf, tap.map(|t| (t, 1)));
+    let b = drain(err, cap, err_buf, tap.map(|t| (t, 2)));
     tokio::pin!(a, b);
     let (mut a_done, mut b_done) = (false, false);
     while !(a_done && b_done) {
@@ -131,6 +144,16 @@ impl Lxd {
     /// its deadline passes or its output exceeds the cap. In the last two
     /// cases the command may still be running: the caller stops the instance.
     pub async fn exec(&self, instance: &str, spec: ExecSpec) -> Result<ExecOutcome, LxdError> {
+        self.exec_tapped(instance, spec, None).await
+    }
+
+    /// `exec`, showing the output to `tap` as it arrives.
+    pub async fn exec_tapped(
+        &self,
+        instance: &str,
+        spec: ExecSpec,
+        tap: Option<&Tap>,
+    ) -> Result<ExecOutcome, LxdError> {
         let start = Instant::now();
         let body = json!({
             "command": spec.command,
@@ -166,7 +189,7 @@ impl Lxd {
         let (mut out, mut err) = (Vec::new(), Vec::new());
         let watched = tokio::time::timeout(
             spec.deadline,
-            drain_both(stdout, stderr, spec.output_cap, &mut out, &mut err),
+            drain_both(stdout, stderr, spec.output_cap, &mut out, &mut err, tap),
         )
         .await;
         feeder.abort();

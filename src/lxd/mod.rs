@@ -10,7 +10,7 @@ mod types;
 
 pub use client::Lxd;
 pub use error::LxdError;
-pub use exec::{ExecOutcome, ExecSpec, Stopped};
+pub use exec::{ExecOutcome, ExecSpec, Stopped, Tap};
 pub use types::{ImageInfo, InstanceCreate, InstanceInfo, InstanceState, Operation, ServerInfo};
 
 /// The first LXD socket that exists among the usual places (Debian's package,

@@ -14,7 +14,7 @@ use crate::languages::detect::{self, Detection};
 use crate::lxd::LxdError;
 use crate::metrics::{ExecLabels, Metrics, PoolLabels};
 
-use crate::execution::{Outcome, retryable, run};
+use crate::execution::{Outcome, Progress, Watch, retryable, run_watched};
 
 use super::request::{Invalid, Request, plan};
 
@@ -95,12 +95,36 @@ impl Executions {
     /// Chooses the pool for `req` (one whose maxima fit the limits it
     /// asks, where there is one) and runs it there (see `run`).
     pub async fn execute(&self, req: Request, started: Instant) -> Result<Ran, ExecError> {
+        self.execute_watched(req, started, None).await
+    }
+
+    /// `execute`, reporting its progress to `watch` (see `Progress`).
+    pub async fn execute_watched(
+        &self,
+        req: Request,
+        started: Instant,
+        watch: Option<Watch>,
+    ) -> Result<Ran, ExecError> {
+        let choice = self.choose_for(&req)?;
+        self.run_watched(choice, req, started, watch).await
+    }
+
+    /// Whether `req` could run here now: its language, a pool that serves
+    /// it, and the checks of `request::plan`, without taking a container.
+    pub fn check(&self, req: &Request) -> Result<(), ExecError> {
+        let choice = self.choose_for(req)?;
+        plan(req.clone(), &choice.language, &choice.spec)?;
+        Ok(())
+    }
+
+    /// The pool for `req`: one whose maxima fit the limits it asks, where
+    /// there is one.
+    fn choose_for(&self, req: &Request) -> Result<Choice, ExecError> {
         let asked = &req.asked;
         let fits = |_: &crate::crd::LanguageSpec, pool: &crate::crd::ExecutorPoolSpec| {
             super::request::fits(asked, pool)
         };
-        let choice = self.agent.choose_fitting(&req.language, req.tier, &fits)?;
-        self.run(choice, req, started).await
+        Ok(self.agent.choose_fitting(&req.language, req.tier, &fits)?)
     }
 
     /// Checks `req` against `choice`, takes a warm container (waiting until
@@ -117,6 +141,17 @@ impl Executions {
         req: Request,
         started: Instant,
     ) -> Result<Ran, ExecError> {
+        self.run_watched(choice, req, started, None).await
+    }
+
+    /// `run`, reporting its progress to `watch`.
+    pub async fn run_watched(
+        &self,
+        choice: Choice,
+        req: Request,
+        started: Instant,
+        watch: Option<Watch>,
+    ) -> Result<Ran, ExecError> {
         let p = plan(req, &choice.language, &choice.spec)?;
         let deadline = started + Duration::from_millis(choice.spec.execution.queue_timeout_ms);
         let mut attempt = 0;
@@ -125,9 +160,21 @@ impl Executions {
             attempt += 1;
             let lease = self.agent.acquire(&choice.pool, deadline).await?;
             let span = tracing::info_span!("execute", pool = %lease.pool, container = %lease.container, language = %choice.language.name, attempt);
-            let result = run(self.agent.lxd(), &lease.container, &p.job, &p.limits)
-                .instrument(span)
-                .await;
+            if let Some(w) = &watch {
+                let _ = w.send(Progress::Started {
+                    attempt,
+                    container: lease.container.clone(),
+                });
+            }
+            let result = run_watched(
+                self.agent.lxd(),
+                &lease.container,
+                &p.job,
+                &p.limits,
+                watch.as_ref(),
+            )
+            .instrument(span)
+            .await;
             let container = lease.container.clone();
             let queue_ms = lease.queued.as_millis() as u64;
             // Read before the lease destroys the container and its socket.
@@ -157,6 +204,9 @@ impl Executions {
                 }
             }
         };
+        if let Some(w) = &watch {
+            let _ = w.send(Progress::Finished(Box::new(outcome.clone())));
+        }
         let ran = Ran {
             outcome,
             choice,

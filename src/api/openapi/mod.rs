@@ -21,7 +21,7 @@ use crate::api::piston::PistonErrorBody;
 use crate::http_error::ErrorBody;
 
 pub use kube::KubeCondition;
-pub use responses::{AuthErrors, ExecutionErrors, PistonErrors};
+pub use responses::{AuthErrors, ExecutionErrors, JobErrors, PistonErrors};
 
 /// The contract's fixed parts; the routes add their paths and schemas.
 #[derive(OpenApi)]
@@ -32,6 +32,7 @@ pub use responses::{AuthErrors, ExecutionErrors, PistonErrors};
     ),
     tags(
         (name = "native", description = "The native execution API"),
+        (name = "jobs", description = "Executions that answer at once and finish later"),
         (name = "piston", description = "Piston's v2 API (engineer-man/piston)"),
         (name = "info", description = "What this host serves, its health and its contract"),
         (name = "auth", description = "The caller's token and quota"),
@@ -59,6 +60,7 @@ pub fn contract(api: utoipa::openapi::OpenApi, tokens_required: bool) -> Value {
     let mut doc = serde_json::to_value(&api).expect("an OpenAPI document serializes");
     kube::splice(&mut doc);
     add_aliases(&mut doc);
+    add_job_request(&mut doc);
     doc["components"]["securitySchemes"] = json!({
         BEARER: {"type": "http", "scheme": "bearer", "description": "A client token (see the tokens file)"}
     });
@@ -79,6 +81,31 @@ fn add_aliases(doc: &mut Value) {
         object["properties"][alias] = property;
         object["not"] = json!({"required": [field, alias]});
     }
+}
+
+/// A job's body is a `/run` body and `callback_url`, read as strictly as
+/// `/run`'s (see `jobs::job_request`): its schema is `ExecuteRequest`'s with
+/// that one property more, which utoipa's `allOf` for a flattened struct
+/// cannot say (`ExecuteRequest` allows no other property).
+fn add_job_request(doc: &mut Value) {
+    let schemas = &mut doc["components"]["schemas"];
+    let generated = schemas["JobRequest"].clone();
+    let callback = generated["allOf"]
+        .as_array()
+        .and_then(|parts| {
+            parts
+                .iter()
+                .find_map(|p| p["properties"].get("callback_url"))
+        })
+        .cloned()
+        .expect("JobRequest documents callback_url");
+    let mut schema = schemas["ExecuteRequest"].clone();
+    schema["properties"]["callback_url"] = callback;
+    schema
+        .as_object_mut()
+        .expect("a schema is an object")
+        .remove("examples");
+    schemas["JobRequest"] = schema;
 }
 
 /// The keys of a path item that are operations.

@@ -48,7 +48,7 @@ pub enum ExecutionErrors {
     /// The request cannot run here as it is: `invalid_request` (the
     /// message names the field), `limit_exceeds_maximum`,
     /// `network_unavailable`, `language_unavailable`,
-    /// `ambiguous_language`.
+    /// `ambiguous_language`, `callback_not_allowed` (`POST /jobs`).
     #[response(status = 422)]
     Unprocessable(ErrorBody),
     /// Over the token's rate or concurrency (`rate_limited`,
@@ -64,8 +64,9 @@ pub enum ExecutionErrors {
     )]
     TooMany(ErrorBody),
     /// Not now: `no_capacity`, `agent_starting`, `image_pending`,
-    /// `languages_not_ready`, `image_unavailable`, `draining`, or
-    /// `pool_misconfigured` (without `Retry-After`: it waits for a fix).
+    /// `languages_not_ready`, `image_unavailable`, `draining`, `jobs_full`
+    /// (`POST /jobs`), or `pool_misconfigured` (without `Retry-After`: it
+    /// waits for a fix).
     #[response(
         status = 503,
         headers(("retry-after" = u64, description = "Seconds after which asking again may help"))
@@ -99,4 +100,26 @@ pub enum PistonErrors {
         headers(("retry-after" = u64, description = "Seconds after which asking again may help"))
     )]
     Unavailable(PistonErrorBody),
+}
+
+/// What a request for a job may be refused with.
+#[derive(IntoResponses)]
+pub enum JobErrors {
+    /// The id does not decode (`invalid_path`).
+    #[response(status = 400)]
+    BadRequest(ErrorBody),
+    /// No such job for this caller (`unknown_job`): never given out, asked
+    /// for by another caller, forgotten, or expired.
+    #[response(status = 404)]
+    Unknown(ErrorBody),
+    /// The job's agent is gone or has restarted since it took the job
+    /// (`job_lost`): submit it again.
+    #[response(status = 410)]
+    Lost(ErrorBody),
+    /// The agent holding the job did not answer (`peer_unreachable`).
+    #[response(
+        status = 502,
+        headers(("retry-after" = u64, description = "Seconds after which asking again may help"))
+    )]
+    PeerUnreachable(ErrorBody),
 }
