@@ -31,7 +31,7 @@ BASE_NAMESPACE=unsandbox-system
 # servicemonitor.yaml, samples.yaml and dashboard.yaml render nothing by default).
 BASE_TEMPLATES=(controller-rbac controller-deployment controller-pdb controller-service
     agent-rbac agent-daemonset agent-service networkpolicy)
-OPTIONAL_VALUES=serviceMonitor.enabled=true,samples.enabled=true,dashboard.enabled=true
+OPTIONAL_VALUES=serviceMonitor.enabled=true,samples.enabled=true,dashboard.enabled=true,agent.jobs.callbackAllow={hooks.example},agent.jobs.callbackSecret.secretName=callback
 # The Grafana dashboard, and its ConfigMap for kustomize users.
 DASHBOARD_JSON=$CHART/dashboards/unsandbox.json
 DASHBOARD_DIR=manifests/dashboard
