@@ -53,6 +53,8 @@ pub struct Metrics {
     pub containers: Family<PoolStateLabels, Gauge>,
     pub warm_target: Family<PoolLabels, Gauge>,
     pub languages: Family<PoolStateLabels, Gauge>,
+    /// Warm containers by pool and image (`updated`, `outdated`).
+    pub rollout: Family<PoolStateLabels, Gauge>,
     pub launches: Family<ResultLabels, Counter>,
     pub launch_seconds: Family<PoolLabels, Histogram>,
     pub destroys: Family<ResultLabels, Counter>,
@@ -80,6 +82,7 @@ impl Metrics {
         let containers = Family::<PoolStateLabels, Gauge>::default();
         let warm_target = Family::<PoolLabels, Gauge>::default();
         let languages = Family::<PoolStateLabels, Gauge>::default();
+        let rollout = Family::<PoolStateLabels, Gauge>::default();
         let launches = Family::<ResultLabels, Counter>::default();
         let launch_seconds = Family::<PoolLabels, Histogram>::new_with_constructor(|| {
             Histogram::new(latency_buckets())
@@ -126,6 +129,11 @@ impl Metrics {
             languages.clone(),
         );
         agent.register(
+            "rollout_containers",
+            "Warm containers by pool and image on this host (updated: of the image new containers come from; outdated: of an earlier image, replaced per spec.rollout)",
+            rollout.clone(),
+        );
+        agent.register(
             "launches",
             "Container launches by pool and result",
             launches.clone(),
@@ -158,6 +166,7 @@ impl Metrics {
             containers,
             warm_target,
             languages,
+            rollout,
             launches,
             launch_seconds,
             destroys,
@@ -182,6 +191,17 @@ impl Metrics {
                 state: state.to_string(),
             })
             .set(n as i64);
+    }
+
+    /// Sets how many of a pool's warm containers are of the image new ones
+    /// come from (`updated`) or of an earlier one (`outdated`).
+    pub fn set_rollout(&self, pool: &str, state: &str, n: u32) {
+        self.rollout
+            .get_or_create(&PoolStateLabels {
+                pool: pool.to_string(),
+                state: state.to_string(),
+            })
+            .set(i64::from(n));
     }
 
     /// Sets how many of a pool's languages are in a smoke-test state here.

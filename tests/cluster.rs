@@ -440,6 +440,18 @@ fn crds_chart_and_base_install_explain_and_invalid_objects_are_rejected() {
             pool("  reuse: {executions: 0}\n"),
             "spec.reuse.executions in body should be greater than or equal to 1",
         ),
+        (
+            pool("  rollout: {maxUnavailable: 2}\n"),
+            "maxUnavailable applies only to strategy: Rolling",
+        ),
+        (
+            pool("  rollout: {strategy: Rolling, maxUnavailable: 0}\n"),
+            "spec.rollout.maxUnavailable in body should be greater than or equal to 1",
+        ),
+        (
+            pool("  rollout: {strategy: rolling}\n"),
+            "Unsupported value: \"rolling\"",
+        ),
     ];
     for (yaml, message) in cases {
         let err = kubectl_fails(&cp, &["apply", "--server-side", "-f", "-"], &yaml);

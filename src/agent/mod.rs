@@ -10,7 +10,8 @@
 //! - pure helpers the core decides with: `desired` (what this host should
 //!   run), `plan` (what a listing means), `core::choose` (which pool serves
 //!   a request, or why none can), `core::status` (conditions), `smoke`
-//!   (judging).
+//!   (judging), `core::rollout` (moving a pool to a new image: proven
+//!   while the old one serves, then replacing it per `spec.rollout`).
 
 pub(crate) mod core;
 pub(crate) mod desired;

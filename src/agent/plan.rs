@@ -32,17 +32,35 @@ pub enum Phase {
 pub enum Want {
     /// Its image is still being looked up: nothing is decided for it.
     Undecided,
-    /// Containers of this shape (container hash).
-    Shape(String),
+    /// Containers of shape (container hash) `adopt`; the templates of the
+    /// `keep` shapes stay too (a newer image being proven, an image rolled
+    /// away from whose containers still serve).
+    Shape { adopt: String, keep: Vec<String> },
     /// Nothing: it cannot be served, whatever its image.
     Nothing,
 }
 
 impl Want {
-    fn shape(&self) -> Option<&str> {
+    /// Containers of shape `hash` and nothing else.
+    #[cfg(test)]
+    pub fn shape(hash: &str) -> Self {
+        Want::Shape {
+            adopt: hash.to_string(),
+            keep: Vec::new(),
+        }
+    }
+
+    fn adopts(&self) -> Option<&str> {
         match self {
-            Want::Shape(h) => Some(h),
+            Want::Shape { adopt, .. } => Some(adopt),
             _ => None,
+        }
+    }
+
+    fn keeps(&self, hash: &str) -> bool {
+        match self {
+            Want::Shape { adopt, keep } => adopt == hash || keep.iter().any(|k| k == hash),
+            _ => false,
         }
     }
 }
@@ -79,7 +97,7 @@ pub fn resync(
                 .map(String::as_str)
                 .unwrap_or_default();
             let undecided = wants.values().any(|w| *w == Want::Undecided);
-            if !undecided && !wants.values().any(|w| w.shape() == Some(hash)) {
+            if !undecided && !wants.values().any(|w| w.keeps(hash)) {
                 plan.destroy.push(inst.name.clone());
             }
             continue;
@@ -106,7 +124,7 @@ pub fn resync(
                     continue;
                 }
                 let fits =
-                    inst.is_running() && wants.get(pool).is_some_and(|w| w.shape() == Some(hash));
+                    inst.is_running() && wants.get(pool).is_some_and(|w| w.adopts() == Some(hash));
                 if fits {
                     plan.adopt.push((pool.to_string(), inst.name.clone()));
                 } else {
@@ -155,7 +173,7 @@ mod tests {
     }
 
     fn wants() -> BTreeMap<String, Want> {
-        BTreeMap::from([("ns/py".to_string(), Want::Shape("h1".into()))])
+        BTreeMap::from([("ns/py".to_string(), Want::shape("h1"))])
     }
 
     #[test]
@@ -218,9 +236,21 @@ mod tests {
         kept.config.insert(keys::TEMPLATE.into(), "true".into());
         let mut stale = inst("us-tpl-old-000000", "", "old", "Stopped");
         stale.config.insert(keys::TEMPLATE.into(), "true".into());
-        let plan = resync(&[kept, stale], &HashMap::new(), &wants());
+        let plan = resync(&[kept.clone(), stale.clone()], &HashMap::new(), &wants());
         assert_eq!(plan.destroy, ["us-tpl-old-000000"]);
         assert!(plan.adopt.is_empty());
+        // While containers of the old shape serve (a rollout), its template stays;
+        // an untracked container of it is still not adopted.
+        let rolling = BTreeMap::from([(
+            "ns/py".to_string(),
+            Want::Shape {
+                adopt: "h1".into(),
+                keep: vec!["old".into()],
+            },
+        )]);
+        let leftover = inst("c", "ns/py", "old", "Running");
+        let plan = resync(&[kept, stale, leftover], &HashMap::new(), &rolling);
+        assert_eq!(plan.destroy, ["c"]);
     }
 
     #[test]

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::condition::Condition;
 use super::egress::Egress;
+use super::rollout::{NodeRollout, Rollout};
 
 /// Warm, single-use containers of one LanguageImage on every host the pool
 /// covers, with one network isolation tier and one set of limits.
@@ -82,6 +83,13 @@ pub struct ExecutorPoolSpec {
     #[serde(default = "default_max_concurrent")]
     #[schemars(range(min = 1, max = 10000))]
     pub max_concurrent: u32,
+    /// How warm containers move to a new image of the LanguageImage (a new
+    /// fingerprint behind its alias or recipe, or a new source). Each host
+    /// smoke-tests the new image while the old one serves, and keeps
+    /// serving the old one if the new one fails. Unset: `OnReplenish`.
+    /// Changing it replaces no container.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<Rollout>,
 }
 
 fn default_warm() -> u32 {
@@ -152,6 +160,11 @@ impl ExecutorPoolSpec {
     /// Whether containers are recycled between executions.
     pub fn recycles(&self) -> bool {
         self.executions_per_container() > 1
+    }
+
+    /// How warm containers move to a new image (the default when unset).
+    pub fn rollout(&self) -> Rollout {
+        self.rollout.clone().unwrap_or_default()
     }
 }
 
@@ -399,6 +412,15 @@ pub struct NodePoolStatus {
     /// their smoke tests failed here (or have not finished yet).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub unavailable_languages: Vec<UnavailableLanguage>,
+    /// The image this host launches the pool's new containers from: the
+    /// first 12 hex digits of its fingerprint.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    /// Where this host stands in moving the pool to a new image, while it
+    /// does: the new image being smoke-tested, blocked, or its old warm
+    /// containers being replaced (`updated` of `total`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<NodeRollout>,
     /// Base URL of this host's execution API, for routing between hosts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub endpoint: Option<String>,

@@ -8,6 +8,7 @@ pub(crate) mod labels;
 pub(crate) mod language_image;
 pub(crate) mod problems;
 pub(crate) mod reason;
+pub(crate) mod rollout;
 pub(crate) mod validate;
 
 pub use egress::{Egress, EgressBudget, EgressRule};
@@ -20,6 +21,7 @@ pub use language_image::{
 };
 pub use problems::{Problem, pool_problem};
 pub use reason::Reason;
+pub use rollout::{NodeRollout, Rollout, RolloutPhase, RolloutStrategy, short_fingerprint};
 
 /// API group of every unsandbox resource.
 pub const GROUP: &str = "unsandbox.com";

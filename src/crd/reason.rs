@@ -65,6 +65,10 @@ reasons! {
     /// different language, so requests for that alias are refused as
     /// ambiguous (Degraded).
     AliasConflict,
+    /// A new image of the pool's LanguageImage failed its smoke tests on
+    /// the host, or could not be had: the host keeps serving the old image
+    /// (Degraded).
+    RolloutBlocked,
     /// Nothing is wrong (Degraded is `False`).
     Healthy,
     /// The pool has been filled on the host and serves (Ready).
@@ -149,6 +153,7 @@ mod tests {
         (Reason::LaunchFailing, "LaunchFailing"),
         (Reason::LanguagesUnavailable, "LanguagesUnavailable"),
         (Reason::AliasConflict, "AliasConflict"),
+        (Reason::RolloutBlocked, "RolloutBlocked"),
         (Reason::Healthy, "Healthy"),
         (Reason::Warm, "Warm"),
         (Reason::ProvingLanguages, "ProvingLanguages"),

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeSet;
 
-use super::{ExecutorPoolSpec, LanguageImageSpec, NetworkTier};
+use super::{ExecutorPoolSpec, LanguageImageSpec, NetworkTier, RolloutStrategy};
 
 /// Problems found in a spec, each naming the field it is about.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -109,6 +109,18 @@ pub fn pool(spec: &ExecutorPoolSpec) -> Result<(), Invalid> {
             && (b.bytes == Some(0) || b.connections == Some(0))
         {
             p.push("spec.egress.budget: bytes and connections must be at least 1".to_string());
+        }
+    }
+    if let Some(r) = &spec.rollout
+        && let Some(n) = r.max_unavailable
+    {
+        if r.strategy != RolloutStrategy::Rolling {
+            p.push("spec.rollout.maxUnavailable: applies only to strategy: Rolling".to_string());
+        }
+        if !(1..=1000).contains(&n) {
+            p.push(format!(
+                "spec.rollout.maxUnavailable: {n} is not between 1 and 1000"
+            ));
         }
     }
     if spec.max_concurrent == 0 {
@@ -317,6 +329,28 @@ mod tests {
             (
                 "network: semitrusted\nreuse: {executions: 2}",
                 "only with network: zerotrust",
+            ),
+        ] {
+            let err = pool(&pool_yaml(extra)).unwrap_err().to_string();
+            assert!(err.contains(problem), "{extra}: {err}");
+        }
+    }
+
+    #[test]
+    fn max_unavailable_is_bounded_and_for_rolling_pools() {
+        pool(&pool_yaml(
+            "rollout: {strategy: Rolling, maxUnavailable: 3}\n",
+        ))
+        .unwrap();
+        pool(&pool_yaml("rollout: {strategy: OnReplenish}\n")).unwrap();
+        for (extra, problem) in [
+            (
+                "rollout: {maxUnavailable: 2}",
+                "spec.rollout.maxUnavailable: applies only to strategy: Rolling",
+            ),
+            (
+                "rollout: {strategy: Rolling, maxUnavailable: 0}",
+                "spec.rollout.maxUnavailable: 0 is not between 1 and 1000",
             ),
         ] {
             let err = pool(&pool_yaml(extra)).unwrap_err().to_string();

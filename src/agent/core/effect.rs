@@ -8,7 +8,8 @@ use super::ids::{ContainerName, PoolKey, ShapeHash};
 #[derive(Debug, Clone, PartialEq)]
 pub enum Effect {
     /// Look the image up in the host's store, building it when it is
-    /// missing; answer with `Core::image_resolved`.
+    /// missing; answer with `Core::image_resolved`. Ordered again now and
+    /// then for an image in the store, to notice a new fingerprint.
     EnsureImage(ImageSource),
     /// Create, start and ready one container; answer with `Core::launched`.
     Launch(LaunchOrder),

@@ -9,7 +9,10 @@ pub mod choose;
 mod demand;
 mod effect;
 mod ids;
+mod images;
 mod pool;
+mod roll;
+mod rollout;
 pub mod status;
 #[cfg(test)]
 mod tests;
@@ -22,42 +25,24 @@ use k8s_openapi::jiff::Timestamp;
 use crate::crd::{ImageSource, NetworkTier, Reason};
 use crate::lxd::InstanceInfo;
 
-use super::desired::{self, Problem, ResolvedPool, Resources, container_hash};
+use super::desired::{self, Problem, ResolvedPool, Resources};
 use super::keys;
 use super::plan::{self, Phase, Want};
 use super::smoke::LanguageCheck;
 
 pub use effect::{Effect, LaunchOrder, LaunchOutcome, SmokeOrder};
 pub use ids::{ContainerName, PoolKey, ShapeHash};
+use images::IMAGE_REFRESH;
+#[cfg(test)]
+use images::IMAGE_RETRY;
+pub use images::{ImageReady, ImageState};
 pub use pool::PoolRuntime;
-
-/// How long a failed image lookup or build waits before it is tried again.
-const IMAGE_RETRY: Duration = Duration::from_secs(30);
+use rollout::{Candidate, Seen};
 
 /// How long launching waits after `failures` failed launches in a row:
 /// 1 s, doubling, at most 30 s.
 pub fn backoff(failures: u32) -> Duration {
     Duration::from_millis(500u64.saturating_mul(1 << failures.min(6))).min(Duration::from_secs(30))
-}
-
-/// Where a host stands with one image.
-#[derive(Debug, Clone)]
-pub enum ImageState {
-    /// Being looked up or built.
-    Pending,
-    Ready(ImageReady),
-    Failed {
-        message: String,
-        retry_at: Instant,
-    },
-}
-
-/// An image in the host's store.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ImageReady {
-    pub fingerprint: String,
-    /// Toolchain versions the image build recorded, by language.
-    pub versions: BTreeMap<String, String>,
 }
 
 /// One container the agent is responsible for.
@@ -103,6 +88,10 @@ pub struct Core {
     pools: BTreeMap<PoolKey, PoolRuntime>,
     containers: HashMap<ContainerName, Tracked>,
     images: HashMap<ImageSource, ImageState>,
+    /// Images in the store being looked up again (see `image_refresh`).
+    refreshing: BTreeSet<ImageSource>,
+    /// How often an image in the store is looked up again.
+    image_refresh: Duration,
     /// Whether the host is short of memory: autoscaled pools keep their
     /// minimum.
     pressure: bool,
@@ -124,6 +113,8 @@ impl Core {
             pools: BTreeMap::new(),
             containers: HashMap::new(),
             images: HashMap::new(),
+            refreshing: BTreeSet::new(),
+            image_refresh: IMAGE_REFRESH,
             pressure: false,
             stopping: false,
             semitrusted: false,
@@ -208,23 +199,6 @@ impl Core {
         true
     }
 
-    /// An image lookup or build finished.
-    pub fn image_resolved(
-        &mut self,
-        source: ImageSource,
-        result: Result<ImageReady, String>,
-        now: Instant,
-    ) {
-        let state = match result {
-            Ok(ready) => ImageState::Ready(ready),
-            Err(message) => ImageState::Failed {
-                message,
-                retry_at: now + IMAGE_RETRY,
-            },
-        };
-        self.images.insert(source, state);
-    }
-
     /// The agent is shutting down: no container is handed out any more, and
     /// this host reports itself not ready, so requests go elsewhere while
     /// what runs finishes. Warm containers stay for the next start.
@@ -256,6 +230,7 @@ impl Core {
         }
         let mut out = self.apply(now);
         self.autoscale(now);
+        self.roll(&mut out);
         self.fill(now, &mut out);
         self.prove(now, &mut out);
         self.observe(wall, &mut out);
@@ -267,6 +242,14 @@ impl Core {
     /// earlier run for adoption, destroys what is owned but unused.
     pub fn listing(&mut self, owned: &[InstanceInfo]) -> Vec<Effect> {
         let mut out = Vec::new();
+        // Templates stay for every shape a pool still has containers of (an
+        // image rolled away from) or is proving.
+        let mut kept: BTreeMap<&PoolKey, BTreeSet<String>> = BTreeMap::new();
+        for t in self.containers.values() {
+            if let Some(shape) = &t.shape {
+                kept.entry(&t.pool).or_default().insert(shape.0.clone());
+            }
+        }
         let wants: BTreeMap<String, Want> = self
             .pools
             .iter()
@@ -275,7 +258,14 @@ impl Core {
                     // A pool that cannot be served wants nothing, whatever its image.
                     (Some(_), _) => Want::Nothing,
                     (None, None) => Want::Undecided,
-                    (None, Some(h)) => Want::Shape(h.0.clone()),
+                    (None, Some(h)) => {
+                        let mut keep = kept.get(k).cloned().unwrap_or_default();
+                        keep.extend(p.candidate.iter().map(|c| c.generation.hash.0.clone()));
+                        Want::Shape {
+                            adopt: h.0.clone(),
+                            keep: keep.into_iter().collect(),
+                        }
+                    }
                 };
                 (k.as_str().to_string(), want)
             })
@@ -529,9 +519,24 @@ impl Core {
     ) -> Vec<Effect> {
         if let Some(p) = self.pools.get_mut(&order.launch.pool) {
             p.smoke_running = None;
-            match checks {
-                Some(checks) => p.smoke = Some((order.key.clone(), checks)),
-                None => {
+            let current = p.smoke_key();
+            let candidate = p
+                .candidate
+                .as_mut()
+                .filter(|c| c.generation.hash == order.launch.shape);
+            match (checks, candidate) {
+                // A newer image's suite: `roll` judges it.
+                (Some(checks), Some(c)) => c.smoke = Some((order.key.clone(), checks)),
+                (None, Some(c)) => {
+                    c.failures += 1;
+                    c.backoff_until = Some(now + backoff(c.failures));
+                }
+                // Results for a shape or languages since replaced are stale.
+                (Some(checks), None) if current.as_ref() == Some(&order.key) => {
+                    p.smoke = Some((order.key.clone(), checks))
+                }
+                (Some(_), None) => {}
+                (None, None) => {
                     p.failures += 1;
                     p.backoff_until = Some(now + backoff(p.failures));
                 }
@@ -592,37 +597,61 @@ impl Core {
                 .as_ref()
                 .filter(|_| r.servable())
                 .map(|i| i.source.clone());
-            let (ready, problem) = match source.as_ref().map(|s| (s, self.images.get(s))) {
-                None | Some((_, Some(ImageState::Pending))) => (None, None),
-                Some((s, None)) => {
-                    image_jobs.insert(s.clone());
-                    (None, None)
-                }
-                Some((_, Some(ImageState::Ready(ready)))) => (Some(ready.clone()), None),
-                Some((s, Some(ImageState::Failed { message, retry_at }))) => {
-                    if now >= *retry_at {
-                        image_jobs.insert(s.clone());
-                    }
-                    let problem = Problem {
-                        reason: crate::crd::Reason::ImageUnavailable,
-                        message: message.clone(),
-                    };
-                    (None, Some(problem))
-                }
-            };
+            let seen = self.seen(source.as_ref(), &r, now, &mut image_jobs, &mut out);
             let key = PoolKey::parse(&r.key);
-            let hash = ready
-                .as_ref()
-                .filter(|_| r.servable())
-                .map(|i| ShapeHash(container_hash(&r.spec, &i.fingerprint)));
             let p = self
                 .pools
                 .entry(key.clone())
                 .or_insert_with(|| PoolRuntime::new(r.clone()));
+            // Whether it serves as it was: an edit of the languages re-proves
+            // the current image in place, and does not let a newer one in
+            // unproven.
+            let serves = !p.served_languages().is_empty();
             p.resolved = r;
-            p.fingerprint = ready.as_ref().map(|i| i.fingerprint.clone());
-            p.versions = ready.map(|i| i.versions).unwrap_or_default();
-            p.runtime_problem = problem;
+            let next = match rollout::step(
+                p.generation().as_ref(),
+                serves,
+                &p.resolved.spec,
+                seen.clone(),
+            ) {
+                rollout::Step::Keep { blocked } => {
+                    if let Some(c) = p.candidate.take() {
+                        tracing::info!(
+                            pool = %key,
+                            dropped = c.generation.fingerprint,
+                            "the image named now is the one served, or not had yet: rollout dropped"
+                        );
+                    }
+                    p.image_blocked = blocked;
+                    continue;
+                }
+                rollout::Step::Prove(generation) => {
+                    p.image_blocked = None;
+                    if p.candidate.as_ref().map(|c| &c.generation.hash) != Some(&generation.hash) {
+                        tracing::info!(
+                            pool = %key,
+                            serving = p.fingerprint.as_deref().unwrap_or_default(),
+                            new = generation.fingerprint,
+                            "a new image: smoke-testing it while the old one serves"
+                        );
+                        p.candidate = Some(Candidate::new(generation));
+                    }
+                    continue;
+                }
+                rollout::Step::Switch(next) => next,
+            };
+            p.candidate = None;
+            p.image_blocked = None;
+            p.runtime_problem = match seen {
+                Seen::Failed(message) => Some(Problem {
+                    reason: crate::crd::Reason::ImageUnavailable,
+                    message,
+                }),
+                _ => None,
+            };
+            let hash = next.as_ref().map(|g| g.hash.clone());
+            p.fingerprint = next.as_ref().map(|g| g.fingerprint.clone());
+            p.versions = next.map(|g| g.versions).unwrap_or_default();
             if hash == p.hash {
                 continue;
             }
@@ -632,6 +661,7 @@ impl Core {
             p.needs_listing = hash.is_some();
             listing |= hash.is_some();
             p.hash = hash;
+            p.retiring = None;
             p.filled_once = false;
             p.failures = 0;
             p.backoff_until = None;
@@ -756,6 +786,7 @@ impl Core {
             self.enter(&order.launch.container, Some(t));
             out.push(Effect::Smoke(order));
         }
+        self.prove_candidates(now, out);
     }
 
     /// Marks pools that reached their warm count, and records every pool's

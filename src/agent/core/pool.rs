@@ -6,21 +6,25 @@ use std::collections::{BTreeMap, VecDeque};
 use std::time::Instant;
 
 use crate::crd::condition::Condition;
-use crate::crd::{LanguageSpec, UnavailableLanguage};
+use crate::crd::{LanguageSpec, NodeRollout, RolloutPhase, UnavailableLanguage, short_fingerprint};
 
 use super::super::desired::{Problem, ResolvedPool};
 use super::super::smoke::{self, LanguageCheck};
 use super::demand::{Demand, Target};
 use super::ids::{ContainerName, PoolKey, ShapeHash};
+use super::rollout::{Candidate, Generation};
 
 /// One pool on this host.
 #[derive(Debug)]
 pub struct PoolRuntime {
     pub(super) key: PoolKey,
     pub(super) resolved: ResolvedPool,
-    /// Fingerprint of the pool's image, once it is in the store.
+    /// Fingerprint of the image new containers come from, once it is in
+    /// the store (during a rollout, the old one until the new one passed
+    /// its smoke tests).
     pub(super) fingerprint: Option<String>,
-    /// The current container shape, once the image is known.
+    /// The shape new containers are launched with, once the image is
+    /// known; warm containers of another shape are outdated.
     pub(super) hash: Option<ShapeHash>,
     /// Whether the shape changed (or became known) and LXD has not been
     /// listed since: containers of an earlier run are adopted before any is
@@ -61,6 +65,16 @@ pub struct PoolRuntime {
     /// The pool's conditions on this host as last observed, with the times
     /// they last changed.
     pub(super) observed_conditions: Vec<Condition>,
+    /// A newer image's generation being smoke-tested (or blocked) while
+    /// the current one serves (see `rollout`).
+    pub(super) candidate: Option<Candidate>,
+    /// Why the image the spec names now could not be had, while the
+    /// current one keeps serving.
+    pub(super) image_blocked: Option<String>,
+    /// The fingerprint rolled away from, while warm containers of it remain.
+    pub(super) retiring: Option<String>,
+    /// Warm containers of an earlier shape, as of the last pass.
+    pub(super) outdated: u32,
 }
 
 impl PoolRuntime {
@@ -88,7 +102,92 @@ impl PoolRuntime {
             demand: Demand::default(),
             autoscaled: None,
             observed_conditions: Vec::new(),
+            candidate: None,
+            image_blocked: None,
+            retiring: None,
+            outdated: 0,
         }
+    }
+
+    /// The generation new containers are launched with, once known.
+    pub(super) fn generation(&self) -> Option<Generation> {
+        Some(Generation {
+            hash: self.hash.clone()?,
+            fingerprint: self.fingerprint.clone()?,
+            versions: self.versions.clone(),
+        })
+    }
+
+    /// Fingerprint of the image new containers come from, once known.
+    pub fn fingerprint(&self) -> Option<&str> {
+        self.fingerprint.as_deref()
+    }
+
+    /// Warm containers of an earlier image or shape, as of the last pass:
+    /// they serve until taken (`OnReplenish`) or are being replaced
+    /// (`Rolling`).
+    pub fn outdated(&self) -> u32 {
+        self.outdated
+    }
+
+    /// Why a newer image does not replace the one this host serves (its
+    /// smoke tests failed here, or it could not be had), if so.
+    pub fn rollout_blocked(&self) -> Option<String> {
+        let serving = short_fingerprint(self.fingerprint.as_deref().unwrap_or_default());
+        if let Some(c) = &self.candidate
+            && let Some(why) = &c.blocked
+        {
+            return Some(format!(
+                "new image {} failed its smoke tests on this host, which keeps serving image {serving}: {why}",
+                short_fingerprint(&c.generation.fingerprint)
+            ));
+        }
+        self.image_blocked.as_ref().map(|why| {
+            format!(
+                "the new image could not be had, so this host keeps serving image {serving}: {why}"
+            )
+        })
+    }
+
+    /// Where this host stands in moving the pool to a new image, while it
+    /// does.
+    pub fn rollout(&self) -> Option<NodeRollout> {
+        let current = self.fingerprint.as_deref().map(short_fingerprint);
+        let total = self.warm_count();
+        let message = self.rollout_blocked();
+        if let Some(c) = &self.candidate {
+            let phase = if c.blocked.is_some() {
+                RolloutPhase::Blocked
+            } else {
+                RolloutPhase::Proving
+            };
+            return Some(NodeRollout {
+                phase,
+                from: current,
+                to: short_fingerprint(&c.generation.fingerprint),
+                updated: 0,
+                total,
+                message,
+            });
+        }
+        if self.image_blocked.is_some() {
+            return Some(NodeRollout {
+                phase: RolloutPhase::Blocked,
+                from: current,
+                to: String::new(),
+                updated: 0,
+                total,
+                message,
+            });
+        }
+        (self.outdated > 0).then(|| NodeRollout {
+            phase: RolloutPhase::Replacing,
+            from: self.retiring.as_deref().map(short_fingerprint),
+            to: current.unwrap_or_default(),
+            updated: total.saturating_sub(self.outdated),
+            total,
+            message: None,
+        })
     }
 
     pub fn key(&self) -> &PoolKey {

@@ -5,7 +5,7 @@ use k8s_openapi::jiff::Timestamp;
 use serde::Serialize;
 
 use crate::crd::condition::{Condition, DEGRADED, Desired, READY, Reason, is_true, merge};
-use crate::crd::{ExecutorPoolSpec, NodePoolStatus};
+use crate::crd::{ExecutorPoolSpec, NodePoolStatus, RolloutPhase, short_fingerprint};
 
 use super::{Core, PoolRuntime};
 
@@ -56,10 +56,13 @@ pub struct PoolReport {
 
 /// The host's entry for the pool's `status.nodes`.
 pub fn node_status(p: &PoolRuntime, node: &str) -> NodePoolStatus {
+    // A blocked rollout is a problem of this host too: the controller's
+    // Degraded condition names every host whose entry has a message.
     let message = p
         .problem()
         .map(|pr| pr.message.clone())
-        .or_else(|| p.last_error.clone());
+        .or_else(|| p.last_error.clone())
+        .or_else(|| p.rollout_blocked());
     NodePoolStatus {
         node: node.to_string(),
         desired: if p.autoscaled.is_some() {
@@ -78,6 +81,8 @@ pub fn node_status(p: &PoolRuntime, node: &str) -> NodePoolStatus {
             .map(|l| l.name.clone())
             .collect(),
         unavailable_languages: p.unavailable_languages(),
+        image: p.fingerprint().map(short_fingerprint),
+        rollout: p.rollout(),
         endpoint: None,
         heartbeat_time: None,
     }
@@ -115,6 +120,12 @@ pub fn conditions(p: &PoolRuntime) -> Vec<Desired> {
             Reason::LaunchFailing,
             format!("{n} launches failed in a row: {e}"),
         ),
+        _ if p.rollout_blocked().is_some() => Desired::new(
+            DEGRADED,
+            true,
+            Reason::RolloutBlocked,
+            p.rollout_blocked().unwrap_or_default(),
+        ),
         _ if !failed_languages.is_empty() => Desired::new(
             DEGRADED,
             true,
@@ -143,6 +154,18 @@ pub fn conditions(p: &PoolRuntime) -> Vec<Desired> {
     );
     if let Some(why) = p.autoscale_reason() {
         counts.push_str(&format!(" (autoscale: {why})"));
+    }
+    if let Some(fp) = p.fingerprint() {
+        counts.push_str(&format!("; image {}", short_fingerprint(fp)));
+    }
+    if let Some(r) = p.rollout() {
+        counts.push_str(&match r.phase {
+            RolloutPhase::Proving => format!("; smoke-testing new image {}", r.to),
+            RolloutPhase::Blocked => "; new image blocked (see Degraded)".to_string(),
+            RolloutPhase::Replacing => {
+                format!("; rolling out: {} of {} warm updated", r.updated, r.total)
+            }
+        });
     }
     let ready = if p.ready() {
         Desired::new(READY, true, Reason::Warm, counts)

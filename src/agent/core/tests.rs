@@ -679,3 +679,5 @@ fn a_semitrusted_pool_is_served_only_where_the_egress_proxy_runs() {
         "its containers bring up loopback"
     );
 }
+
+mod rollout;

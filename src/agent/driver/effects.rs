@@ -26,6 +26,9 @@ impl Agent {
                     for state in ["served", "failed", "pending"] {
                         self.inner.metrics.set_languages(key.as_str(), state, 0);
                     }
+                    for state in ["updated", "outdated"] {
+                        self.inner.metrics.set_rollout(key.as_str(), state, 0);
+                    }
                 }
                 Effect::Destroy { container, pool } => self.spawn(
                     tracing::info_span!("destroy", %pool, %container),

@@ -33,6 +33,11 @@ pub use lease::{AcquireError, Lease, Shortage};
 pub const DRAINING: &str =
     "draining: this host is shutting down, finishing its running executions and taking no new ones";
 
+/// The shortest interval between two lookups of an image in the store: it
+/// is looked up again every `resync_interval`, but not more often than
+/// this, to notice a new fingerprint behind its alias or recipe.
+const MIN_IMAGE_REFRESH: Duration = Duration::from_secs(10);
+
 /// A running agent. Cheap to clone.
 #[derive(Clone)]
 pub struct Agent {
@@ -177,6 +182,7 @@ impl Agent {
     ) -> Self {
         let mut core = Core::new(&cfg.node);
         core.offer_semitrusted(egress.is_some());
+        core.refresh_images_every(cfg.resync_interval.max(MIN_IMAGE_REFRESH));
         let slots = cfg.launch_parallelism.max(1);
         Self {
             inner: Arc::new(Inner {

@@ -139,6 +139,10 @@ impl Agent {
                 "pending",
                 if proven { 0 } else { unavailable },
             );
+            let outdated = p.outdated();
+            let updated = p.warm_count().saturating_sub(outdated);
+            m.set_rollout(key.as_str(), "updated", updated);
+            m.set_rollout(key.as_str(), "outdated", outdated);
         }
     }
 

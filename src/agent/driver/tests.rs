@@ -399,3 +399,5 @@ async fn an_autoscaled_pool_grows_under_a_burst() {
     assert!(ready.message.contains("autoscale: "), "{}", ready.message);
     run.abort();
 }
+
+mod rollout;

@@ -23,6 +23,8 @@ use super::ContainerHost;
 struct Record {
     info: InstanceInfo,
     used: bool,
+    /// The image it was created from.
+    fingerprint: String,
 }
 
 #[derive(Debug, Default)]
@@ -34,6 +36,11 @@ struct World {
     failing_languages: BTreeSet<String>,
     /// The image error, when images fail.
     image_error: Option<String>,
+    /// The fingerprint every image resolves to, instead of one made from
+    /// its alias (an image rebuilt behind its alias).
+    fingerprint: Option<String>,
+    /// Images in whose containers every smoke test fails.
+    failing_images: BTreeSet<String>,
     launches: u32,
     destroys: u32,
     /// Recycles that fail before any succeeds again.
@@ -95,6 +102,27 @@ impl FakeHost {
         self.world().image_error = message.map(String::from);
     }
 
+    /// Every image now resolves to `fingerprint`, as when it was rebuilt
+    /// behind its alias.
+    pub fn set_fingerprint(&self, fingerprint: &str) {
+        self.world().fingerprint = Some(fingerprint.into());
+    }
+
+    /// Every smoke test fails in containers of image `fingerprint`.
+    pub fn fail_image_smoke(&self, fingerprint: &str) {
+        self.world().failing_images.insert(fingerprint.into());
+    }
+
+    /// The image of each running container, by name.
+    pub fn images(&self) -> BTreeMap<String, String> {
+        self.world()
+            .containers
+            .values()
+            .filter(|r| r.info.is_running())
+            .map(|r| (r.info.name.clone(), r.fingerprint.clone()))
+            .collect()
+    }
+
     /// Running pool containers (templates and stopped ones left out), sorted.
     pub fn running(&self) -> Vec<String> {
         self.world()
@@ -150,9 +178,12 @@ impl FakeHost {
                 (keys::TEMPLATE.to_string(), "false".to_string()),
             ]),
         };
-        self.world()
-            .containers
-            .insert(name.into(), Record { info, used: false });
+        let record = Record {
+            info,
+            used: false,
+            fingerprint: String::new(),
+        };
+        self.world().containers.insert(name.into(), record);
     }
 }
 
@@ -161,16 +192,20 @@ impl ContainerHost for FakeHost {
         &'a self,
         source: &'a ImageSource,
     ) -> BoxFuture<'a, Result<ImageReady, String>> {
-        let result = match &self.world().image_error {
+        let w = self.world();
+        let result = match &w.image_error {
             Some(e) => Err(e.clone()),
             None => Ok(ImageReady {
-                fingerprint: format!(
-                    "fp-{}",
-                    source.effective_alias().unwrap_or_else(|| "x".into())
-                ),
+                fingerprint: w.fingerprint.clone().unwrap_or_else(|| {
+                    format!(
+                        "fp-{}",
+                        source.effective_alias().unwrap_or_else(|| "x".into())
+                    )
+                }),
                 versions: BTreeMap::from([("python".to_string(), "3.11.2".to_string())]),
             }),
         };
+        drop(w);
         async move { result }.boxed()
     }
 
@@ -200,8 +235,12 @@ impl ContainerHost for FakeHost {
                 ephemeral: false,
                 config: spec.config,
             };
-            w.containers
-                .insert(order.container.0.clone(), Record { info, used: false });
+            let record = Record {
+                info,
+                used: false,
+                fingerprint: order.fingerprint.clone(),
+            };
+            w.containers.insert(order.container.0.clone(), record);
             Ok(())
         }
         .boxed()
@@ -252,15 +291,21 @@ impl ContainerHost for FakeHost {
 
     fn smoke<'a>(
         &'a self,
-        _container: &'a str,
+        container: &'a str,
         _spec: &'a ExecutorPoolSpec,
         languages: &'a [LanguageSpec],
     ) -> BoxFuture<'a, Vec<LanguageCheck>> {
-        let failing = self.world().failing_languages.clone();
+        let w = self.world();
+        let failing = w.failing_languages.clone();
+        let bad_image = w
+            .containers
+            .get(container)
+            .is_some_and(|r| w.failing_images.contains(&r.fingerprint));
+        drop(w);
         let checks = languages
             .iter()
             .map(|l| {
-                let passed = !failing.contains(&l.name);
+                let passed = !failing.contains(&l.name) && !bad_image;
                 LanguageCheck {
                     language: l.name.clone(),
                     passed,
