@@ -26,8 +26,11 @@ const SECRET: &[u8] = b"callback-secret";
 /// after, and keeps what it was sent.
 #[derive(Clone, Default)]
 struct Receiver {
-    seen: Arc<Mutex<Vec<(axum::http::HeaderMap, String, Vec<u8>)>>>,
+    seen: Arc<Mutex<Vec<Delivered>>>,
 }
+
+/// A callback as it arrived: headers, path and query, body.
+type Delivered = (axum::http::HeaderMap, String, Vec<u8>);
 
 async fn receiver() -> (SocketAddr, Receiver) {
     let r = Receiver::default();
@@ -287,19 +290,26 @@ async fn streams_jobs_callbacks_and_batches() {
     })
     .await;
     let started = {
-        // The events replay from the start: `started` names the container.
+        // The events replay from the start (`started` names the container)
+        // and follow the job live: its first line arrives while it sleeps.
         let mut conn = tokio::net::TcpStream::connect(addr).await.unwrap();
         let head = format!("GET /jobs/{long}/events HTTP/1.1\r\nhost: x\r\n\r\n");
         conn.write_all(head.as_bytes()).await.unwrap();
         let mut lines = BufReader::new(conn).lines();
         let mut container = None;
         while let Ok(Some(line)) = lines.next_line().await {
-            if let Some(d) = line.strip_prefix("data: ") {
-                let v: Value = serde_json::from_str(d).unwrap();
-                container = v["container"].as_str().map(String::from);
+            let Some(d) = line.strip_prefix("data: ") else {
+                continue;
+            };
+            let v: Value = serde_json::from_str(d).unwrap();
+            if let Some(c) = v["container"].as_str() {
+                container = Some(c.to_string());
+            }
+            if v["data"] == "up\n" {
                 break;
             }
         }
+        assert_eq!(job(addr, &long).await["status"], "running", "seen live");
         container.expect("a started event with the container")
     };
     assert!(h.running().await.contains(&started));
@@ -307,7 +317,8 @@ async fn streams_jobs_callbacks_and_batches() {
     assert_eq!(status, 200, "{body}");
     assert!(body.contains("\"cancelled\""), "{body}");
     h.wait_gone(&started).await;
-    assert_eq!(job(addr, &long).await["status"], "cancelled");
+    let (status, _) = raw_http(addr, "GET", &format!("/jobs/{long}"), None).await;
+    assert_eq!(status, 404, "a cancelled job is forgotten");
 
     // 4. A batch: answers in order; the failing item fails nothing else.
     let (status, body) = raw_http(

@@ -100,12 +100,39 @@ pub async fn batch(
                 req.items.len()
             )));
         }
+        if let Some((i, field)) = req
+            .items
+            .iter()
+            .enumerate()
+            .find_map(|(i, item)| out_of_range(item).map(|f| (i, f)))
+        {
+            return Err(ApiError::invalid(format!(
+                "items[{i}].{field}: above {}, the largest integer the contract allows",
+                i64::MAX
+            )));
+        }
         let caller = caller.map(|c| c.0);
         Ok(run_all(&app, caller.as_ref(), req.items, started).await)
     }
     .await;
     count_rejection_of(&app, "batch", result.as_ref().err());
     result.map(Json)
+}
+
+/// A limit of `item` past the contract's integers (`int64`): the whole
+/// batch is malformed then, where a limit above a pool's maximum is only
+/// that item's refusal.
+fn out_of_range(item: &ExecuteRequest) -> Option<&'static str> {
+    [
+        ("timeout_ms", item.timeout_ms),
+        ("compile_timeout_ms", item.compile_timeout_ms),
+        ("memory_mib", item.memory_mib),
+        ("compile_memory_mib", item.compile_memory_mib),
+        ("max_output_bytes", item.max_output_bytes),
+    ]
+    .into_iter()
+    .find(|(_, v)| v.is_some_and(|v| v > i64::MAX as u64))
+    .map(|(field, _)| field)
 }
 
 async fn run_all(
@@ -202,6 +229,16 @@ mod tests {
         assert_eq!(refused.status, 404);
         assert_eq!(refused.error.unwrap().error, "unknown_language");
         assert!(refused.result.is_none());
+    }
+
+    #[test]
+    fn a_limit_past_the_contracts_integers_is_malformed() {
+        let item = |v: u64| -> ExecuteRequest {
+            serde_json::from_value(serde_json::json!({"code": "1", "compile_timeout_ms": v}))
+                .unwrap()
+        };
+        assert_eq!(out_of_range(&item(1 << 63)), Some("compile_timeout_ms"));
+        assert_eq!(out_of_range(&item(i64::MAX as u64)), None);
     }
 
     #[test]

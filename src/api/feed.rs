@@ -30,6 +30,31 @@ use crate::execution::{Outcome, Progress, Stage, Stream, mark_start};
 use super::error::ApiError;
 use super::types::{ExecuteResponse, OutputEncoding};
 
+/// An event's name, as the contract lists them.
+#[derive(Debug, Clone, Copy, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+#[allow(dead_code)] // Describes the stream; events are written from `Event`.
+pub enum EventName {
+    Started,
+    Restart,
+    Stdout,
+    Stderr,
+    Result,
+    Error,
+}
+
+/// One server-sent event of an execution (see `feed`): `event` names it,
+/// and `data` is its JSON as text.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[allow(dead_code)] // Describes the stream; events are written from `Event`.
+pub struct StreamEvent {
+    pub event: EventName,
+    /// `started`: `{attempt, container}`; `restart`: `{attempt, reason}`;
+    /// `stdout`/`stderr`: `{stage, data}`; `result`: an `ExecuteResponse`;
+    /// `error`: `{status, error, message, …}`.
+    pub data: String,
+}
+
 /// One event of an execution's feed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Event {
@@ -353,7 +378,11 @@ mod tests {
             assert!(std::str::from_utf8(&s[..cut]).is_ok(), "at {at}: {cut}");
             assert!(at - cut < 4);
         }
-        assert_eq!(char_boundary(b"ab\x80\x80\x80\x80", 6), 6, "invalid bytes go as they are");
+        assert_eq!(
+            char_boundary(b"ab\x80\x80\x80\x80", 6),
+            6,
+            "invalid bytes go as they are"
+        );
     }
 
     #[tokio::test]

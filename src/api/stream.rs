@@ -36,7 +36,7 @@ const KEEP_ALIVE: Duration = Duration::from_secs(15);
     params(("language" = String, Path, description = "A language's name or alias", example = "python")),
     request_body = ExecuteRequest,
     responses(
-        (status = 200, description = "Server-sent events: `started`, `restart`, `stdout` and `stderr` (`{stage, data}`) as the program writes, then `result` (an `ExecuteResponse`) or `error`", content_type = "text/event-stream", body = String),
+        (status = 200, description = "Server-sent events: `started`, `restart`, `stdout` and `stderr` (`{stage, data}`) as the program writes, then `result` (an `ExecuteResponse`) or `error`", content_type = "text/event-stream", body = crate::api::feed::StreamEvent),
         ExecutionErrors,
         AuthErrors,
     )
@@ -67,7 +67,7 @@ pub async fn execute_language(
     tag = "native",
     request_body = ExecuteRequest,
     responses(
-        (status = 200, description = "Server-sent events, as for `/execute/{language}/stream`; the `result` carries `detected`", content_type = "text/event-stream", body = String),
+        (status = 200, description = "Server-sent events, as for `/execute/{language}/stream`; the `result` carries `detected`", content_type = "text/event-stream", body = crate::api::feed::StreamEvent),
         ExecutionErrors,
         AuthErrors,
     )

@@ -200,7 +200,8 @@ pub enum JobState {
     Done,
     /// Could not run: `error` holds the refusal `/run` would have given.
     Failed,
-    /// Cancelled by `DELETE /jobs/{id}`; its container was destroyed.
+    /// Cancelled by `DELETE /jobs/{id}`, which answers with this state
+    /// (the job is forgotten then); its container was destroyed.
     Cancelled,
 }
 
@@ -577,7 +578,7 @@ pub async fn get(
     tag = "jobs",
     params(("id" = String, Path, description = "The id `POST /jobs` gave"), Relayed),
     responses(
-        (status = 200, description = "Server-sent events, as for `/run/stream`", content_type = "text/event-stream", body = String),
+        (status = 200, description = "Server-sent events, as for `/run/stream`", content_type = "text/event-stream", body = crate::api::feed::StreamEvent),
         JobErrors,
         AuthErrors,
     )
@@ -610,16 +611,16 @@ pub async fn events(
     }
 }
 
-/// `DELETE /jobs/{id}`: cancels a job that has not finished (its container
-/// is destroyed, and it stays listed as `cancelled` until it expires), or
-/// forgets a finished one.
+/// `DELETE /jobs/{id}`: cancels a job that has not finished (its
+/// execution is dropped and its container destroyed) and forgets it, or
+/// forgets a finished one. The answer is the job as it was at the end.
 #[utoipa::path(
     delete,
     path = "/jobs/{id}",
     tag = "jobs",
     params(("id" = String, Path, description = "The id `POST /jobs` gave"), Relayed),
     responses(
-        (status = 200, description = "The job as it was cancelled or forgotten", body = JobView),
+        (status = 200, description = "The job as it was cancelled or forgotten; it is gone after this", body = JobView),
         JobErrors,
         AuthErrors,
     )
@@ -635,29 +636,27 @@ pub async fn cancel(
     let asker = asker(&caller, &relayed);
     match holder(&app, &id, headers.contains_key(FORWARDED_BY))? {
         Holder::Here => {
-            let (body, forget) = with_job(&app, &id, &asker, |job| {
-                if job.over() {
-                    return (view(job), true);
+            let body = with_job(&app, &id, &asker, |job| {
+                if !job.over() {
+                    if let Some(task) = &job.abort {
+                        // Dropping the execution drops its lease, which
+                        // destroys the container.
+                        task.abort();
+                    }
+                    job.cancelled = true;
+                    job.ended = Some(Instant::now());
+                    let gone = ApiError::new(
+                        StatusCode::GONE,
+                        "cancelled",
+                        "the job was cancelled; its container was destroyed",
+                    );
+                    // Whoever follows its events learns it ended.
+                    job.feed.push([Event::error(&gone)]);
+                    tracing::info!(job = %job.id, "job cancelled");
                 }
-                if let Some(task) = &job.abort {
-                    // Dropping the execution drops its lease, which destroys
-                    // the container.
-                    task.abort();
-                }
-                job.cancelled = true;
-                job.ended = Some(Instant::now());
-                let gone = ApiError::new(
-                    StatusCode::GONE,
-                    "cancelled",
-                    "the job was cancelled; its container was destroyed",
-                );
-                job.feed.push([Event::error(&gone)]);
-                tracing::info!(job = %job.id, "job cancelled");
-                (view(job), false)
+                view(job)
             })?;
-            if forget {
-                app.jobs.store().remove(&id);
-            }
+            app.jobs.store().remove(&id);
             Ok(Json(body).into_response())
         }
         Holder::Peer { node, endpoint } => {
