@@ -32,6 +32,11 @@ pub struct ResultLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    pub outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RouteLabels {
     pub route: String,
     pub code: String,
@@ -60,6 +65,10 @@ pub struct Metrics {
     pub destroys: Family<ResultLabels, Counter>,
     pub recycles: Family<ResultLabels, Counter>,
     pub rejected: Family<RouteLabels, Counter>,
+    /// Jobs ended, by outcome (`done`, `failed`, `cancelled`).
+    pub jobs: Family<OutcomeLabels, Counter>,
+    /// Callback attempts, by outcome (`delivered`, `failed`).
+    pub callbacks: Family<OutcomeLabels, Counter>,
     pub reconcile_seconds: Histogram,
 }
 
@@ -90,6 +99,8 @@ impl Metrics {
         let destroys = Family::<ResultLabels, Counter>::default();
         let recycles = Family::<ResultLabels, Counter>::default();
         let rejected = Family::<RouteLabels, Counter>::default();
+        let jobs = Family::<OutcomeLabels, Counter>::default();
+        let callbacks = Family::<OutcomeLabels, Counter>::default();
         let reconcile_seconds = Histogram::new(latency_buckets());
         let api = registry.sub_registry_with_prefix("api");
         api.register(
@@ -111,6 +122,16 @@ impl Metrics {
             "rejected_requests",
             "Requests refused before execution, by route and HTTP code",
             rejected.clone(),
+        );
+        api.register(
+            "jobs",
+            "Jobs ended, by outcome (done, failed: it could not run, cancelled)",
+            jobs.clone(),
+        );
+        api.register(
+            "job_callbacks",
+            "Job callback attempts, by outcome (delivered, failed)",
+            callbacks.clone(),
         );
         let agent = registry.sub_registry_with_prefix("agent");
         agent.register(
@@ -172,6 +193,8 @@ impl Metrics {
             destroys,
             recycles,
             rejected,
+            jobs,
+            callbacks,
             reconcile_seconds,
         }
     }
@@ -182,6 +205,15 @@ impl Metrics {
         prometheus_client::encoding::text::encode(&mut out, &self.registry)
             .expect("writing to a String cannot fail");
         out
+    }
+
+    /// Counts one more of `family` with `outcome`.
+    pub fn count(family: &Family<OutcomeLabels, Counter>, outcome: &str) {
+        family
+            .get_or_create(&OutcomeLabels {
+                outcome: outcome.to_string(),
+            })
+            .inc();
     }
 
     pub fn set_containers(&self, pool: &str, state: &str, n: u32) {

@@ -361,6 +361,17 @@ async fn streams_jobs_callbacks_and_batches() {
     let (status, body) = raw_http(addr, "POST", "/batch", Some(too_many)).await;
     assert_eq!(status, 422, "{body}");
 
+    // The metrics count how jobs ended and how callbacks went.
+    let (_, metrics) = raw_http(addr, "GET", "/metrics", None).await;
+    for line in [
+        "unsandbox_api_jobs_total{outcome=\"done\"} 1",
+        "unsandbox_api_jobs_total{outcome=\"cancelled\"} 1",
+        "unsandbox_api_job_callbacks_total{outcome=\"failed\"} 1",
+        "unsandbox_api_job_callbacks_total{outcome=\"delivered\"} 1",
+    ] {
+        assert!(metrics.contains(line), "no {line} in\n{metrics}");
+    }
+
     // 5. The agent restarts (a new run of the API): its jobs are lost, and
     //    said so at once.
     let restarted = serve(unsandbox::api::router(

@@ -39,6 +39,12 @@ smokeTests:
 /// Runs tests/piston/check.mjs against `url`, installing its locked
 /// dependencies first when they are missing.
 async fn piston_client(url: &str) -> Value {
+    node_script("check.mjs", &[url]).await
+}
+
+/// Runs `script` of tests/piston with `args`, installing its locked
+/// dependencies first when they are missing; what it printed, as JSON.
+async fn node_script(script: &str, args: &[&str]) -> Value {
     let dir = common::root().join("tests/piston");
     if !dir.join("node_modules/piston-client").exists() {
         let status = tokio::process::Command::new("npm")
@@ -50,22 +56,22 @@ async fn piston_client(url: &str) -> Value {
         assert!(status.success(), "npm ci in {}", dir.display());
     }
     let out = tokio::time::timeout(
-        Duration::from_secs(300),
+        Duration::from_secs(600),
         tokio::process::Command::new("node")
-            .arg(Path::new(&dir).join("check.mjs"))
-            .arg(url)
+            .arg(Path::new(&dir).join(script))
+            .args(args)
             .output(),
     )
     .await
-    .expect("check.mjs finished within 5 minutes")
+    .unwrap_or_else(|_| panic!("{script} finished within 10 minutes"))
     .expect("node is needed to run piston-client");
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
-        "check.mjs failed: {stdout}\n{}",
+        "{script} failed: {stdout}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("check.mjs printed {stdout}: {e}"))
+    serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{script} printed {stdout}: {e}"))
 }
 
 /// A raw request with any content type, as the router answers it.
@@ -403,5 +409,208 @@ async fn exit_codes_and_signals_are_the_programs_as_piston_reports_them() {
     )
     .await;
     assert_eq!((s, &b["run"]["status"]), (200, &json!("XX")), "{b}");
+    h.finish().await;
+}
+
+/// Where the polyglot image and Piston's own test programs differ on
+/// purpose: (Piston's runtime name, why).
+const DIFFERENCES: &[(&str, &str)] = &[];
+
+/// One of Piston's package test programs: the newest version of a
+/// package, the runtime name Piston's CI runs it with (the second part of
+/// its file name, `test.nasm64.asm` → `nasm64`), and every name Piston
+/// gives that runtime's language.
+struct PistonTest {
+    package: String,
+    runtime: String,
+    names: Vec<String>,
+    content: String,
+}
+
+/// Reads Piston's `packages/` directory: each package's newest version's
+/// `test.*` files.
+fn piston_tests(packages: &Path) -> Vec<PistonTest> {
+    fn version_key(v: &str) -> Vec<(u8, u64, String)> {
+        v.split(['.', '-'])
+            .map(|p| match p.parse::<u64>() {
+                Ok(n) => (0, n, String::new()),
+                Err(_) => (1, 0, p.to_string()),
+            })
+            .collect()
+    }
+    let mut out = vec![];
+    let mut dirs: Vec<_> = std::fs::read_dir(packages)
+        .expect("UNSANDBOX_PISTON_PACKAGES is a directory")
+        .flatten()
+        .filter(|e| e.path().is_dir())
+        .collect();
+    dirs.sort_by_key(|e| e.file_name());
+    for pkg in dirs {
+        let newest = std::fs::read_dir(pkg.path())
+            .unwrap()
+            .flatten()
+            .filter(|v| v.path().join("metadata.json").exists())
+            .max_by_key(|v| version_key(&v.file_name().to_string_lossy()));
+        let Some(version) = newest else { continue };
+        let meta: Value = serde_json::from_str(
+            &std::fs::read_to_string(version.path().join("metadata.json")).unwrap(),
+        )
+        .unwrap();
+        let provides: Vec<Value> = match meta["provides"].as_array() {
+            Some(p) => p.clone(),
+            None => vec![meta.clone()],
+        };
+        let mut files: Vec<_> = std::fs::read_dir(version.path())
+            .unwrap()
+            .flatten()
+            .map(|f| f.file_name().to_string_lossy().to_string())
+            .filter(|f| f.starts_with("test."))
+            .collect();
+        files.sort();
+        for file in files {
+            let runtime = file.split('.').nth(1).unwrap_or_default().to_string();
+            let names_of = |p: &Value| -> Vec<String> {
+                std::iter::once(&p["language"])
+                    .chain(p["aliases"].as_array().into_iter().flatten())
+                    .filter_map(|n| n.as_str().map(str::to_ascii_lowercase))
+                    .collect()
+            };
+            // The language this runtime name stands for in the package.
+            let Some(names) = provides.iter().map(names_of).find(|n| n.contains(&runtime)) else {
+                continue;
+            };
+            let content = std::fs::read_to_string(version.path().join(&file)).unwrap_or_default();
+            out.push(PistonTest {
+                package: pkg.file_name().to_string_lossy().to_string(),
+                runtime,
+                names,
+                content,
+            });
+        }
+    }
+    out
+}
+
+/// Piston's own test programs, each of which prints `OK`, run through the
+/// Piston API by the unmodified piston-client (its default arguments
+/// included) on the polyglot image: every one whose language this image
+/// serves must print `OK`, under the runtime name Piston's CI uses, unless
+/// `DIFFERENCES` says why not. Needs a checkout of engineer-man/piston
+/// (`UNSANDBOX_PISTON_PACKAGES=…/packages`) and the polyglot image.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pistons_own_test_programs_print_ok() {
+    let Some(packages) = std::env::var_os("UNSANDBOX_PISTON_PACKAGES") else {
+        eprintln!(
+            "skipping pistons_own_test_programs_print_ok: set UNSANDBOX_PISTON_PACKAGES to the packages/ directory of a checkout of engineer-man/piston"
+        );
+        return;
+    };
+    let default = unsandbox::lxd::Lxd::new(common::socket(), "default");
+    if default
+        .image_by_alias("unsandbox-polyglot")
+        .await
+        .ok()
+        .flatten()
+        .is_none()
+    {
+        eprintln!(
+            "skipping pistons_own_test_programs_print_ok: no unsandbox-polyglot image (images/build.sh polyglot)"
+        );
+        return;
+    }
+    let tests = piston_tests(Path::new(&packages));
+    let root = common::root();
+    let (res, _) = unsandbox::standalone::files::load(&[
+        root.join("manifests/polyglot/languageimage.yaml"),
+        root.join("manifests/polyglot/executorpool.yaml"),
+    ])
+    .expect("the polyglot manifests load");
+    let h = Harness::start("pistonconf", res).await;
+    let agent = h.agent.clone();
+    common::wait_for(
+        "the polyglot languages to be proven",
+        Duration::from_secs(900),
+        || {
+            let agent = agent.clone();
+            async move {
+                agent.reports().iter().any(|r| {
+                    r.node.languages.len() + r.node.unavailable_languages.len() >= 70
+                        && r.node
+                            .unavailable_languages
+                            .iter()
+                            .all(|u| !u.message.contains("not finished"))
+                })
+            }
+        },
+    )
+    .await;
+    h.wait_warm("default/polyglot", 2).await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let server = tokio::spawn(axum::serve(listener, h.router.clone()).into_future());
+
+    // Which tests this image serves: one of Piston's names for the
+    // runtime's language is a name or alias of a language served here.
+    let (_, runtimes) = raw(&h, "GET", "/api/v2/runtimes", "application/json", "").await;
+    let ours: Vec<Vec<String>> = runtimes
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            std::iter::once(&r["language"])
+                .chain(r["aliases"].as_array().into_iter().flatten())
+                .filter_map(|n| n.as_str().map(str::to_ascii_lowercase))
+                .collect()
+        })
+        .collect();
+    let served: Vec<&PistonTest> = tests
+        .iter()
+        .filter(|t| ours.iter().any(|o| o.iter().any(|n| t.names.contains(n))))
+        .collect();
+    let cases: Vec<Value> = served
+        .iter()
+        .enumerate()
+        .map(|(i, t)| json!({"id": i.to_string(), "language": t.runtime, "content": t.content}))
+        .collect();
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), serde_json::to_vec(&cases).unwrap()).unwrap();
+    let results = node_script("conformance.mjs", &[&url, file.path().to_str().unwrap()]).await;
+    server.abort();
+
+    let (mut failed, mut passed) = (vec![], 0);
+    println!("| package | runtime | result |\n| --- | --- | --- |");
+    for (i, t) in served.iter().enumerate() {
+        let r = &results[i.to_string()];
+        let stdout = r["run"]["stdout"].as_str().unwrap_or_default();
+        let ok = stdout.contains("OK");
+        let why = DIFFERENCES
+            .iter()
+            .find(|(n, _)| *n == t.runtime)
+            .map(|(_, w)| *w);
+        passed += usize::from(ok);
+        let verdict = match (ok, why) {
+            (true, _) => "OK".to_string(),
+            (false, Some(w)) => format!("differs on purpose: {w}"),
+            (false, None) => {
+                failed.push(format!("{} ({}): {r}", t.runtime, t.package));
+                format!(
+                    "FAILED: {}",
+                    r.to_string().chars().take(300).collect::<String>()
+                )
+            }
+        };
+        println!("| {} | {} | {verdict} |", t.package, t.runtime);
+    }
+    println!(
+        "Piston's test programs: {passed} of {} served here print OK ({} of Piston's are for languages this image does not serve)",
+        served.len(),
+        tests.len() - served.len()
+    );
+    assert!(
+        failed.is_empty(),
+        "{} failed:\n{}",
+        failed.len(),
+        failed.join("\n")
+    );
     h.finish().await;
 }

@@ -43,6 +43,7 @@ use super::openapi::{AuthErrors, ExecutionErrors, JobErrors};
 use super::stream::{feed_execution, sse};
 use super::types::{ExecuteRequest, ExecuteResponse};
 use crate::http_error::ErrorBody;
+use crate::metrics::Metrics;
 
 /// How jobs are held and called back.
 #[derive(Debug, Clone)]
@@ -133,12 +134,15 @@ impl Jobs {
         &self,
         id: &str,
         outcome: Result<ExecuteResponse, Failure>,
+        metrics: &Metrics,
     ) -> Option<(hyper::Uri, bytes::Bytes)> {
         let mut store = self.store();
         let job = store.get_mut(id)?;
         if job.over() {
             return None;
         }
+        let name = if outcome.is_ok() { "done" } else { "failed" };
+        Metrics::count(&metrics.jobs, name);
         job.ended = Some(Instant::now());
         job.outcome = Some(outcome);
         let url = job.callback_url.clone()?;
@@ -148,7 +152,7 @@ impl Jobs {
     }
 
     /// Calls `uri` back with `body`, retrying with growing pauses.
-    async fn call_back(&self, id: &str, uri: hyper::Uri, body: bytes::Bytes) {
+    async fn call_back(&self, id: &str, uri: hyper::Uri, body: bytes::Bytes, metrics: &Metrics) {
         let Some(sender) = &self.inner.sender else {
             return;
         };
@@ -159,6 +163,10 @@ impl Jobs {
             }
             let result = sender.post(&uri, id, attempt, &body, settings).await;
             let delivered = result.is_ok();
+            Metrics::count(
+                &metrics.callbacks,
+                if delivered { "delivered" } else { "failed" },
+            );
             if let Err(e) = &result {
                 tracing::warn!(job = id, attempt, error = %e, "callback failed");
             }
@@ -381,6 +389,7 @@ pub async fn create(
         let task = {
             let (jobs, key, app) = (jobs.clone(), key.clone(), app.clone());
             jobs.inner.tracker.clone().spawn(async move {
+                let metrics = app.agent.metrics().clone();
                 let result =
                     feed_execution(app, feed, language, req, Some(report), started, caps).await;
                 drop(slot);
@@ -388,8 +397,8 @@ pub async fn create(
                     status: e.status.as_u16(),
                     body: e.body(),
                 });
-                if let Some((uri, body)) = jobs.ended(&key, outcome) {
-                    jobs.call_back(&key, uri, body).await;
+                if let Some((uri, body)) = jobs.ended(&key, outcome, &metrics) {
+                    jobs.call_back(&key, uri, body, &metrics).await;
                 }
             })
         };
@@ -645,6 +654,7 @@ pub async fn cancel(
                     }
                     job.cancelled = true;
                     job.ended = Some(Instant::now());
+                    Metrics::count(&app.agent.metrics().jobs, "cancelled");
                     let gone = ApiError::new(
                         StatusCode::GONE,
                         "cancelled",
