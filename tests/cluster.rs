@@ -334,7 +334,7 @@ fn crds_chart_and_base_install_explain_and_invalid_objects_are_rejected() {
         &["apply", "--server-side", "-k", "manifests/base"],
         None,
     );
-    // Every sample, including the 77-language image, fits the schema's bounds.
+    // Every sample, including the 78-language image, fits the schema's bounds.
     for dir in ["manifests/samples", "manifests/polyglot"] {
         kubectl(&cp, &["apply", "--server-side", "-f", dir], None);
     }

@@ -115,7 +115,11 @@ async fn run(
     };
     let req = parse(&value)?;
     let (choice, version) = lookup(app, &req.language, &req.version)?;
-    let sub = submission(&req, caps)?;
+    let mut sub = submission(&req, caps)?;
+    if choice.language.arguments_are_inputs {
+        // As Piston's runners for these languages do.
+        sub.args.clear();
+    }
     let ran = app.executions().run(choice, sub, started).await?;
     Ok(response(
         &ran.outcome,

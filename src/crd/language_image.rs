@@ -102,6 +102,14 @@ pub struct LanguageSpec {
     /// request's arguments are appended to it.
     #[schemars(length(min = 1, max = 8192))]
     pub run: String,
+    /// Whether the runner takes the request's arguments as input files or
+    /// as its own options instead of handing them to the program (sed, awk
+    /// and m4 read them as input files; a Brainfuck program has no
+    /// arguments). The Piston-compatible API then passes none, as Piston's
+    /// own runners do (its clients send `["1", "2", "3"]` by default); the
+    /// native API passes them as given.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub arguments_are_inputs: bool,
     /// File name extensions of this language, without the dot, used to detect
     /// the language of extra files and scripts.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

@@ -44,7 +44,7 @@ impl JobId {
             && node.len() <= 253
             && node
                 .chars()
-                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.');
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_'));
         (head.len() == 32 && hex(head) && node_ok).then(|| Self {
             run: head[..8].to_string(),
             random: head[8..].to_string(),
@@ -195,6 +195,12 @@ mod tests {
 
     #[test]
     fn an_id_names_its_node_and_run_and_reads_back() {
+        let host = JobId::new("0a0b0c0d", "My_Host");
+        assert_eq!(
+            JobId::parse(&host.to_string()),
+            Some(host),
+            "a standalone hostname"
+        );
         let id = JobId::new("0a0b0c0d", "lxd-node-1.example");
         let s = id.to_string();
         assert_eq!(s.len(), 32 + 1 + "lxd-node-1.example".len());
@@ -205,7 +211,8 @@ mod tests {
             "0a0b0c0d000000000000000000000000",
             "0A0B0C0D000000000000000000000000.node",
             "0a0b0c0d00000000000000000000000g.node",
-            "0a0b0c0d000000000000000000000000.No/de",
+            "0a0b0c0d000000000000000000000000.no/de",
+            "0a0b0c0d000000000000000000000000.no de",
             "0a0b0c0d000000000000000000000000.",
         ] {
             assert_eq!(JobId::parse(bad), None, "{bad:?}");
