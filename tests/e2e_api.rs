@@ -215,6 +215,22 @@ async fn run_detects_the_language_and_lists_languages() {
     assert_eq!(b["stdout"], "42\n");
     assert_eq!(b["detected"]["method"], "content");
 
+    // A file name: its extension names the language the content would not.
+    let (s, b) = h
+        .call(
+            "POST",
+            "/run",
+            Some(&json!({"code": "print(#arg)", "file_name": "count.lua"}).to_string()),
+        )
+        .await;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(
+        (&b["language"], &b["stdout"]),
+        (&json!("lua"), &json!("0\n")),
+        "{b}"
+    );
+    assert_eq!(b["detected"]["method"], "extension");
+
     let names = h.language_names().await;
     assert_eq!(names, ["bash", "lua", "python"]);
     let (s, _) = h.call("GET", "/readyz", None).await;

@@ -133,7 +133,9 @@ pub(super) fn language_of(
             },
         ),
         None => {
-            let d = app.executions().detect(&req.code)?;
+            let d = app
+                .executions()
+                .detect(&req.code, req.file_name.as_deref())?;
             let report = DetectionReport {
                 method: d.method.to_string(),
                 confidence: d.confidence,

@@ -362,6 +362,7 @@ mod tests {
             name: "python".into(),
             aliases: vec!["py".into()],
             version: None,
+            extensions: vec![],
             pools: vec![("t/p".into(), crate::crd::NetworkTier::Zerotrust, 2)],
         };
         assert_eq!(
@@ -485,6 +486,7 @@ mod tests {
             name: "python".into(),
             aliases: vec!["py".into()],
             version: Some("3.11.2".into()),
+            extensions: vec![],
             pools: vec![("t/p".into(), crate::crd::NetworkTier::Zerotrust, 2)],
         };
         assert_conforms("Language", &value(language(entry)));

@@ -22,6 +22,13 @@ pub struct ExecuteRequest {
     /// Language name or alias (`/run` only; detected when absent).
     #[serde(default)]
     pub language: Option<String>,
+    /// The source's file name, a hint for `/run` when `language` is absent:
+    /// its extension names the language when one served language claims
+    /// it (a shebang still wins). The source is still written to the
+    /// language's own file name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(max_length = 255)]
+    pub file_name: Option<String>,
     /// Standard input.
     #[serde(default)]
     pub stdin: String,

@@ -12,7 +12,7 @@ use super::lexicon::{LANGUAGES, SYNONYMS};
 #[derive(Debug, Clone, PartialEq)]
 pub struct Detection {
     pub language: String,
-    /// `shebang` or `content`.
+    /// `shebang`, `extension` (the file name's) or `content`.
     pub method: &'static str,
     /// 0 to 1.
     pub confidence: f64,
@@ -203,6 +203,34 @@ fn round3(x: f64) -> f64 {
 
 /// Detects the language of `code` among the served ones.
 pub fn detect(code: &str, catalog: &[CatalogEntry]) -> Option<Detection> {
+    detect_named(code, None, catalog)
+}
+
+/// The served languages whose `extensions` hold the extension of
+/// `file_name` (case-insensitive), in catalog order.
+fn by_extension<'a>(file_name: &str, catalog: &'a [CatalogEntry]) -> Vec<&'a CatalogEntry> {
+    let Some((stem, ext)) = file_name.rsplit_once('.') else {
+        return vec![];
+    };
+    if stem.is_empty() || ext.is_empty() {
+        return vec![];
+    }
+    catalog
+        .iter()
+        .filter(|e| e.extensions.iter().any(|x| x.eq_ignore_ascii_case(ext)))
+        .collect()
+}
+
+/// Detects the language of `code`, named `file_name` when the caller gave
+/// one, among the served ones: a shebang first (what the kernel would
+/// run); then the file name's extension when exactly one served language
+/// claims it; when several do (`.h`), the content decides among them;
+/// otherwise the content decides among all.
+pub fn detect_named(
+    code: &str,
+    file_name: Option<&str>,
+    catalog: &[CatalogEntry],
+) -> Option<Detection> {
     if let Some(language) = shebang(code, catalog) {
         return Some(Detection {
             language,
@@ -211,7 +239,36 @@ pub fn detect(code: &str, catalog: &[CatalogEntry]) -> Option<Detection> {
             alternatives: vec![],
         });
     }
-    let mut ranked = confidences(&content_scores(code, catalog)).into_iter();
+    let claimed = file_name
+        .map(|n| by_extension(n, catalog))
+        .unwrap_or_default();
+    if let [only] = claimed.as_slice() {
+        return Some(Detection {
+            language: only.name.clone(),
+            method: "extension",
+            confidence: 1.0,
+            alternatives: vec![],
+        });
+    }
+    let mut scores = content_scores(code, catalog);
+    if !claimed.is_empty() {
+        scores.retain(|(name, _)| claimed.iter().any(|e| e.name == *name));
+        if scores.is_empty() {
+            // Nothing in the content tells them apart: the first claimant,
+            // with the others as alternatives.
+            let share = round3(1.0 / claimed.len() as f64);
+            return Some(Detection {
+                language: claimed[0].name.clone(),
+                method: "extension",
+                confidence: share,
+                alternatives: claimed[1..]
+                    .iter()
+                    .map(|e| (e.name.clone(), share))
+                    .collect(),
+            });
+        }
+    }
+    let mut ranked = confidences(&scores).into_iter();
     let (language, confidence) = ranked.next()?;
     Some(Detection {
         language,
@@ -228,6 +285,35 @@ pub fn detect(code: &str, catalog: &[CatalogEntry]) -> Option<Detection> {
 mod tests {
     use super::*;
 
+    #[test]
+    fn a_file_name_names_the_language_its_extension_belongs_to() {
+        let mut cat = catalog();
+        let ext = |cat: &mut Vec<CatalogEntry>, name: &str, list: &[&str]| {
+            let e = cat.iter_mut().find(|e| e.name == name).unwrap();
+            e.extensions = list.iter().map(|s| s.to_string()).collect();
+        };
+        ext(&mut cat, "python", &["py"]);
+        ext(&mut cat, "lua", &["lua", "x"]);
+        ext(&mut cat, "perl", &["pl", "x"]);
+        // Content alone reads this as python; the name says lua.
+        let d = detect_named("print(1)", Some("Main.LUA"), &cat).unwrap();
+        assert_eq!((d.language.as_str(), d.method), ("lua", "extension"));
+        // A shebang beats the name, as it would on a real system.
+        let d = detect_named("#!/usr/bin/env python3\nx", Some("a.lua"), &cat).unwrap();
+        assert_eq!(d.method, "shebang");
+        // Two claimants: the content decides between them only.
+        let d = detect_named("my $x = 1; print \"$x\\n\";", Some("a.x"), &cat).unwrap();
+        assert_eq!((d.language.as_str(), d.method), ("perl", "content"));
+        let d = detect_named("", Some("a.x"), &cat).unwrap();
+        assert_eq!((d.language.as_str(), d.method), ("lua", "extension"));
+        assert_eq!(d.alternatives, [("perl".to_string(), 0.5)]);
+        // No claimant, no extension, or a dot file: the content decides.
+        for name in ["a.txt", "Makefile", ".py"] {
+            let d = detect_named("print(1)", Some(name), &cat).unwrap();
+            assert_eq!(d.method, "content", "{name}");
+        }
+    }
+
     fn catalog() -> Vec<CatalogEntry> {
         ["python:py,python3", "bash:sh", "lua:lua5.4", "perl:"]
             .iter()
@@ -241,6 +327,7 @@ mod tests {
                         .map(String::from)
                         .collect(),
                     version: None,
+                    extensions: vec![],
                     pools: vec![],
                 }
             })
@@ -403,6 +490,7 @@ mod tests {
             name: "node".into(),
             aliases: vec![],
             version: None,
+            extensions: vec![],
             pools: vec![],
         }];
         let d = detect("const x = require('x');\nmodule.exports = x;\n", &node).unwrap();
@@ -422,6 +510,7 @@ mod tests {
             name: "sh".into(),
             aliases: vec![],
             version: None,
+            extensions: vec![],
             pools: vec![],
         });
         let code = "for f in \"$@\"; do\n  if [ -f \"$f\" ]; then\n    echo \"$f\"\n  fi\ndone\n";

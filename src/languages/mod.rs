@@ -10,6 +10,9 @@ pub struct CatalogEntry {
     pub name: String,
     pub aliases: Vec<String>,
     pub version: Option<String>,
+    /// File name extensions of its sources, without the dot (the
+    /// LanguageImage's `extensions`).
+    pub extensions: Vec<String>,
     /// `(pool key, network tier, warm containers)` of every pool serving it.
     pub pools: Vec<(String, crate::crd::NetworkTier, u32)>,
 }

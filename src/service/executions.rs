@@ -69,10 +69,11 @@ impl Executions {
         Self { agent }
     }
 
-    /// The language of `code`, from its shebang or its content.
-    pub fn detect(&self, code: &str) -> Result<Detection, ExecError> {
+    /// The language of `code`, from its shebang, the extension of its
+    /// `file_name`, or its content.
+    pub fn detect(&self, code: &str, file_name: Option<&str>) -> Result<Detection, ExecError> {
         let catalog = self.agent.catalog();
-        detect::detect(code, &catalog).ok_or_else(|| {
+        detect::detect_named(code, file_name, &catalog).ok_or_else(|| {
             // Languages not proven yet cannot be detected either.
             match self.agent.pending() {
                 Some(b) => ExecError::DetectionPending(b),

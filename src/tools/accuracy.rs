@@ -99,6 +99,8 @@ pub fn catalog(extra: &[String]) -> Vec<CatalogEntry> {
         name: name.to_string(),
         aliases: aliases.iter().map(|a| a.to_string()).collect(),
         version: None,
+        // The corpus' files have no names: content only.
+        extensions: vec![],
         pools: vec![],
     };
     let mut out: Vec<CatalogEntry> = SERVED.iter().map(|(n, a)| entry(n, a)).collect();

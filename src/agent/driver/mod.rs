@@ -230,6 +230,7 @@ impl Agent {
                         name: l.name.clone(),
                         aliases: l.aliases.clone(),
                         version: p.version_of(l),
+                        extensions: l.extensions.clone(),
                         pools: vec![],
                     });
                 e.pools

@@ -402,6 +402,7 @@ fn runtimes_list_languages_served_without_network() {
         name: name.into(),
         aliases: vec![format!("{name}3")],
         version: version.map(Into::into),
+        extensions: vec![],
         pools: vec![("t/p".into(), tier, 1)],
     };
     let list = runtime_list(&[
