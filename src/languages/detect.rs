@@ -48,6 +48,21 @@ fn entry_language(e: &CatalogEntry) -> Option<&'static str> {
         .find_map(|n| canonical(n))
 }
 
+/// How well `e` stands for the canonical `language` among its variants:
+/// 0 for the entry named as the language, then the order of the lexicon's
+/// synonyms of the entry's name, then the order of its aliases'. Lower is
+/// better.
+fn variant_rank(e: &CatalogEntry, language: &str) -> usize {
+    if e.name == language {
+        return 0;
+    }
+    std::iter::once(&e.name)
+        .chain(&e.aliases)
+        .filter_map(|n| SYNONYMS.iter().position(|(s, c)| *s == n && *c == language))
+        .min()
+        .map_or(usize::MAX, |i| i + 1)
+}
+
 /// The served language whose name or alias is `word`, trying it without
 /// version digits too (`python3.11` → `python3` → `python`).
 fn served_by_name<'a>(word: &str, catalog: &'a [CatalogEntry]) -> Option<&'a CatalogEntry> {
@@ -149,15 +164,17 @@ pub fn explain(code: &str, language: &str) -> Vec<(F, usize, f64)> {
 fn content_scores(code: &str, catalog: &[CatalogEntry]) -> Vec<(String, f64)> {
     let counts = compiled().index.count(code);
     // One entry per language: variants of it (`sh` beside `bash`) do not
-    // compete with it on the same evidence; the entry named as the language
-    // speaks for it.
+    // compete with it on the same evidence. The entry named as the language
+    // speaks for it; else the variant the lexicon lists first (plain Scheme
+    // is `scheme-guile` before `racket`), whatever the catalog's order, so
+    // every caller resolves a language the same way.
     let mut chosen: Vec<(&'static str, &CatalogEntry)> = Vec::new();
     for e in catalog {
         let Some(language) = entry_language(e) else {
             continue;
         };
         match chosen.iter_mut().find(|(l, _)| *l == language) {
-            Some(slot) if e.name == language => slot.1 = e,
+            Some(slot) if variant_rank(e, language) < variant_rank(slot.1, language) => slot.1 = e,
             Some(_) => {}
             None => chosen.push((language, e)),
         }
@@ -284,6 +301,35 @@ pub fn detect_named(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn plain_scheme_resolves_to_the_same_variant_whatever_the_catalog_order() {
+        let entry = |name: &str, aliases: &[&str]| CatalogEntry {
+            name: name.into(),
+            aliases: aliases.iter().map(|a| a.to_string()).collect(),
+            version: None,
+            extensions: vec![],
+            pools: vec![],
+        };
+        let code = "(define (square x) (* x x))\n(display (square 7))\n(newline)\n";
+        let mut cat = vec![
+            entry("racket", &["rkt"]),
+            entry("scheme-chicken", &["chicken"]),
+            entry("scheme-guile", &["guile", "scheme"]),
+        ];
+        for _ in 0..3 {
+            let d = detect(code, &cat).unwrap();
+            assert_eq!(
+                d.language,
+                "scheme-guile",
+                "catalog order {:?}",
+                cat.iter().map(|e| &e.name).collect::<Vec<_>>()
+            );
+            cat.rotate_left(1);
+        }
+        cat.retain(|e| e.name != "scheme-guile");
+        assert_eq!(detect(code, &cat).unwrap().language, "scheme-chicken");
+    }
 
     #[test]
     fn a_file_name_names_the_language_its_extension_belongs_to() {
