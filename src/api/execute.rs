@@ -362,6 +362,14 @@ mod tests {
     }
 
     #[test]
+    fn a_file_name_is_at_most_255_bytes() {
+        let body = |n: usize| serde_json::json!({"code": "1", "file_name": "a".repeat(n)});
+        assert!(serde_json::from_value::<ExecuteRequest>(body(255)).is_ok());
+        let e = serde_json::from_value::<ExecuteRequest>(body(256)).unwrap_err();
+        assert!(e.to_string().contains("the limit is 255"), "{e}");
+    }
+
+    #[test]
     fn a_native_body_asks_for_memory_in_mib() {
         let body: ExecuteRequest = serde_json::from_value(serde_json::json!({
             "code": "1", "memory_mib": 64, "compile_memory_mib": 96, "timeout_ms": 5,

@@ -26,7 +26,11 @@ pub struct ExecuteRequest {
     /// its extension names the language when one served language claims
     /// it (a shebang still wins). The source is still written to the
     /// language's own file name.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "file_name"
+    )]
     #[schema(max_length = 255)]
     pub file_name: Option<String>,
     /// Standard input.
@@ -89,6 +93,21 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for Object<T> {
         }
 
         deserializer.deserialize_map(Only(PhantomData)).map(Object)
+    }
+}
+
+/// Most bytes of `file_name`, as the contract says.
+const FILE_NAME_MAX: usize = 255;
+
+/// `file_name`: a string of at most `FILE_NAME_MAX` bytes, or null.
+fn file_name<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<String>, D::Error> {
+    let name = Option::<String>::deserialize(deserializer)?;
+    match name {
+        Some(n) if n.len() > FILE_NAME_MAX => Err(serde::de::Error::custom(format!(
+            "file_name is {} bytes long; the limit is {FILE_NAME_MAX}",
+            n.len()
+        ))),
+        name => Ok(name),
     }
 }
 
