@@ -121,15 +121,29 @@ impl StorePeers {
     }
 }
 
-impl PeerFinder for StorePeers {
-    fn candidates(&self, language: &str, tier: NetworkTier) -> Vec<Peer> {
-        let pools: Vec<ExecutorPool> = self
-            .stores
+impl StorePeers {
+    /// The pools in the watch store now.
+    fn pools(&self) -> Vec<ExecutorPool> {
+        self.stores
             .pools
             .state()
             .iter()
             .map(|p| (**p).clone())
-            .collect();
+            .collect()
+    }
+
+    /// Freshness as of now.
+    fn live(&self) -> Liveness {
+        Liveness {
+            now: Timestamp::now(),
+            stale_after: self.stale_after,
+        }
+    }
+}
+
+impl PeerFinder for StorePeers {
+    fn candidates(&self, language: &str, tier: NetworkTier) -> Vec<Peer> {
+        let pools = self.pools();
         let images: Vec<LanguageImage> = self
             .stores
             .images
@@ -137,26 +151,11 @@ impl PeerFinder for StorePeers {
             .iter()
             .map(|i| (**i).clone())
             .collect();
-        let live = Liveness {
-            now: Timestamp::now(),
-            stale_after: self.stale_after,
-        };
-        candidates(&pools, &images, language, tier, &self.node, live)
+        candidates(&pools, &images, language, tier, &self.node, self.live())
     }
 
     fn endpoint(&self, node: &str) -> Option<String> {
-        let pools: Vec<ExecutorPool> = self
-            .stores
-            .pools
-            .state()
-            .iter()
-            .map(|p| (**p).clone())
-            .collect();
-        let live = Liveness {
-            now: Timestamp::now(),
-            stale_after: self.stale_after,
-        };
-        endpoint_of(&pools, node, live)
+        endpoint_of(&self.pools(), node, self.live())
     }
 }
 

@@ -489,6 +489,27 @@ fn holder(app: &AppState, id: &str, forwarded: bool) -> Result<Holder, ApiError>
     }
 }
 
+/// Answers a request for job `id` by `asker`: with `here` when this agent
+/// holds the job, else by relaying `method` for `/jobs/{id}{suffix}` to the
+/// agent that does.
+async fn answer(
+    app: &AppState,
+    id: &str,
+    asker: &str,
+    forwarded: bool,
+    method: Method,
+    suffix: &str,
+    here: impl FnOnce(&str, &str) -> Result<Response, ApiError>,
+) -> Result<Response, ApiError> {
+    match holder(app, id, forwarded)? {
+        Holder::Here => here(id, asker),
+        Holder::Peer { node, endpoint } => {
+            let path = format!("/jobs/{id}{suffix}");
+            relay(app, &node, &endpoint, method, &path, asker).await
+        }
+    }
+}
+
 /// Relays a request for a job to the agent holding it, and its answer back.
 async fn relay(
     app: &AppState,
@@ -563,20 +584,17 @@ pub async fn get(
 ) -> Result<Response, ApiError> {
     let Path(id) = id?;
     let asker = asker(&caller, &relayed);
-    match holder(&app, &id, headers.contains_key(FORWARDED_BY))? {
-        Holder::Here => with_job(&app, &id, &asker, |job| Json(view(job)).into_response()),
-        Holder::Peer { node, endpoint } => {
-            relay(
-                &app,
-                &node,
-                &endpoint,
-                Method::GET,
-                &format!("/jobs/{id}"),
-                &asker,
-            )
-            .await
-        }
-    }
+    let forwarded = headers.contains_key(FORWARDED_BY);
+    answer(
+        &app,
+        &id,
+        &asker,
+        forwarded,
+        Method::GET,
+        "",
+        |id, asker| with_job(&app, id, asker, |job| Json(view(job)).into_response()),
+    )
+    .await
 }
 
 /// `GET /jobs/{id}/events`: a job's events from its start, following it
@@ -601,23 +619,20 @@ pub async fn events(
 ) -> Result<Response, ApiError> {
     let Path(id) = id?;
     let asker = asker(&caller, &relayed);
-    match holder(&app, &id, headers.contains_key(FORWARDED_BY))? {
-        Holder::Here => {
-            let feed = with_job(&app, &id, &asker, |job| job.feed.clone())?;
+    let forwarded = headers.contains_key(FORWARDED_BY);
+    answer(
+        &app,
+        &id,
+        &asker,
+        forwarded,
+        Method::GET,
+        "/events",
+        |id, asker| {
+            let feed = with_job(&app, id, asker, |job| job.feed.clone())?;
             Ok(sse(&feed, None).into_response())
-        }
-        Holder::Peer { node, endpoint } => {
-            relay(
-                &app,
-                &node,
-                &endpoint,
-                Method::GET,
-                &format!("/jobs/{id}/events"),
-                &asker,
-            )
-            .await
-        }
-    }
+        },
+    )
+    .await
 }
 
 /// `DELETE /jobs/{id}`: cancels a job that has not finished (its
@@ -643,9 +658,16 @@ pub async fn cancel(
 ) -> Result<Response, ApiError> {
     let Path(id) = id?;
     let asker = asker(&caller, &relayed);
-    match holder(&app, &id, headers.contains_key(FORWARDED_BY))? {
-        Holder::Here => {
-            let body = with_job(&app, &id, &asker, |job| {
+    let forwarded = headers.contains_key(FORWARDED_BY);
+    answer(
+        &app,
+        &id,
+        &asker,
+        forwarded,
+        Method::DELETE,
+        "",
+        |id, asker| {
+            let body = with_job(&app, id, asker, |job| {
                 if !job.over() {
                     if let Some(task) = &job.abort {
                         // Dropping the execution drops its lease, which
@@ -666,21 +688,11 @@ pub async fn cancel(
                 }
                 view(job)
             })?;
-            app.jobs.store().remove(&id);
+            app.jobs.store().remove(id);
             Ok(Json(body).into_response())
-        }
-        Holder::Peer { node, endpoint } => {
-            relay(
-                &app,
-                &node,
-                &endpoint,
-                Method::DELETE,
-                &format!("/jobs/{id}"),
-                &asker,
-            )
-            .await
-        }
-    }
+        },
+    )
+    .await
 }
 
 #[cfg(test)]
