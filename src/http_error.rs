@@ -46,6 +46,18 @@ pub struct Detail {
     /// The largest body accepted, in bytes (`payload_too_large`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub limit_bytes: Option<u64>,
+    /// The languages the code most likely is, best first, with the
+    /// detector's calibrated confidence (`language_uncertain`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub candidates: Option<Vec<Candidate>>,
+}
+
+/// A language the code may be in, and how likely.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct Candidate {
+    pub language: String,
+    /// 0 to 1.
+    pub confidence: f64,
 }
 
 /// The body of an error answer.

@@ -34,7 +34,7 @@ pub mod crd;
 pub mod egress;
 pub mod execution;
 mod http_error;
-mod languages;
+pub mod languages;
 #[cfg(test)]
 mod layering;
 pub mod lxd;
@@ -43,4 +43,4 @@ mod service;
 mod settings;
 pub mod standalone;
 mod telemetry;
-mod tools;
+pub mod tools;

@@ -137,6 +137,26 @@ impl From<ExecError> for ApiError {
                     available: Some(available),
                     ..Detail::default()
                 }),
+            ExecError::Uncertain { ref candidates } => {
+                let candidates = candidates
+                    .iter()
+                    .map(|(language, confidence)| crate::http_error::Candidate {
+                        language: language.clone(),
+                        confidence: *confidence,
+                    })
+                    .collect();
+                ApiError::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "language_uncertain",
+                    format!(
+                        "{e}; name it in `language`, give `file_name`, or use /execute/{{language}}"
+                    ),
+                )
+                .with(Detail {
+                    candidates: Some(candidates),
+                    ..Detail::default()
+                })
+            }
             ExecError::Invalid(e) => e.into(),
             ExecError::NoContainer(e) => e.into(),
         }
@@ -369,6 +389,14 @@ mod tests {
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "invalid_request",
                 "could not tell the language of this code; name it in `language` or use /execute/{language}",
+            ),
+            (
+                ExecError::Uncertain {
+                    candidates: vec![("python".into(), 0.4), ("ruby".into(), 0.35)],
+                },
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "language_uncertain",
+                "could not tell the language of this code for sure: python 0.40, ruby 0.35; name it in `language`, give `file_name`, or use /execute/{language}",
             ),
             (
                 ExecError::DetectionPending(Blocker::Starting),

@@ -83,6 +83,7 @@ pub async fn main() -> anyhow::Result<()> {
         Command::Bench(args) => crate::tools::bench::run(args).await,
         Command::Smoke(args) => crate::tools::prove::run(args).await,
         Command::DetectAccuracy(args) => Ok(crate::tools::corpus::run(&args)?),
+        Command::DetectTrain(args) => Ok(crate::tools::train::run(&args)?),
     }
 }
 

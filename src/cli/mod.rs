@@ -54,6 +54,9 @@ pub enum Command {
     /// Measure language auto-detection on a labelled corpus (see
     /// tests/detection/corpus.sh); exits non-zero below the target accuracy.
     DetectAccuracy(crate::tools::corpus::DetectAccuracyArgs),
+    /// Learn the language model from tuning corpora (see
+    /// tests/detection/README.md) and write it for the build.
+    DetectTrain(crate::tools::train::DetectTrainArgs),
 }
 
 #[derive(Debug, Args)]

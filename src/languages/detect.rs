@@ -1,12 +1,11 @@
-//! Tells the language of a program: from its shebang when it has one, else
-//! from weighted features of its text. Only languages being served are
-//! candidates. Pure.
-
-use std::sync::OnceLock;
+//! Tells the language of a program: from its shebang when it has one, from
+//! its file name's extension when exactly one served language claims it,
+//! else from its text, by the language model ([`super::model`]). Only
+//! languages being served are candidates. Pure.
 
 use super::CatalogEntry;
-use super::features::{F, Index, Kind};
-use super::lexicon::{LANGUAGES, SYNONYMS};
+use super::model::{self, Model};
+use super::names::SYNONYMS;
 
 /// A detected language, how sure the detector is, and what else it considered.
 #[derive(Debug, Clone, PartialEq)]
@@ -14,30 +13,32 @@ pub struct Detection {
     pub language: String,
     /// `shebang`, `extension` (the file name's) or `content`.
     pub method: &'static str,
-    /// 0 to 1.
+    /// 0 to 1: for `content`, the model's calibrated probability.
     pub confidence: f64,
     /// Runners-up with their confidence, best first.
     pub alternatives: Vec<(String, f64)>,
 }
 
-/// Occurrences of one feature beyond this many add nothing.
-const MAX_COUNT: usize = 4;
-/// Score differences are read at this scale: a runner-up this many points
-/// behind keeps about a third of the leader's share.
-const TEMPERATURE: f64 = 2.5;
-/// Evidence needed for full confidence: a best score of this many points
-/// gives about 63% of it, three times as many about 95%.
-const EVIDENCE: f64 = 4.0;
+impl Detection {
+    /// Whether the answer is sure enough to act on: a content answer below
+    /// the model's calibrated threshold is a guess.
+    pub fn is_sure(&self) -> bool {
+        self.method != "content" || self.confidence >= model::builtin().threshold
+    }
+}
+
 /// Runners-up reported.
 const ALTERNATIVES: usize = 4;
 
-/// The canonical name (a key of [`LANGUAGES`]) that `word` stands for.
+/// The canonical name (a class of the model, or a language it does not
+/// know by content) that `word` stands for.
 pub fn canonical(word: &str) -> Option<&'static str> {
     let w = word.to_ascii_lowercase();
-    LANGUAGES
+    let classes = &model::builtin().classes;
+    classes
         .iter()
-        .map(|(name, _)| *name)
-        .find(|name| *name == w)
+        .find(|c| **c == w)
+        .map(String::as_str)
         .or_else(|| SYNONYMS.iter().find(|(s, _)| *s == w).map(|(_, c)| *c))
 }
 
@@ -49,9 +50,8 @@ fn entry_language(e: &CatalogEntry) -> Option<&'static str> {
 }
 
 /// How well `e` stands for the canonical `language` among its variants:
-/// 0 for the entry named as the language, then the order of the lexicon's
-/// synonyms of the entry's name, then the order of its aliases'. Lower is
-/// better.
+/// 0 for the entry named as the language, then the order of the synonyms
+/// of the entry's name, then the order of its aliases'. Lower is better.
 fn variant_rank(e: &CatalogEntry, language: &str) -> usize {
     if e.name == language {
         return 0;
@@ -95,123 +95,62 @@ fn shebang(code: &str, catalog: &[CatalogEntry]) -> Option<String> {
     served_by_name(prog, catalog).map(|e| e.name.clone())
 }
 
-/// The lexicon compiled once: the index of every feature, and each
-/// language's features with their position in it.
-struct Compiled {
-    index: Index,
-    languages: Vec<(&'static str, Vec<(F, usize)>)>,
-}
-
-fn compiled() -> &'static Compiled {
-    static COMPILED: OnceLock<Compiled> = OnceLock::new();
-    COMPILED.get_or_init(|| {
-        let all = |groups: &'static [&'static [F]]| groups.iter().copied().flatten();
-        let index = Index::new(
-            LANGUAGES
-                .iter()
-                .flat_map(|(_, groups)| all(groups))
-                .map(|f| (f.0, f.1)),
-        );
-        let languages = LANGUAGES
-            .iter()
-            .map(|(name, groups)| {
-                let ids = all(groups)
-                    .map(|f| (*f, index.id(f.0, f.1).expect("indexed above")))
-                    .collect();
-                (*name, ids)
-            })
-            .collect();
-        Compiled { index, languages }
-    })
-}
-
-/// Each matched feature of a canonical language with its occurrences and
-/// what it adds: its weight times the square root of the (capped)
-/// occurrences. A [`Kind::Bonus`] counts only after another feature.
-fn contributions(counts: &[usize], language: &str) -> Vec<(F, usize, f64)> {
-    let features = compiled()
-        .languages
-        .iter()
-        .find(|(name, _)| *name == language)
-        .map_or(&[][..], |(_, f)| f.as_slice());
-    let mut out: Vec<(F, usize, f64)> = features
-        .iter()
-        .filter(|(f, id)| f.0 != Kind::Bonus && counts[*id] > 0)
-        .map(|(f, id)| {
-            let n = counts[*id];
-            (*f, n, f.2 * (n.min(MAX_COUNT) as f64).sqrt())
-        })
-        .collect();
-    if out.iter().any(|c| c.2 > 0.0) {
-        let bonus = features.iter().filter(|(f, _)| f.0 == Kind::Bonus);
-        out.extend(bonus.map(|(f, _)| (*f, 1, f.2)));
+/// One served entry per class of the model: variants of a language
+/// (`sh` beside `bash`) do not compete with it on the same evidence. The
+/// entry named as the language speaks for it; else the variant the synonyms
+/// list first (plain Scheme is `scheme-guile` before `scheme-chicken`),
+/// whatever the catalog's order, so every caller resolves a language the
+/// same way. Sorted by class.
+fn representatives<'a>(m: &Model, catalog: &'a [CatalogEntry]) -> Vec<(usize, &'a CatalogEntry)> {
+    let mut chosen: Vec<(usize, &CatalogEntry)> = Vec::new();
+    for e in catalog {
+        let Some(class) = entry_language(e).and_then(|l| m.class(l)) else {
+            continue;
+        };
+        match chosen.iter_mut().find(|(c, _)| *c == class) {
+            Some(slot)
+                if variant_rank(e, &m.classes[class]) < variant_rank(slot.1, &m.classes[class]) =>
+            {
+                slot.1 = e
+            }
+            Some(_) => {}
+            None => chosen.push((class, e)),
+        }
     }
+    chosen.sort_by_key(|(c, _)| *c);
+    chosen
+}
+
+/// Calibrated probabilities of the served languages for `code`, best first
+/// (ties by name); empty when the model knows nothing of the text.
+fn content_scores(code: &str, catalog: &[CatalogEntry]) -> Vec<(String, f64)> {
+    let m = model::builtin();
+    let chosen = representatives(m, catalog);
+    let candidates: Vec<usize> = chosen.iter().map(|(c, _)| *c).collect();
+    if candidates.is_empty() {
+        return vec![];
+    }
+    let scores = m.score(code, &candidates);
+    if scores.matched == 0 {
+        return vec![];
+    }
+    let mut out: Vec<(String, f64)> = chosen
+        .iter()
+        .zip(m.probabilities(&scores))
+        .map(|((_, e), p)| (e.name.clone(), p))
+        .collect();
+    out.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
     out
 }
 
-/// The features of `language` found in `code`, with how often and what they
-/// added: why the detector decided as it did.
-pub fn explain(code: &str, language: &str) -> Vec<(F, usize, f64)> {
-    match canonical(language) {
-        Some(c) => contributions(&compiled().index.count(code), c),
+/// The features of `code` that count most for the canonical `language`,
+/// with what each adds: why the detector decided as it did.
+pub fn explain(code: &str, language: &str) -> Vec<(String, f64)> {
+    let m = model::builtin();
+    match canonical(language).and_then(|l| m.class(l)) {
+        Some(c) => m.explain(code, c),
         None => vec![],
     }
-}
-
-/// Content scores of the served languages that have any evidence, best
-/// first; ties go to the language listed first in the lexicon (the more
-/// widely used), then by name.
-fn content_scores(code: &str, catalog: &[CatalogEntry]) -> Vec<(String, f64)> {
-    let counts = compiled().index.count(code);
-    // One entry per language: variants of it (`sh` beside `bash`) do not
-    // compete with it on the same evidence. The entry named as the language
-    // speaks for it; else the variant the lexicon lists first (plain Scheme
-    // is `scheme-guile` before `racket`), whatever the catalog's order, so
-    // every caller resolves a language the same way.
-    let mut chosen: Vec<(&'static str, &CatalogEntry)> = Vec::new();
-    for e in catalog {
-        let Some(language) = entry_language(e) else {
-            continue;
-        };
-        match chosen.iter_mut().find(|(l, _)| *l == language) {
-            Some(slot) if variant_rank(e, language) < variant_rank(slot.1, language) => slot.1 = e,
-            Some(_) => {}
-            None => chosen.push((language, e)),
-        }
-    }
-    let mut scores: Vec<(String, f64, usize)> = Vec::new();
-    for (language, e) in chosen {
-        let score: f64 = contributions(&counts, language).iter().map(|c| c.2).sum();
-        let rank = LANGUAGES.iter().position(|(n, _)| *n == language);
-        if score > 0.0 {
-            scores.push((e.name.clone(), score, rank.unwrap_or(usize::MAX)));
-        }
-    }
-    scores.sort_by(|a, b| {
-        b.1.total_cmp(&a.1)
-            .then_with(|| a.2.cmp(&b.2))
-            .then_with(|| a.0.cmp(&b.0))
-    });
-    scores.into_iter().map(|(n, s, _)| (n, s)).collect()
-}
-
-/// Confidences from scores (best first): a softmax, so a close runner-up
-/// lowers the leader's, times how much evidence the leader has at all.
-fn confidences(scores: &[(String, f64)]) -> Vec<(String, f64)> {
-    let Some(best) = scores.first().map(|s| s.1).filter(|b| *b > 0.0) else {
-        return vec![];
-    };
-    let weights: Vec<f64> = scores
-        .iter()
-        .map(|(_, s)| ((s - best) / TEMPERATURE).exp())
-        .collect();
-    let total: f64 = weights.iter().sum();
-    let evidence = 1.0 - (-best / EVIDENCE).exp();
-    scores
-        .iter()
-        .zip(weights)
-        .map(|((name, _), w)| (name.clone(), round3(w / total * evidence)))
-        .collect()
 }
 
 fn round3(x: f64) -> f64 {
@@ -270,7 +209,8 @@ pub fn detect_named(
     let mut scores = content_scores(code, catalog);
     if !claimed.is_empty() {
         scores.retain(|(name, _)| claimed.iter().any(|e| e.name == *name));
-        if scores.is_empty() {
+        let total: f64 = scores.iter().map(|s| s.1).sum();
+        if total <= 0.0 {
             // Nothing in the content tells them apart: the first claimant,
             // with the others as alternatives.
             let share = round3(1.0 / claimed.len() as f64);
@@ -284,8 +224,11 @@ pub fn detect_named(
                     .collect(),
             });
         }
+        for s in &mut scores {
+            s.1 /= total;
+        }
     }
-    let mut ranked = confidences(&scores).into_iter();
+    let mut ranked = scores.into_iter().map(|(n, p)| (n, round3(p)));
     let (language, confidence) = ranked.next()?;
     Some(Detection {
         language,
@@ -396,7 +339,9 @@ mod tests {
             detect("#!/usr/bin/env -S lua5.4\n", &c).unwrap().language,
             "lua"
         );
-        assert!(detect("#!/usr/bin/env ruby\nputs 1\n", &c).is_none());
+        // An interpreter not served names nothing: the content decides.
+        let d = detect("#!/usr/bin/env ruby\nputs 1\n", &c);
+        assert!(d.is_none_or(|d| d.method == "content"));
     }
 
     #[test]
@@ -415,12 +360,14 @@ mod tests {
         assert!(detect("", &c).is_none());
         // What the end-to-end test of /run sends.
         let e2e = "def f(x):\n    return x * 2\n\nprint(f(21))\n";
-        assert_eq!(detect(e2e, &c).unwrap().language, "python");
+        let d = detect(e2e, &c).unwrap();
+        assert_eq!(d.language, "python");
+        assert!(d.is_sure(), "/run runs it rather than asking: {d:?}");
     }
 
     /// Every language the service can serve, as the accuracy command uses.
     fn served() -> Vec<CatalogEntry> {
-        crate::tools::accuracy::catalog(&[])
+        crate::tools::accuracy::served()
     }
 
     fn guess(code: &str) -> Detection {
@@ -430,11 +377,12 @@ mod tests {
     #[test]
     fn ambiguous_one_liners_are_unsure_and_name_alternatives() {
         let d = guess("print(1)\n");
-        assert_eq!(d.language, "python", "{d:?}");
-        assert!(d.confidence < 0.2, "{d:?}");
-        let alternatives: Vec<&str> = d.alternatives.iter().map(|a| a.0.as_str()).collect();
-        for other in ["lua", "r", "ruby", "perl"] {
-            assert!(alternatives.contains(&other), "{d:?}");
+        assert!(!d.is_sure(), "{d:?}");
+        let named: Vec<&str> = std::iter::once(d.language.as_str())
+            .chain(d.alternatives.iter().map(|a| a.0.as_str()))
+            .collect();
+        for likely in ["python", "lua", "r"] {
+            assert!(named.contains(&likely), "{d:?}");
         }
         assert!(d.alternatives.iter().all(|a| a.1 <= d.confidence), "{d:?}");
     }
@@ -592,27 +540,23 @@ mod tests {
     }
 
     #[test]
-    fn lexicon_is_well_formed() {
-        for (name, groups) in LANGUAGES {
-            assert_eq!(canonical(name), Some(*name));
-            for F(kind, pat, w) in groups.iter().copied().flatten() {
-                let lines = matches!(
-                    kind,
-                    Kind::StartEnd | Kind::StartHas | Kind::StartLacks | Kind::FirstCode
-                );
-                assert!(
-                    pat.matches('…').count() <= usize::from(lines),
-                    "{name} {pat:?}"
-                );
-                assert!(!pat.is_empty() || *kind == Kind::Bonus, "{name}");
-                if matches!(kind, Kind::HasCi | Kind::WordCi | Kind::StartCi) {
-                    assert_eq!(pat.to_lowercase(), *pat, "{name} {pat:?}");
-                }
-                assert!(w.is_finite() && *w != 0.0, "{name} {pat:?}");
-            }
+    fn names_are_well_formed() {
+        let m = model::builtin();
+        for class in &m.classes {
+            assert_eq!(canonical(class), Some(class.as_str()));
+        }
+        // Every served language is a class of the model or a named
+        // variant of one, or else is listed as told by its shebang only.
+        for e in served() {
+            let known = entry_language(&e).is_some_and(|c| m.class(c).is_some());
+            assert!(
+                known != super::super::names::SHEBANG_ONLY.contains(&e.name.as_str()),
+                "{}: a class or a variant of one exactly when not listed as shebang-only",
+                e.name
+            );
         }
         for (synonym, language) in SYNONYMS {
-            assert!(LANGUAGES.iter().any(|(n, _)| n == language), "{synonym}");
+            assert_ne!(synonym, language);
         }
     }
 }

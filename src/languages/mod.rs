@@ -1,8 +1,9 @@
 //! Language detection for `POST /run`.
 
 pub mod detect;
-pub mod features;
-pub mod lexicon;
+pub mod model;
+pub mod names;
+pub mod tokens;
 
 /// A language as served on this host.
 #[derive(Debug, Clone, serde::Serialize)]

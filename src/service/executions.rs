@@ -19,7 +19,7 @@ use crate::execution::{Outcome, Progress, Watch, retryable, run_watched};
 use super::request::{Invalid, Request, plan};
 
 /// Why an execution did not run.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum ExecError {
     /// No pool on this host can take the language now.
     #[error(transparent)]
@@ -32,6 +32,13 @@ pub enum ExecError {
     Undetected {
         /// Languages served here.
         available: Vec<String>,
+    },
+    /// The code names no language and the detector is not sure enough of
+    /// any (below the model's calibrated threshold).
+    #[error("could not tell the language of this code for sure: {}", candidates.iter().map(|(l, c)| format!("{l} {c:.2}")).collect::<Vec<_>>().join(", "))]
+    Uncertain {
+        /// The likeliest languages, best first, with their confidence.
+        candidates: Vec<(String, f64)>,
     },
     /// The request breaks a rule (see `request::plan`).
     #[error(transparent)]
@@ -70,10 +77,17 @@ impl Executions {
     }
 
     /// The language of `code`, from its shebang, the extension of its
-    /// `file_name`, or its content.
+    /// `file_name`, or its content; a content answer below the model's
+    /// threshold is refused with the likeliest languages rather than run.
     pub fn detect(&self, code: &str, file_name: Option<&str>) -> Result<Detection, ExecError> {
         let catalog = self.agent.catalog();
-        detect::detect_named(code, file_name, &catalog).ok_or_else(|| {
+        let found = detect::detect_named(code, file_name, &catalog);
+        if let Some(d) = found.as_ref().filter(|d| !d.is_sure()) {
+            let mut candidates = vec![(d.language.clone(), d.confidence)];
+            candidates.extend(d.alternatives.iter().cloned());
+            return Err(ExecError::Uncertain { candidates });
+        }
+        found.ok_or_else(|| {
             // Languages not proven yet cannot be detected either.
             match self.agent.pending() {
                 Some(b) => ExecError::DetectionPending(b),

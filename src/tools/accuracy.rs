@@ -7,109 +7,40 @@ use std::fmt::Write;
 
 use crate::agent::CatalogEntry;
 
-/// Languages the service can serve (name, aliases): those of the polyglot
-/// image (images/polyglot/versions), all candidates when a corpus is
-/// measured, so that near neighbours compete too. Languages without content
-/// features in the lexicon are told by their shebang only.
-pub const SERVED: &[(&str, &[&str])] = &[
-    ("python", &["py", "python3"]),
-    ("pypy", &["pypy3"]),
-    ("javascript", &["js", "node"]),
-    ("typescript", &["ts"]),
-    ("coffeescript", &["coffee"]),
-    ("ruby", &["rb"]),
-    ("perl", &["pl"]),
-    ("php", &[]),
-    ("lua", &["lua5.4"]),
-    ("luajit", &[]),
-    ("bash", &[]),
-    ("sh", &["dash"]),
-    ("zsh", &[]),
-    ("ksh", &[]),
-    ("fish", &[]),
-    ("tcsh", &[]),
-    ("c", &[]),
-    ("cpp", &["c++"]),
-    ("objective-c", &["objc"]),
-    ("fortran", &["f90"]),
-    ("ada", &[]),
-    ("d", &[]),
-    ("d-ldc", &[]),
-    ("modula-2", &[]),
-    ("go", &["golang"]),
-    ("go-gccgo", &[]),
-    ("rust", &["rs"]),
-    ("java", &[]),
-    ("kotlin", &["kt"]),
-    ("scala", &[]),
-    ("groovy", &[]),
-    ("clojure", &["clj"]),
-    ("haskell", &["hs"]),
-    ("ocaml", &["ml"]),
-    ("erlang", &["erl"]),
-    ("elixir", &["ex"]),
-    ("r", &["rscript"]),
-    ("pascal", &["fpc"]),
-    ("cobol", &[]),
-    ("nim", &[]),
-    ("crystal", &[]),
-    ("tcl", &["tclsh"]),
-    ("scheme-guile", &["guile"]),
-    ("scheme-chicken", &["csi"]),
-    ("racket", &[]),
-    ("common-lisp", &["sbcl"]),
-    ("common-lisp-clisp", &["clisp"]),
-    ("prolog", &["swipl"]),
-    ("prolog-gnu", &["gprolog"]),
-    ("forth", &[]),
-    ("awk", &["gawk"]),
-    ("sed", &[]),
-    ("sql", &["sqlite3"]),
-    ("bc", &[]),
-    ("octave", &[]),
-    ("assembly", &[]),
-    ("csharp", &["c#", "cs"]),
-    ("vala", &[]),
-    ("haxe", &[]),
-    ("elisp", &[]),
-    ("basic", &[]),
-    ("basic-yabasic", &[]),
-    ("brainfuck", &[]),
-    ("jq", &[]),
-    ("raku", &[]),
-    ("sml", &[]),
-    ("rexx", &[]),
-    ("pike", &[]),
-    ("algol68", &[]),
-    ("icon", &[]),
-    ("verilog", &[]),
-    ("vhdl", &[]),
-    ("newlisp", &[]),
-    ("picolisp", &[]),
-    ("nickle", &[]),
-    ("pari-gp", &[]),
-    ("m4", &[]),
-    ("ratfor", &[]),
-];
+/// The polyglot image's LanguageImage: what the service serves, and so
+/// what a corpus is measured against (all of its languages are candidates,
+/// so that near neighbours compete too).
+pub const POLYGLOT: &str = include_str!("../../manifests/polyglot/languageimage.yaml");
 
-/// The measuring catalog: every [`SERVED`] language, plus any of `extra`
-/// (the corpus' languages) that is not among them.
-pub fn catalog(extra: &[String]) -> Vec<CatalogEntry> {
-    let entry = |name: &str, aliases: &[&str]| CatalogEntry {
-        name: name.to_string(),
-        aliases: aliases.iter().map(|a| a.to_string()).collect(),
-        version: None,
-        // The corpus' files have no names: content only.
-        extensions: vec![],
-        pools: vec![],
-    };
-    let mut out: Vec<CatalogEntry> = SERVED.iter().map(|(n, a)| entry(n, a)).collect();
-    for x in extra {
-        if !out.iter().any(|e| e.name == *x) {
-            out.push(entry(x, &[]));
-        }
-    }
-    out
+/// The catalog a LanguageImage document serves, as the agent builds it
+/// (name, aliases, extensions); `with_extensions: false` leaves the
+/// extensions out, for corpora whose files have no names.
+pub fn catalog_of(image_yaml: &str, with_extensions: bool) -> Result<Vec<CatalogEntry>, String> {
+    let image: crate::crd::LanguageImage =
+        serde_yaml::from_str(image_yaml).map_err(|e| e.to_string())?;
+    let mut out: Vec<CatalogEntry> = image
+        .spec
+        .languages
+        .into_iter()
+        .map(|l| CatalogEntry {
+            name: l.name,
+            aliases: l.aliases,
+            version: None,
+            extensions: if with_extensions {
+                l.extensions
+            } else {
+                vec![]
+            },
+            pools: vec![],
+        })
+        .collect();
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(out)
+}
+
+/// The polyglot image's catalog without extensions.
+pub fn served() -> Vec<CatalogEntry> {
+    catalog_of(POLYGLOT, false).expect("the polyglot LanguageImage parses")
 }
 
 /// What the detector said about one labelled file.
@@ -123,8 +54,14 @@ pub struct Outcome {
 }
 
 impl Outcome {
+    /// Right when the guess is the label or a variant of the same
+    /// language (`scheme-guile` for `scheme`).
     pub fn correct(&self) -> bool {
-        self.guess.as_deref() == Some(self.label.as_str())
+        let class =
+            |n: &str| crate::languages::detect::canonical(n).map_or(n.to_string(), String::from);
+        self.guess
+            .as_deref()
+            .is_some_and(|g| g == self.label || class(g) == class(&self.label))
     }
 }
 
@@ -267,6 +204,61 @@ pub fn render(report: &Report) -> String {
     out
 }
 
+/// The most frequent confusions over the whole corpus, `truth → answer`.
+pub fn confusions(outcomes: &[Outcome], top: usize) -> String {
+    let mut pairs: BTreeMap<(&str, &str), usize> = BTreeMap::new();
+    for o in outcomes.iter().filter(|o| !o.correct()) {
+        *pairs
+            .entry((o.label.as_str(), o.guess.as_deref().unwrap_or("none")))
+            .or_default() += 1;
+    }
+    let mut pairs: Vec<((&str, &str), usize)> = pairs.into_iter().collect();
+    pairs.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    let shown: Vec<String> = pairs
+        .iter()
+        .take(top)
+        .map(|((t, g), n)| format!("{t}→{g} {n}"))
+        .collect();
+    format!("confusions: {}\n", shown.join(", "))
+}
+
+/// How the confidence held up: accuracy per confidence band, and what the
+/// service does at `threshold` (answers below it are refused with the
+/// likeliest languages, 422 `language_uncertain`).
+pub fn calibration(outcomes: &[Outcome], threshold: f64) -> String {
+    let mut out = String::from("confidence   files  right\n");
+    let bands = [0.0, 0.3, 0.5, 0.7, 0.9, 0.97, 1.0001];
+    for w in bands.windows(2) {
+        let inside: Vec<&Outcome> = outcomes
+            .iter()
+            .filter(|o| o.guess.is_some() && o.confidence >= w[0] && o.confidence < w[1])
+            .collect();
+        let right = inside.iter().filter(|o| o.correct()).count();
+        let _ = writeln!(
+            out,
+            "{:.2}–{:.2} {:>7} {:>6.1}%",
+            w[0],
+            w[1].min(1.0),
+            inside.len(),
+            100.0 * right as f64 / inside.len().max(1) as f64
+        );
+    }
+    let sure: Vec<&Outcome> = outcomes
+        .iter()
+        .filter(|o| o.guess.is_some() && o.confidence >= threshold)
+        .collect();
+    let right = sure.iter().filter(|o| o.correct()).count();
+    let _ = writeln!(
+        out,
+        "at the threshold {threshold:.2}: {} answered ({:.1}%), {:.1}% of them right; {} refused as uncertain",
+        sure.len(),
+        100.0 * sure.len() as f64 / outcomes.len().max(1) as f64,
+        100.0 * right as f64 / sure.len().max(1) as f64,
+        outcomes.len() - sure.len()
+    );
+    out
+}
+
 /// `code` without its first line when that is a shebang.
 pub fn strip_shebang(code: &str) -> Option<&str> {
     code.starts_with("#!")
@@ -318,6 +310,27 @@ mod tests {
     }
 
     #[test]
+    fn confusions_and_calibration() {
+        let os = [
+            o("python", Some("python"), 0.99),
+            o("python", Some("ruby"), 0.4),
+            o("python", Some("ruby"), 0.5),
+            o("c", Some("cpp"), 0.95),
+            o("c", None, 0.0),
+        ];
+        assert_eq!(confusions(&os, 2), "confusions: python→ruby 2, c→cpp 1\n");
+        let text = calibration(&os, 0.9);
+        assert!(text.contains("0.97–1.00       1  100.0%"), "{text}");
+        assert!(text.contains("0.30–0.50       1    0.0%"), "{text}");
+        assert!(
+            text.contains(
+                "at the threshold 0.90: 2 answered (40.0%), 50.0% of them right; 3 refused"
+            ),
+            "{text}"
+        );
+    }
+
+    #[test]
     fn empty_report() {
         let r = score(&[]);
         assert_eq!(r.micro(), 0.0);
@@ -325,16 +338,28 @@ mod tests {
     }
 
     #[test]
-    fn catalog_has_neighbours_and_extras() {
-        let c = catalog(&["python".into(), "zig".into()]);
-        assert_eq!(c.iter().filter(|e| e.name == "python").count(), 1);
-        assert!(c.iter().any(|e| e.name == "zig"));
-        assert!(c.iter().any(|e| e.name == "kotlin"));
-        assert_eq!(c.len(), SERVED.len() + 1);
-        let mut names: Vec<&str> = SERVED.iter().map(|s| s.0).collect();
-        names.sort();
-        names.dedup();
-        assert_eq!(names.len(), SERVED.len(), "a name twice");
+    fn the_served_catalog_is_the_polyglot_image() {
+        let c = served();
+        assert!(c.len() >= 78, "{}", c.len());
+        assert!(
+            c.iter()
+                .any(|e| e.name == "kotlin" && e.aliases.contains(&"kt".to_string()))
+        );
+        assert!(c.iter().all(|e| e.extensions.is_empty()));
+        let named = catalog_of(POLYGLOT, true).unwrap();
+        assert!(
+            named
+                .iter()
+                .any(|e| e.extensions.contains(&"py".to_string()))
+        );
+        assert!(catalog_of("kind: [", true).is_err());
+    }
+
+    #[test]
+    fn variants_count_as_their_language() {
+        assert!(o("scheme", Some("scheme-guile"), 0.9).correct());
+        assert!(o("python", Some("pypy"), 0.9).correct());
+        assert!(!o("scheme", Some("racket"), 0.9).correct());
     }
 
     #[test]

@@ -53,10 +53,10 @@ pub enum CorpusError {
 }
 
 /// A labelled sample: language, file name within the corpus, content.
-struct Sample {
-    label: String,
-    file: String,
-    code: String,
+pub(crate) struct Sample {
+    pub label: String,
+    pub file: String,
+    pub code: String,
 }
 
 fn read_err(path: &Path) -> impl FnOnce(std::io::Error) -> CorpusError + '_ {
@@ -67,7 +67,7 @@ fn read_err(path: &Path) -> impl FnOnce(std::io::Error) -> CorpusError + '_ {
 }
 
 /// Every sample of the corpus, languages sorted by name, files by number.
-fn read_corpus(dir: &Path, only: &[String]) -> Result<Vec<Sample>, CorpusError> {
+pub(crate) fn read_corpus(dir: &Path, only: &[String]) -> Result<Vec<Sample>, CorpusError> {
     let mut languages: Vec<PathBuf> = std::fs::read_dir(dir)
         .map_err(read_err(dir))?
         .filter_map(Result::ok)
@@ -108,6 +108,41 @@ fn read_corpus(dir: &Path, only: &[String]) -> Result<Vec<Sample>, CorpusError> 
     Ok(out)
 }
 
+/// `index.tsv`: corpus file → its source (package or collection).
+pub(crate) fn read_sources(dir: &Path) -> HashMap<String, String> {
+    let text = std::fs::read_to_string(dir.join("index.tsv")).unwrap_or_default();
+    text.lines()
+        .skip(1)
+        .filter_map(|l| {
+            let cols: Vec<&str> = l.split('\t').collect();
+            (cols.len() >= 3).then(|| (cols[0].to_string(), cols[2].to_string()))
+        })
+        .collect()
+}
+
+/// The collection a corpus file's source belongs to: Exercism, Linguist,
+/// Piston, Sample Programs, or else a Debian package.
+pub(crate) fn group_of(source: &str) -> String {
+    match source.split('/').next().unwrap_or(source) {
+        g @ ("exercism" | "linguist" | "piston" | "sample-programs") => g.to_string(),
+        _ => "debian".to_string(),
+    }
+}
+
+/// The sources a corpus' files came from, with how many each: what set
+/// the report is about.
+fn describe_sources(dir: &Path) -> String {
+    let mut counts: std::collections::BTreeMap<String, usize> = Default::default();
+    for source in read_sources(dir).values() {
+        *counts.entry(group_of(source)).or_default() += 1;
+    }
+    if counts.is_empty() {
+        return "no index.tsv".into();
+    }
+    let shown: Vec<String> = counts.iter().map(|(s, n)| format!("{s} {n}")).collect();
+    shown.join(", ")
+}
+
 /// `index.tsv`: corpus file → "package path", when the corpus has one.
 fn read_index(dir: &Path) -> HashMap<String, String> {
     let text = std::fs::read_to_string(dir.join("index.tsv")).unwrap_or_default();
@@ -123,12 +158,12 @@ fn read_index(dir: &Path) -> HashMap<String, String> {
 /// The features that counted most for `language` in `code`, for reading misses.
 fn top_features(code: &str, language: &str) -> String {
     let mut found = detect::explain(code, language);
-    found.sort_by(|a, b| b.2.abs().total_cmp(&a.2.abs()));
-    let total: f64 = found.iter().map(|f| f.2).sum();
+    found.sort_by(|a, b| b.1.abs().total_cmp(&a.1.abs()));
+    let total: f64 = found.iter().map(|f| f.1).sum();
     let shown: Vec<String> = found
         .iter()
         .take(8)
-        .map(|(f, n, s)| format!("{:?} {:?} x{n} {s:+.1}", f.0, f.1))
+        .map(|(f, s)| format!("{f:?} {s:+.1}"))
         .collect();
     format!("{total:.1} = {}", shown.join(", "))
 }
@@ -140,9 +175,7 @@ pub fn run(args: &DetectAccuracyArgs) -> Result<(), CorpusError> {
     if samples.is_empty() {
         return Err(CorpusError::Empty(args.corpus.clone()));
     }
-    let mut labels: Vec<String> = samples.iter().map(|s| s.label.clone()).collect();
-    labels.dedup();
-    let catalog = accuracy::catalog(&labels);
+    let catalog = accuracy::served();
     let index = read_index(&args.corpus);
 
     let mut outcomes = Vec::with_capacity(samples.len());
@@ -193,7 +226,32 @@ pub fn run(args: &DetectAccuracyArgs) -> Result<(), CorpusError> {
     }
 
     let report = accuracy::score(&outcomes);
+    println!(
+        "corpus: {} ({})",
+        args.corpus.display(),
+        describe_sources(&args.corpus)
+    );
     print!("{}", accuracy::render(&report));
+    let model = crate::languages::model::builtin();
+    let learned: Vec<Outcome> = outcomes
+        .iter()
+        .filter(|o| detect::canonical(&o.label).is_some_and(|c| model.class(c).is_some()))
+        .cloned()
+        .collect();
+    let known = accuracy::score(&learned);
+    println!(
+        "languages with content features (the model's): {:.1}% ({} of {} files, {} languages); told by shebang only: {}",
+        100.0 * known.micro(),
+        known.correct,
+        known.files,
+        known.rows.len(),
+        crate::languages::names::SHEBANG_ONLY.join(" ")
+    );
+    print!("{}", accuracy::confusions(&outcomes, 15));
+    print!(
+        "{}",
+        accuracy::calibration(&outcomes, crate::languages::model::builtin().threshold)
+    );
     if args.strip_shebang {
         println!("(shebang lines removed: content detection alone)");
     } else if !content_only.is_empty() {

@@ -48,7 +48,8 @@ pub enum ExecutionErrors {
     /// The request cannot run here as it is: `invalid_request` (the
     /// message names the field), `limit_exceeds_maximum`,
     /// `network_unavailable`, `language_unavailable`,
-    /// `ambiguous_language`, `callback_not_allowed` (`POST /jobs`).
+    /// `ambiguous_language`, `language_uncertain` (`/run`: `candidates`
+    /// lists the likeliest languages), `callback_not_allowed` (`POST /jobs`).
     #[response(status = 422)]
     Unprocessable(ErrorBody),
     /// Over the token's rate or concurrency (`rate_limited`,

@@ -240,6 +240,10 @@ fn error_answers_conform() {
             available: vec!["bash".into()],
         }
         .into(),
+        ExecError::Uncertain {
+            candidates: vec![("bash".into(), 0.3)],
+        }
+        .into(),
         ExecError::from(Invalid::AboveMaximum {
             limit: Limit::RunMemory,
             asked: 9,

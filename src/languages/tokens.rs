@@ -1,0 +1,129 @@
+//! The features a program's text offers the language model: its words and
+//! punctuation, which of them start and end lines, and neighbouring pairs.
+//! Training and detection read a text through this one function, so both
+//! see the same features. Pure.
+
+/// Only this much of a program is read.
+pub const MAX_BYTES: usize = 32 * 1024;
+/// Longer words are identifiers of one program, not traits of a language.
+const MAX_WORD: usize = 24;
+/// A punctuation run is kept up to this many characters (`:=`, `<-`, `);`).
+const MAX_PUNCT: usize = 3;
+
+/// Marks a feature as a line's first token.
+const START: char = '⟨';
+/// Marks a feature as a line's last token.
+const END: char = '⟩';
+
+/// The distinct features of `code`, sorted: every token, each line's first
+/// and last token marked as such, and each pair of neighbouring tokens on a
+/// line. A token is a word (letters, digits and `_`, starting with a letter
+/// or `_`) or a run of ASCII punctuation; numbers and other characters only
+/// separate tokens.
+pub fn features(code: &str) -> Vec<String> {
+    let mut end = code.len().min(MAX_BYTES);
+    while !code.is_char_boundary(end) {
+        end -= 1;
+    }
+    let mut out = Vec::new();
+    for line in code[..end].lines() {
+        let tokens = tokens(line);
+        let (Some(first), Some(last)) = (tokens.first(), tokens.last()) else {
+            continue;
+        };
+        out.push(format!("{START}{first}"));
+        out.push(format!("{last}{END}"));
+        for pair in tokens.windows(2) {
+            out.push(format!("{} {}", pair[0], pair[1]));
+        }
+        out.extend(tokens.iter().map(|t| t.to_string()));
+    }
+    out.sort_unstable();
+    out.dedup();
+    out
+}
+
+/// The tokens of one line, in order.
+fn tokens(line: &str) -> Vec<&str> {
+    let mut out = Vec::new();
+    let mut chars = line.char_indices().peekable();
+    while let Some((i, c)) = chars.next() {
+        let mut j = i + c.len_utf8();
+        if c.is_alphabetic() || c == '_' {
+            while let Some(&(k, d)) = chars.peek() {
+                if !(d.is_alphanumeric() || d == '_') {
+                    break;
+                }
+                j = k + d.len_utf8();
+                chars.next();
+            }
+            if line[i..j].chars().count() <= MAX_WORD {
+                out.push(&line[i..j]);
+            }
+        } else if c.is_ascii_punctuation() {
+            let mut n = 1;
+            while let Some(&(k, d)) = chars.peek() {
+                if !d.is_ascii_punctuation() {
+                    break;
+                }
+                if n < MAX_PUNCT {
+                    j = k + 1;
+                    n += 1;
+                }
+                chars.next();
+            }
+            out.push(&line[i..j]);
+        } else if c.is_numeric() {
+            while chars.peek().is_some_and(|&(_, d)| d.is_alphanumeric()) {
+                chars.next();
+            }
+        }
+    }
+    out
+}
+
+/// A feature's 32-bit FNV-1a hash: how the model stores it.
+pub fn hash(feature: &str) -> u32 {
+    feature.bytes().fold(0x811c_9dc5, |h: u32, b| {
+        (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn words_punctuation_starts_ends_and_pairs() {
+        let f = features("  let x := 42; // ok\n\n");
+        for want in [
+            "let", "x", ":=", ";", "//", "ok", "⟨let", "ok⟩", "let x", "x :=", ":= ;", "; //",
+        ] {
+            assert!(f.contains(&want.to_string()), "{want} in {f:?}");
+        }
+        assert!(
+            !f.iter().any(|t| t.contains("42")),
+            "numbers are separators"
+        );
+    }
+
+    #[test]
+    fn long_runs_are_bounded_and_text_is_cut_at_a_character() {
+        let f = features("x ))))))) y");
+        assert!(f.contains(&")))".to_string()), "{f:?}");
+        assert!(!f.iter().any(|t| t.contains("))))")));
+        let long = "ü".repeat(MAX_BYTES);
+        let f = features(&long);
+        assert!(f.is_empty(), "a word over the length limit is dropped");
+        assert_eq!(hash("a"), 0xe40c_292c);
+    }
+
+    #[test]
+    fn sorted_and_distinct() {
+        let f = features("a b a b\na b\n");
+        let mut sorted = f.clone();
+        sorted.sort();
+        sorted.dedup();
+        assert_eq!(f, sorted);
+    }
+}

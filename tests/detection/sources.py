@@ -1,0 +1,275 @@
+#!/usr/bin/env python3
+"""Builds detection corpora from real programs of several independent sources.
+
+The sources are public collections that this repository never copies: the
+caller fetches them and names the folder that holds them, each under its own
+name (any that is missing is left out, and the report says so):
+
+  exercism/<track>/     Exercism language tracks (git checkouts of
+                        github.com/exercism/<track>): the example solutions
+                        of the exercises (`.meta/`, `example/`).
+  linguist/samples/     GitHub Linguist's sample files, one folder a language.
+  piston/packages/      Piston's packages: each one's `test.*` program.
+  sample-programs/archive/
+                        The Sample Programs collection
+                        (github.com/TheRenegadeCoder/sample-programs):
+                        complete programs, one folder a language.
+
+Sources are split, never files: `tune` (what the detector's model is trained
+and calibrated on) holds exercism, linguist and piston; `eval` (held out:
+never trained or tuned on) holds sample-programs. A file whose text (blank
+space aside) is also in the other set is dropped from `eval`. Debian
+packages are a further pair of sets, built by tests/detection/corpus.sh.
+
+Output, per set: `<out>/<set>/<language>/<n>` without file extensions, and
+`index.tsv` (file, language, source, path). Files are 20 bytes to 64 KiB of
+text, lines at most 1000 characters, nothing marked as generated.
+
+Usage:
+  tests/detection/sources.py --sources DIR [--out DIR] [--cap N]
+  (or UNSANDBOX_DETECTION_SOURCES=DIR; --out defaults to
+  target/detection-corpus/sources; --cap is files per language and source,
+  default 150).
+"""
+
+import argparse
+import hashlib
+import os
+import re
+import sys
+from pathlib import Path
+
+# language -> file extensions that hold it (lower case, no dot).
+EXTENSIONS = {
+    "python": ["py"], "javascript": ["js", "mjs", "cjs"], "typescript": ["ts"],
+    "coffeescript": ["coffee"], "ruby": ["rb"], "perl": ["pl", "pm"],
+    "php": ["php"], "lua": ["lua"], "bash": ["sh", "bash"], "zsh": ["zsh"],
+    "fish": ["fish"], "tcsh": ["tcsh", "csh"], "c": ["c"],
+    "cpp": ["cpp", "cc", "cxx", "hpp"], "objective-c": ["m"],
+    "fortran": ["f90", "f95", "f03", "f08", "f", "for"], "ada": ["adb", "ads"],
+    "d": ["d"], "modula-2": ["mod", "def"], "go": ["go"], "rust": ["rs"],
+    "java": ["java"], "kotlin": ["kt", "kts"], "scala": ["scala", "sc"],
+    "groovy": ["groovy", "gvy"], "clojure": ["clj", "cljc"],
+    "haskell": ["hs"], "ocaml": ["ml"], "erlang": ["erl", "escript"],
+    "elixir": ["ex", "exs"], "r": ["r"], "pascal": ["pas", "pp", "lpr"],
+    "cobol": ["cob", "cbl", "cobol"], "nim": ["nim"], "crystal": ["cr"],
+    "tcl": ["tcl"], "scheme": ["scm", "ss", "sls", "sld"], "racket": ["rkt"],
+    "common-lisp": ["lisp", "lsp", "cl"], "prolog": ["pl", "pro", "prolog"],
+    "forth": ["fth", "fs", "4th", "forth"], "awk": ["awk"], "sed": ["sed"],
+    "sql": ["sql"], "octave": ["m"], "assembly": ["asm", "nasm"],
+    "csharp": ["cs"], "vala": ["vala"], "haxe": ["hx"], "elisp": ["el"],
+    "brainfuck": ["b", "bf"], "jq": ["jq"], "raku": ["raku", "rakumod", "p6", "pm6"],
+    "sml": ["sml", "sig"], "rexx": ["rexx", "rex"], "pike": ["pike", "pmod"],
+    "algol68": ["a68", "alg"], "icon": ["icn"], "verilog": ["v"],
+    "vhdl": ["vhd", "vhdl"], "newlisp": ["lsp"], "picolisp": ["l"],
+    "m4": ["m4"], "basic-yabasic": ["yab"],
+}
+
+# Exercism track -> language.
+EXERCISM = {
+    "python": "python", "javascript": "javascript", "typescript": "typescript",
+    "coffeescript": "coffeescript", "ruby": "ruby", "perl5": "perl",
+    "php": "php", "lua": "lua", "bash": "bash", "c": "c", "cpp": "cpp",
+    "objective-c": "objective-c", "fortran": "fortran", "d": "d", "go": "go",
+    "rust": "rust", "java": "java", "kotlin": "kotlin", "scala": "scala",
+    "groovy": "groovy", "clojure": "clojure", "haskell": "haskell",
+    "ocaml": "ocaml", "erlang": "erlang", "elixir": "elixir", "r": "r",
+    "free-pascal": "pascal", "cobol": "cobol", "nim": "nim",
+    "crystal": "crystal", "tcl": "tcl", "scheme": "scheme",
+    "racket": "racket", "common-lisp": "common-lisp", "prolog": "prolog",
+    "forth": "forth", "awk": "awk", "sqlite": "sql", "csharp": "csharp",
+    "haxe": "haxe", "emacs-lisp": "elisp", "jq": "jq", "raku": "raku",
+    "sml": "sml", "rexx": "rexx", "x86-64-assembly": "assembly", "ada": "ada",
+}
+
+# Linguist sample folder -> language.
+LINGUIST = {
+    "Ada": "ada", "Awk": "awk", "Brainfuck": "brainfuck", "C": "c",
+    "C++": "cpp", "C#": "csharp", "Clojure": "clojure", "COBOL": "cobol",
+    "CoffeeScript": "coffeescript", "Common Lisp": "common-lisp",
+    "Crystal": "crystal", "D": "d", "Emacs Lisp": "elisp", "Elixir": "elixir",
+    "Erlang": "erlang", "Forth": "forth", "Fortran": "fortran",
+    "Fortran Free Form": "fortran", "Go": "go", "Groovy": "groovy",
+    "Haskell": "haskell", "Haxe": "haxe", "Java": "java",
+    "JavaScript": "javascript", "jq": "jq", "Kotlin": "kotlin", "Lua": "lua",
+    "M4": "m4", "Modula-2": "modula-2", "NewLisp": "newlisp", "Nim": "nim",
+    "Objective-C": "objective-c", "OCaml": "ocaml", "Pascal": "pascal",
+    "Perl": "perl", "PHP": "php", "PicoLisp": "picolisp", "Pike": "pike",
+    "Prolog": "prolog", "Python": "python", "R": "r", "Racket": "racket",
+    "Raku": "raku", "REXX": "rexx", "Ruby": "ruby", "Rust": "rust",
+    "Scala": "scala", "Scheme": "scheme", "sed": "sed", "SQL": "sql",
+    "Standard ML": "sml", "Tcl": "tcl", "Tcsh": "tcsh",
+    "TypeScript": "typescript", "Verilog": "verilog", "VHDL": "vhdl",
+    "fish": "fish", "Shell": "bash", "Vala": "vala", "Zsh": "zsh",
+}
+
+# Sample Programs folder -> language.
+SAMPLE_PROGRAMS = {
+    "ada": "ada", "algol68": "algol68", "awk": "awk", "bash": "bash",
+    "brainfuck": "brainfuck", "c": "c", "c-plus-plus": "cpp",
+    "c-sharp": "csharp", "clojure": "clojure", "cobol": "cobol",
+    "coffeescript": "coffeescript", "crystal": "crystal", "d": "d",
+    "elixir": "elixir", "erlang": "erlang", "forth": "forth",
+    "fortran": "fortran", "go": "go", "groovy": "groovy",
+    "haskell": "haskell", "haxe": "haxe", "java": "java",
+    "javascript": "javascript", "kotlin": "kotlin", "lua": "lua", "m4": "m4",
+    "modula2": "modula-2", "nim": "nim", "objective-c": "objective-c",
+    "ocaml": "ocaml", "octave": "octave", "pascal": "pascal", "perl": "perl",
+    "php": "php", "picolisp": "picolisp", "prolog": "prolog",
+    "python": "python", "r": "r", "racket": "racket", "raku": "raku",
+    "rexx": "rexx", "ruby": "ruby", "rust": "rust", "scala": "scala",
+    "scheme": "scheme", "tcl": "tcl", "typescript": "typescript",
+    "verilog": "verilog", "x86-64": "assembly", "lisp": "common-lisp",
+}
+
+# Piston package -> language.
+PISTON = {
+    "python": "python", "node": "javascript", "typescript": "typescript",
+    "coffeescript": "coffeescript", "ruby": "ruby", "perl": "perl",
+    "php": "php", "lua": "lua", "bash": "bash", "zsh": "zsh", "gcc": None,
+    "fortran": "fortran", "dlang": "d", "go": "go", "rust": "rust",
+    "java": "java", "kotlin": "kotlin", "scala": "scala", "groovy": "groovy",
+    "clojure": "clojure", "haskell": "haskell", "ocaml": "ocaml",
+    "erlang": "erlang", "elixir": "elixir", "rscript": "r", "pascal": "pascal",
+    "cobol": "cobol", "nim": "nim", "crystal": "crystal", "racket": "racket",
+    "lisp": "common-lisp", "prolog": "prolog", "forth": "forth",
+    "sqlite3": "sql", "octave": "octave", "nasm": "assembly",
+    "mono": "csharp", "dotnet": "csharp", "vlang": None, "emacs": "elisp",
+    "brainfuck": "brainfuck", "jelly": None, "raku": "raku",
+    "pure": None, "jq": None, "osabie": None, "iverilog": "verilog",
+    "ponylang": None, "freebasic": None, "llvm_ir": None,
+}
+
+SETS = {"exercism": "tune", "linguist": "tune", "piston": "tune",
+        "sample-programs": "eval"}
+GENERATED = re.compile(r"do not edit|generated by|automatically generated|autogenerated", re.I)
+NOT_CODE = re.compile(r"(^|/)(test|tests|spec|specs)(/|$)|(_|-|\b)(test|spec)s?\.[^/]*$|^test[_-][^/]*$", re.I)
+
+
+def ext_of(path):
+    name = path.name
+    return name.rsplit(".", 1)[1].lower() if "." in name else ""
+
+
+def acceptable(data):
+    if not 20 <= len(data) <= 65536 or b"\0" in data:
+        return None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    if any(len(line) > 1000 for line in text.splitlines()):
+        return None
+    if GENERATED.search("\n".join(text.splitlines()[:12])):
+        return None
+    if len(text.split()) < 3:
+        return None
+    return text
+
+
+def exercism(root):
+    for track in sorted(os.listdir(root)):
+        language = EXERCISM.get(track)
+        if not language:
+            continue
+        exts = EXTENSIONS[language]
+        for path in sorted(Path(root, track, "exercises").rglob("*")):
+            rel = path.relative_to(Path(root, track)).as_posix()
+            if not path.is_file() or ext_of(path) not in exts:
+                continue
+            if "/.meta/" not in rel and "/example/" not in rel:
+                continue
+            if NOT_CODE.search(rel.split("/.meta/")[-1]):
+                continue
+            yield language, f"exercism/{track}", rel, path
+
+
+def linguist(root):
+    base = Path(root, "samples")
+    for folder, language in sorted(LINGUIST.items()):
+        for path in sorted(Path(base, folder).rglob("*")):
+            if path.is_file():
+                yield language, "linguist", path.relative_to(base).as_posix(), path
+
+
+def sample_programs(root):
+    for letter in sorted(Path(root, "archive").iterdir()):
+        for folder in sorted(letter.iterdir()):
+            language = SAMPLE_PROGRAMS.get(folder.name)
+            if not language:
+                continue
+            for path in sorted(folder.iterdir()):
+                if path.is_file() and ext_of(path) in EXTENSIONS[language]:
+                    yield language, "sample-programs", f"{folder.name}/{path.name}", path
+
+
+def piston(root):
+    for package in sorted(Path(root, "packages").iterdir()):
+        language = PISTON.get(package.name)
+        if not language:
+            continue
+        for path in sorted(package.glob("*/test.*")):
+            yield language, "piston", path.relative_to(root).as_posix(), path
+
+
+READERS = {"exercism": exercism, "linguist": linguist, "piston": piston,
+           "sample-programs": sample_programs}
+
+
+def normal(text):
+    return hashlib.sha256(" ".join(text.split()).encode()).hexdigest()
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--sources", default=os.environ.get("UNSANDBOX_DETECTION_SOURCES"))
+    ap.add_argument("--out", default=os.environ.get("UNSANDBOX_DETECTION_OUT"))
+    ap.add_argument("--cap", type=int, default=int(os.environ.get("UNSANDBOX_DETECTION_CAP", "150")))
+    args = ap.parse_args()
+    if not args.sources:
+        sys.exit("name the sources folder with --sources or UNSANDBOX_DETECTION_SOURCES")
+    root = Path(__file__).resolve().parents[2]
+    out = Path(args.out or root / "target/detection-corpus/sources")
+    picked = {"tune": [], "eval": []}
+    for source, reader in READERS.items():
+        folder = Path(args.sources, source)
+        if not folder.is_dir():
+            print(f"sources: {source}: not present in {args.sources}, left out", file=sys.stderr)
+            continue
+        groups = {}
+        for language, origin, rel, path in reader(folder):
+            text = acceptable(path.read_bytes())
+            if text is not None:
+                groups.setdefault((language, origin), []).append((rel, text))
+        for (language, origin), files in sorted(groups.items()):
+            # Even steps across the sorted list, at most --cap of them.
+            step = max(1.0, len(files) / args.cap)
+            chosen = [files[int(i * step)] for i in range(min(len(files), args.cap))]
+            picked[SETS[source]].extend((language, origin, rel, text) for rel, text in chosen)
+    tuned = {normal(t) for _, _, _, t in picked["tune"]}
+    before = len(picked["eval"])
+    picked["eval"] = [p for p in picked["eval"] if normal(p[3]) not in tuned]
+    dropped = before - len(picked["eval"])
+    for name, files in picked.items():
+        d = out / name
+        if d.exists():
+            for p in sorted(d.rglob("*"), reverse=True):
+                p.unlink() if p.is_file() else p.rmdir()
+        d.mkdir(parents=True, exist_ok=True)
+        counts = {}
+        with open(d / "index.tsv", "w") as index:
+            index.write("file\tlanguage\tsource\tpath\n")
+            for language, origin, rel, text in files:
+                n = counts.get(language, 0) + 1
+                counts[language] = n
+                (d / language).mkdir(exist_ok=True)
+                (d / language / str(n)).write_text(text)
+                index.write(f"{language}/{n}\t{language}\t{origin}\t{rel}\n")
+        summary = " ".join(f"{k}:{v}" for k, v in sorted(counts.items()))
+        print(f"sources: {name}: {len(files)} files in {len(counts)} languages -> {d}", file=sys.stderr)
+        print(f"  {summary}", file=sys.stderr)
+    print(f"sources: eval: {dropped} files dropped as also in tune", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
