@@ -84,7 +84,7 @@ corpus_log=$(mktemp)
 if tests/detection/corpus.sh --set eval >"$corpus_log" 2>&1; then
     tail -n 1 "$corpus_log"
     cargo run --quiet --locked -- detect-accuracy --corpus target/detection-corpus/eval \
-        --min-accuracy 0.90 | tail -n 14 || status=1
+        --min-accuracy 0.90 | tail -n 17 || status=1
 else
     cat "$corpus_log"
     echo "could not build the detection corpus"
