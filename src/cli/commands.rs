@@ -199,6 +199,11 @@ async fn serve(
 ) -> anyhow::Result<()> {
     let agent = state.agent.clone();
     let jobs = state.jobs.clone();
+    // The language model is read once; read it now rather than on the
+    // first `/run`.
+    tokio::task::spawn_blocking(|| {
+        crate::languages::model::builtin();
+    });
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let loop_agent = agent.clone();
     let mut loop_stop = stop_rx;

@@ -33,7 +33,51 @@ pub struct Model {
     /// Distinct features known.
     vocabulary: usize,
     /// Feature hash → (class, weighted count), classes ascending.
-    features: HashMap<u32, Vec<(u16, f32)>>,
+    features: Table,
+}
+
+/// Feature hash → its (class, count) pairs, in three flat arrays sorted by
+/// hash: a few bytes a pair, where a map of vectors would take tens.
+#[derive(Debug, Clone, PartialEq, Default)]
+struct Table {
+    hashes: Vec<u32>,
+    /// Where each hash's pairs start in `pairs` (one more at the end).
+    starts: Vec<u32>,
+    pairs: Vec<(u16, f32)>,
+}
+
+impl Table {
+    fn get(&self, h: u32) -> Option<&[(u16, f32)]> {
+        let i = self.hashes.binary_search(&h).ok()?;
+        Some(&self.pairs[self.starts[i] as usize..self.starts[i + 1] as usize])
+    }
+
+    /// Every hash with its pairs, by hash.
+    fn iter(&self) -> impl Iterator<Item = (u32, &[(u16, f32)])> {
+        self.hashes.iter().enumerate().map(|(i, h)| {
+            (
+                *h,
+                &self.pairs[self.starts[i] as usize..self.starts[i + 1] as usize],
+            )
+        })
+    }
+}
+
+impl From<HashMap<u32, Vec<(u16, f32)>>> for Table {
+    fn from(map: HashMap<u32, Vec<(u16, f32)>>) -> Table {
+        let mut entries: Vec<(u32, Vec<(u16, f32)>)> = map.into_iter().collect();
+        entries.sort_unstable_by_key(|e| e.0);
+        let mut t = Table {
+            starts: vec![0],
+            ..Table::default()
+        };
+        for (h, pairs) in entries {
+            t.hashes.push(h);
+            t.pairs.extend(pairs);
+            t.starts.push(t.pairs.len() as u32);
+        }
+        t
+    }
 }
 
 /// How a text scored: each candidate's log-likelihood, and how many of the
@@ -86,7 +130,7 @@ impl Model {
             threshold: 0.0,
             totals,
             vocabulary: features.len(),
-            features,
+            features: features.into(),
         }
     }
 
@@ -110,7 +154,7 @@ impl Model {
         let mut bonus = vec![0.0; self.classes.len()];
         let mut matched = 0usize;
         for h in hashes {
-            let Some(seen) = self.features.get(h) else {
+            let Some(seen) = self.features.get(*h) else {
                 continue;
             };
             matched += 1;
@@ -142,7 +186,7 @@ impl Model {
         let mut out: Vec<(String, f64)> = tokens::features(code)
             .into_iter()
             .filter_map(|f| {
-                let seen = self.features.get(&tokens::hash(&f))?;
+                let seen = self.features.get(tokens::hash(&f))?;
                 let count = seen.iter().find(|(c, _)| *c as usize == class)?.1;
                 Some((f, (1.0 + f64::from(count) / self.alpha).ln()))
             })
@@ -166,10 +210,8 @@ impl Model {
         let totals: Vec<String> = self.totals.iter().map(|t| format!("{t:.2}")).collect();
         let _ = writeln!(out, "totals\t{}", totals.join("\t"));
         let _ = writeln!(out, "vocabulary\t{}", self.vocabulary);
-        let mut hashes: Vec<&u32> = self.features.keys().collect();
-        hashes.sort();
-        for h in hashes {
-            let counts: Vec<String> = self.features[h]
+        for (h, seen) in self.features.iter() {
+            let counts: Vec<String> = seen
                 .iter()
                 .map(|(c, n)| format!("{c}:{}", trim(*n)))
                 .collect();
@@ -251,7 +293,7 @@ impl Model {
             threshold: number("threshold")?,
             totals,
             vocabulary: number("vocabulary")? as usize,
-            features,
+            features: features.into(),
         })
     }
 }
