@@ -43,8 +43,27 @@ pub fn features(code: &str) -> Vec<String> {
     out
 }
 
-/// The tokens of one line, in order.
-fn tokens(line: &str) -> Vec<&str> {
+/// The tokens of one line, in order; a word in capitals only is read in
+/// lower case (`PROCEDURE DIVISION` is `procedure division`: languages
+/// that ignore case are written both ways).
+fn tokens(line: &str) -> Vec<std::borrow::Cow<'_, str>> {
+    raw_tokens(line)
+        .into_iter()
+        .map(|t| {
+            let shouting = t.len() > 1
+                && t.bytes().any(|b| b.is_ascii_uppercase())
+                && !t.bytes().any(|b| b.is_ascii_lowercase());
+            if shouting {
+                t.to_ascii_lowercase().into()
+            } else {
+                t.into()
+            }
+        })
+        .collect()
+}
+
+/// The tokens of one line as written.
+fn raw_tokens(line: &str) -> Vec<&str> {
     let mut out = Vec::new();
     let mut chars = line.char_indices().peekable();
     while let Some((i, c)) = chars.next() {
