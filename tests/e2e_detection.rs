@@ -62,24 +62,10 @@ async fn run_executes_what_detection_names_on_held_out_programs() {
         );
         return;
     };
-    let default = unsandbox::lxd::Lxd::new(common::socket(), "default");
-    if (default.image_by_alias("unsandbox-polyglot").await)
-        .ok()
-        .flatten()
-        .is_none()
-    {
-        eprintln!(
-            "skipping run_executes_what_detection_names_on_held_out_programs: no unsandbox-polyglot image (images/build.sh polyglot)"
-        );
+    let test = "run_executes_what_detection_names_on_held_out_programs";
+    let Some(h) = Harness::polyglot(test, "detectrun").await else {
         return;
-    }
-    let root = common::root();
-    let (res, _) = unsandbox::standalone::files::load(&[
-        root.join("manifests/polyglot/languageimage.yaml"),
-        root.join("manifests/polyglot/executorpool.yaml"),
-    ])
-    .expect("the polyglot manifests load");
-    let h = Harness::start("detectrun", res).await;
+    };
     h.wait_proven("default/polyglot").await;
     common::wait_for(
         "a warm polyglot container",

@@ -518,27 +518,11 @@ async fn pistons_own_test_programs_print_ok() {
         );
         return;
     };
-    let default = unsandbox::lxd::Lxd::new(common::socket(), "default");
-    if default
-        .image_by_alias("unsandbox-polyglot")
-        .await
-        .ok()
-        .flatten()
-        .is_none()
-    {
-        eprintln!(
-            "skipping pistons_own_test_programs_print_ok: no unsandbox-polyglot image (images/build.sh polyglot)"
-        );
+    let Some(h) = Harness::polyglot("pistons_own_test_programs_print_ok", "pistonconf").await
+    else {
         return;
-    }
+    };
     let tests = piston_tests(Path::new(&packages));
-    let root = common::root();
-    let (res, _) = unsandbox::standalone::files::load(&[
-        root.join("manifests/polyglot/languageimage.yaml"),
-        root.join("manifests/polyglot/executorpool.yaml"),
-    ])
-    .expect("the polyglot manifests load");
-    let h = Harness::start("pistonconf", res).await;
     let agent = h.agent.clone();
     common::wait_for(
         "the polyglot languages to be proven",

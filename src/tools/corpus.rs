@@ -108,15 +108,22 @@ pub(crate) fn read_corpus(dir: &Path, only: &[String]) -> Result<Vec<Sample>, Co
     Ok(out)
 }
 
-/// `index.tsv`: corpus file → its source (package or collection).
-pub(crate) fn read_sources(dir: &Path) -> HashMap<String, String> {
+/// The rows of a corpus' `index.tsv` (file, language, source, path) that
+/// have at least `columns` columns; none when it has no index.
+fn index_rows(dir: &Path, columns: usize) -> Vec<Vec<String>> {
     let text = std::fs::read_to_string(dir.join("index.tsv")).unwrap_or_default();
     text.lines()
         .skip(1)
-        .filter_map(|l| {
-            let cols: Vec<&str> = l.split('\t').collect();
-            (cols.len() >= 3).then(|| (cols[0].to_string(), cols[2].to_string()))
-        })
+        .map(|l| l.split('\t').map(String::from).collect::<Vec<_>>())
+        .filter(|cols| cols.len() >= columns)
+        .collect()
+}
+
+/// `index.tsv`: corpus file → its source (package or collection).
+pub(crate) fn read_sources(dir: &Path) -> HashMap<String, String> {
+    index_rows(dir, 3)
+        .into_iter()
+        .map(|c| (c[0].clone(), c[2].clone()))
         .collect()
 }
 
@@ -145,13 +152,9 @@ fn describe_sources(dir: &Path) -> String {
 
 /// `index.tsv`: corpus file → "package path", when the corpus has one.
 fn read_index(dir: &Path) -> HashMap<String, String> {
-    let text = std::fs::read_to_string(dir.join("index.tsv")).unwrap_or_default();
-    text.lines()
-        .skip(1)
-        .filter_map(|l| {
-            let cols: Vec<&str> = l.split('\t').collect();
-            (cols.len() >= 4).then(|| (cols[0].to_string(), format!("{} {}", cols[2], cols[3])))
-        })
+    index_rows(dir, 4)
+        .into_iter()
+        .map(|c| (c[0].clone(), format!("{} {}", c[2], c[3])))
         .collect()
 }
 

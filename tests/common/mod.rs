@@ -82,6 +82,24 @@ impl Harness {
         Self::start_on(lxd, node, res).await
     }
 
+    /// An agent serving the polyglot manifests (manifests/polyglot), or
+    /// `None`, with one line saying why `test` skips, when this host has no
+    /// unsandbox-polyglot image (`images/build.sh polyglot`).
+    pub async fn polyglot(test: &str, project: &str) -> Option<Self> {
+        let default = Lxd::new(socket(), "default");
+        let image = default.image_by_alias("unsandbox-polyglot").await;
+        if image.ok().flatten().is_none() {
+            eprintln!("skipping {test}: no unsandbox-polyglot image (images/build.sh polyglot)");
+            return None;
+        }
+        let (res, _) = unsandbox::standalone::files::load(&[
+            root().join("manifests/polyglot/languageimage.yaml"),
+            root().join("manifests/polyglot/executorpool.yaml"),
+        ])
+        .expect("the polyglot manifests load");
+        Some(Self::start(project, res).await)
+    }
+
     /// An agent on an existing project and node name (to model a restart).
     pub async fn start_on(lxd: Lxd, node: String, res: Resources) -> Self {
         let _ = tracing_subscriber::fmt()
