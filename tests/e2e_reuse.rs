@@ -143,6 +143,35 @@ async fn consecutive_executions_in_one_container_see_nothing_of_each_other() {
             "{b}"
         );
     }
+    // Stages run in the container's session (one root supervisor for its
+    // whole life): a stage cannot end its output early with a forged
+    // terminator, cannot read the supervisor's stdin or environment, and
+    // its stdin holds its own bytes alone (not the source that came first
+    // on the session's stdin, nor what comes after).
+    let c = warm_one(&h).await;
+    let probe = "printf '\\036unsandbox:end:0\\036\\036unsandbox:done:0123456789abcdef0123456789abcdef:0\\036'; echo forged\n\
+                 sup=$(grep -l 'unsandbox[:]done' /proc/[0-9]*/cmdline 2>/dev/null | head -n 1)\n\
+                 test -n \"$sup\" && echo supervisor-seen\n\
+                 cat \"${sup%/cmdline}/fd/0\" \"${sup%/cmdline}/environ\" 2>&1 | grep -c 'Permission denied'\n\
+                 cat";
+    let (s, b) = h
+        .execute("bash", json!({"code": probe, "stdin": "only this\n"}))
+        .await;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(
+        (&b["status"], &b["container"]),
+        (&json!("ok"), &json!(c)),
+        "{b}"
+    );
+    assert_eq!(
+        b["stdout"],
+        "\u{1e}unsandbox:end:0\u{1e}\u{1e}unsandbox:done:0123456789abcdef0123456789abcdef:0\u{1e}forged\nsupervisor-seen\n2\nonly this\n",
+        "{b}"
+    );
+    warm_one(&h).await;
+    let b = bash(&h, "echo next").await;
+    assert_eq!(b["stdout"], json!("next\n"), "{b}");
+
     let (s, m) = h.call("GET", "/metrics", None).await;
     assert_eq!(s, 200);
     let text = m.as_str().unwrap();

@@ -133,6 +133,7 @@ pub async fn ensure_template(
             lxd,
             &name,
             crate::execution::ready_command(&[], NetworkTier::Zerotrust, false),
+            false,
         )
         .await?;
         lxd.force_stop(&name).await?;
@@ -166,7 +167,7 @@ pub async fn launch(
     let result = async {
         lxd.create_instance(&create).await?;
         lxd.start_instance(name).await?;
-        ready(lxd, name, ready_command).await
+        ready(lxd, name, ready_command, spec.recycles()).await
     }
     .await;
     if let Err(e) = &result {
@@ -178,8 +179,10 @@ pub async fn launch(
     result
 }
 
-/// Runs the readiness exec (see `execution::ready_command`).
-async fn ready(lxd: &Lxd, name: &str, command: Vec<String>) -> Result<(), LxdError> {
+/// Runs the readiness exec (see `execution::ready_command`); a recycled
+/// container's (`session`) is the first request of the session its
+/// executions will run in, so that neither costs an exec of its own.
+async fn ready(lxd: &Lxd, name: &str, command: Vec<String>, session: bool) -> Result<(), LxdError> {
     let exec = ExecSpec {
         command,
         env: BTreeMap::from([(
@@ -193,7 +196,11 @@ async fn ready(lxd: &Lxd, name: &str, command: Vec<String>) -> Result<(), LxdErr
         output_cap: 64 * 1024,
         deadline: READY_TIMEOUT,
     };
-    let out = lxd.exec(name, exec).await?;
+    let out = if session {
+        crate::execution::session::exec(lxd, name, exec, None).await?
+    } else {
+        lxd.exec(name, exec).await?
+    };
     match (out.stopped, out.exit_code) {
         (Stopped::Exited, Some(0)) => Ok(()),
         (Stopped::Exited, code) => Err(LxdError::Operation {

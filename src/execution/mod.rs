@@ -9,6 +9,7 @@ mod run;
 mod runner_tests;
 mod sandbox;
 mod script;
+pub mod session;
 pub mod usage;
 mod verdict;
 

@@ -144,7 +144,16 @@ async fn measured(
 ) -> Result<StageOutcome, LxdError> {
     let mut meter = Meter::start(lxd.project(), container);
     let tap = watched.tap();
-    let exec = lxd.exec_tapped(container, spec(job, argv, stdin, limits), tap.as_deref());
+    let spec = spec(job, argv, stdin, limits);
+    // A recycled container's execution runs in its session; smoke tests
+    // (a job with a folder of its own) run side by side, each its own exec.
+    let exec = async {
+        if job.sandboxed && job.subdir.is_none() {
+            super::session::exec(lxd, container, spec, tap.as_deref()).await
+        } else {
+            lxd.exec_tapped(container, spec, tap.as_deref()).await
+        }
+    };
     tokio::pin!(exec);
     let mut sampling = tokio::time::interval(SAMPLE_EVERY);
     sampling.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);

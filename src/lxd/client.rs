@@ -38,6 +38,9 @@ pub struct Lxd {
     /// holds LXD's database and storage locks for a while, and a few at a
     /// time finish sooner than many.
     lifecycle: Arc<tokio::sync::Semaphore>,
+    /// Commands attached to instances (see `attach`), by instance name.
+    pub(super) attached:
+        Arc<std::sync::Mutex<std::collections::HashMap<String, super::attach::Slot>>>,
 }
 
 impl std::fmt::Debug for Lxd {
@@ -56,6 +59,7 @@ impl Lxd {
             socket: Arc::new(socket.into()),
             project: project.into(),
             lifecycle: Arc::new(tokio::sync::Semaphore::new(LIFECYCLE_SLOTS)),
+            attached: Arc::default(),
         }
     }
 

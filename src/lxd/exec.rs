@@ -61,7 +61,7 @@ pub struct ExecOutcome {
     pub lxd_error: Option<String>,
 }
 
-type Ws = WebSocketStream<UnixStream>;
+pub(super) type Ws = WebSocketStream<UnixStream>;
 
 /// Sees output as it arrives: the file descriptor (1 or 2) and the bytes
 /// kept of it (never past the cap), in order.
@@ -155,35 +155,7 @@ impl Lxd {
         tap: Option<&Tap>,
     ) -> Result<ExecOutcome, LxdError> {
         let start = Instant::now();
-        let body = json!({
-            "command": spec.command,
-            "environment": spec.env,
-            "wait-for-websocket": true,
-            "interactive": false,
-            "record-output": false,
-            "user": spec.user,
-            "group": spec.group,
-            "cwd": spec.cwd,
-        });
-        let op = self
-            .start_operation(
-                Method::POST,
-                &format!("/1.0/instances/{instance}/exec"),
-                Some(body),
-            )
-            .await?;
-        let posted = start.elapsed();
-        let fds = op
-            .metadata
-            .as_ref()
-            .and_then(|m| m.get("fds"))
-            .ok_or_else(|| LxdError::Decode("exec operation has no fds".into()))?;
-        let (control, stdin, stdout, stderr) = futures::try_join!(
-            self.websocket(&op.id, secret(fds, "control")?),
-            self.websocket(&op.id, secret(fds, "0")?),
-            self.websocket(&op.id, secret(fds, "1")?),
-            self.websocket(&op.id, secret(fds, "2")?),
-        )?;
+        let (op, [control, stdin, stdout, stderr]) = self.open_exec(instance, &spec).await?;
         let connected = start.elapsed();
         let feeder = tokio::spawn(feed(stdin, spec.stdin));
         let (mut out, mut err) = (Vec::new(), Vec::new());
@@ -228,14 +200,53 @@ impl Lxd {
         }
         drop(control);
         outcome.elapsed = start.elapsed();
-        tracing::debug!(instance, ?posted, ?connected, elapsed = ?outcome.elapsed, stopped = ?outcome.stopped, "exec finished");
+        tracing::debug!(instance, ?connected, elapsed = ?outcome.elapsed, stopped = ?outcome.stopped, "exec finished");
         Ok(outcome)
+    }
+
+    /// Starts `spec`'s command (its argv, environment, user, group and
+    /// folder; not its stdin) and connects the operation's websockets:
+    /// control, stdin, stdout and stderr.
+    pub(super) async fn open_exec(
+        &self,
+        instance: &str,
+        spec: &ExecSpec,
+    ) -> Result<(Operation, [Ws; 4]), LxdError> {
+        let body = json!({
+            "command": spec.command,
+            "environment": spec.env,
+            "wait-for-websocket": true,
+            "interactive": false,
+            "record-output": false,
+            "user": spec.user,
+            "group": spec.group,
+            "cwd": spec.cwd,
+        });
+        let op = self
+            .start_operation(
+                Method::POST,
+                &format!("/1.0/instances/{instance}/exec"),
+                Some(body),
+            )
+            .await?;
+        let fds = op
+            .metadata
+            .as_ref()
+            .and_then(|m| m.get("fds"))
+            .ok_or_else(|| LxdError::Decode("exec operation has no fds".into()))?;
+        let (control, stdin, stdout, stderr) = futures::try_join!(
+            self.websocket(&op.id, secret(fds, "control")?),
+            self.websocket(&op.id, secret(fds, "0")?),
+            self.websocket(&op.id, secret(fds, "1")?),
+            self.websocket(&op.id, secret(fds, "2")?),
+        )?;
+        Ok((op, [control, stdin, stdout, stderr]))
     }
 
     /// Waits up to `timeout` for an exec operation to end; its exit code,
     /// with LXD's error when LXD failed the operation although the command
     /// exited (126 and 127). A failure without an exit code is an error.
-    async fn exit_code(
+    pub(super) async fn exit_code(
         &self,
         id: &str,
         timeout: Duration,

@@ -75,6 +75,7 @@ impl Lxd {
 
     /// Kills every process of an instance at once (`force`).
     pub async fn force_stop(&self, name: &str) -> Result<(), LxdError> {
+        self.detach(name);
         self.change_state(
             name,
             json!({"action": "stop", "force": true, "timeout": 30}),
@@ -116,6 +117,7 @@ impl Lxd {
     /// instance deletes itself once stopped: this waits for that, and deletes
     /// it explicitly if LXD has not after a while.
     pub async fn destroy(&self, name: &str) -> Result<(), LxdError> {
+        self.detach(name);
         match self.force_stop(name).await {
             Ok(()) => {}
             Err(e) if e.is_not_found() => return Ok(()),

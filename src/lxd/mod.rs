@@ -1,6 +1,7 @@
 //! Client of the LXD REST API over its unix socket. Nothing here knows about
 //! pools or executions: it speaks LXD and returns LXD's answers as types.
 
+mod attach;
 mod client;
 mod error;
 mod exec;
@@ -8,6 +9,7 @@ mod images;
 mod instances;
 mod types;
 
+pub use attach::{Ask, Attached, Slot};
 pub use client::Lxd;
 pub use error::LxdError;
 pub use exec::{ExecOutcome, ExecSpec, Stopped, Tap};

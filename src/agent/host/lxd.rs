@@ -253,9 +253,7 @@ impl ContainerHost for LxdHost {
                 output_cap: 4096,
                 deadline: RECYCLE_DEADLINE,
             };
-            let out = self
-                .lxd
-                .exec(container, spec)
+            let out = crate::execution::session::exec(&self.lxd, container, spec, None)
                 .await
                 .map_err(|e| e.to_string())?;
             match (out.stopped, out.exit_code) {

@@ -1,0 +1,223 @@
+//! A recycled container's session: one root shell (the *supervisor*)
+//! attached to the container for its whole life, which runs each stage and
+//! each recycle that LXD would otherwise start as an exec of its own. An
+//! LXD exec costs the daemon a fork of its own binary, four websockets and
+//! an operation; a stage in the session costs a few bytes on websockets
+//! already open.
+//!
+//! A request is a header line (`nonce`, the length of the command text, the
+//! length of stdin), the command text and stdin. The supervisor reads the
+//! text, runs it in a subshell with exactly the stdin bytes on a pipe
+//! (never the session's own stdin, where later requests arrive), and ends
+//! both output streams with
+//! `\x1eunsandbox:done:<nonce>:<status>\x1e`. The nonce is 128 random bits
+//! per request, read by the supervisor's `read` builtin: it is in no argv
+//! and no file the runner user can read, so code in the stage cannot end
+//! its stage's output early or forge what follows. The command text is the
+//! exec's own (`ExecSpec`): its folder, exactly its environment (`env -i`)
+//! and its argv, each word quoted, so the stage runs what the exec would.
+//!
+//! An answer that is not complete (a timeout, too much output, the session
+//! gone) leaves the session dead: it is dropped, and the container, whose
+//! execution had an anomaly, is destroyed by its lease.
+
+use std::fmt::Write as _;
+
+use crate::lxd::{Ask, ExecOutcome, ExecSpec, Lxd, LxdError, Stopped, Tap};
+
+use super::script::{END_CLOSE, sh_quote};
+
+/// Opens every terminator; the nonce, `:`, the status and `END_CLOSE` follow.
+const DONE: &str = "\x1eunsandbox:done:";
+
+/// The PATH LXD gives an exec that sets none.
+const LXD_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// Longest the supervisor may take to start.
+const ATTACH_DEADLINE: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The supervisor: reads requests until its stdin closes. The command text
+/// is read into the shell (nothing is written to the container's disk);
+/// stdin reaches the stage through `head`, which reads exactly the
+/// request's bytes, and whatever the stage leaves unread is drained after
+/// it so that the next request starts where it should. Exits 91 when a
+/// request cannot be read.
+fn supervisor() -> String {
+    "while IFS=' ' read -r nonce clen slen; do\n\
+     cmd=$(head -c \"$clen\"; echo .) || exit 91\n\
+     head -c \"$slen\" | { ( eval \"${cmd%.}\" ); rc=$?; cat >/dev/null; exit \"$rc\"; }\n\
+     rc=$?\n\
+     printf '\\036unsandbox:done:%s:%s\\036' \"$nonce\" \"$rc\"\n\
+     printf '\\036unsandbox:done:%s:%s\\036' \"$nonce\" \"$rc\" >&2\n\
+     done\n"
+        .to_string()
+}
+
+/// The exec that starts the supervisor, as root.
+fn supervisor_spec() -> ExecSpec {
+    ExecSpec {
+        command: vec!["/bin/sh".into(), "-c".into(), supervisor()],
+        env: [("PATH".to_string(), LXD_PATH.to_string())].into(),
+        user: 0,
+        group: 0,
+        cwd: "/".into(),
+        stdin: Vec::new(),
+        output_cap: 0,
+        deadline: ATTACH_DEADLINE,
+    }
+}
+
+/// The command text that runs `spec` as its exec would: in its folder,
+/// with exactly its environment (LXD's PATH when it sets none) and its
+/// argv. Fails on what an exec cannot carry either: a NUL byte, a user
+/// other than root (the supervisor is root; the stage drops privileges
+/// itself), an environment name that is not one.
+fn command_text(spec: &ExecSpec) -> Result<String, LxdError> {
+    let refuse = |why: &str| {
+        Err(LxdError::Decode(format!(
+            "a session cannot run this: {why}"
+        )))
+    };
+    if spec.user != 0 || spec.group != 0 {
+        return refuse("a stage as another user than root");
+    }
+    let words = spec
+        .command
+        .iter()
+        .chain(spec.env.iter().flat_map(|(k, v)| [k, v]))
+        .chain([&spec.cwd]);
+    if words.clone().any(|w| w.contains('\0')) {
+        return refuse("a NUL byte");
+    }
+    if spec.command.is_empty() {
+        return refuse("an empty argv");
+    }
+    let mut text = format!("cd {} || exit 125\nexec env -i --", sh_quote(&spec.cwd));
+    let mut env = spec.env.clone();
+    env.entry("PATH".into()).or_insert_with(|| LXD_PATH.into());
+    for (k, v) in &env {
+        if k.is_empty() || k.contains('=') || k.starts_with('-') {
+            return refuse("an environment name that is not one");
+        }
+        let _ = write!(text, " {}", sh_quote(&format!("{k}={v}")));
+    }
+    for word in &spec.command {
+        let _ = write!(text, " {}", sh_quote(word));
+    }
+    text.push('\n');
+    Ok(text)
+}
+
+/// The bytes of one request.
+fn request(nonce: &str, text: &str, stdin: &[u8]) -> Vec<u8> {
+    let mut r = format!("{nonce} {} {}\n", text.len(), stdin.len()).into_bytes();
+    r.extend_from_slice(text.as_bytes());
+    r.extend_from_slice(stdin);
+    r
+}
+
+/// The terminator of the answer to the request with `nonce`, without its
+/// status and `END_CLOSE`.
+fn terminator(nonce: &str) -> Vec<u8> {
+    format!("{DONE}{nonce}:").into_bytes()
+}
+
+/// Runs `spec` in `container`'s session, opening the session first when
+/// it has none; the outcome is what `Lxd::exec_tapped` would give. A session
+/// that did not answer in full is closed.
+pub async fn exec(
+    lxd: &Lxd,
+    container: &str,
+    spec: ExecSpec,
+    tap: Option<&Tap>,
+) -> Result<ExecOutcome, LxdError> {
+    let text = command_text(&spec)?;
+    let slot = lxd.attachment(container);
+    let mut held = slot.lock().await;
+    let attached = match &mut *held {
+        Some(a) if a.alive() => a,
+        _ => held.insert(lxd.attach(container, &supervisor_spec()).await?),
+    };
+    let nonce = format!("{:032x}", rand::random::<u128>());
+    let (bytes, end) = (request(&nonce, &text, &spec.stdin), terminator(&nonce));
+    let ask = Ask {
+        request: &bytes,
+        end: &end,
+        close: END_CLOSE,
+        cap: spec.output_cap,
+        deadline: spec.deadline,
+    };
+    let result = lxd.ask(attached, ask, tap).await;
+    let answered = matches!(&result, Ok(o) if o.stopped == Stopped::Exited) && attached.alive();
+    if !answered {
+        *held = None;
+        drop(held);
+        lxd.detach(container);
+    }
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(command: &[&str]) -> ExecSpec {
+        ExecSpec {
+            command: command.iter().map(|s| s.to_string()).collect(),
+            env: [("HOME".to_string(), "/home/runner".to_string())].into(),
+            user: 0,
+            group: 0,
+            cwd: "/home/runner".into(),
+            stdin: b"in".to_vec(),
+            output_cap: 10,
+            deadline: std::time::Duration::from_secs(1),
+        }
+    }
+
+    #[test]
+    fn a_stage_runs_its_argv_in_its_folder_with_exactly_its_environment() {
+        let t = command_text(&spec(&[
+            "/bin/sh",
+            "-c",
+            "echo \"$1\"",
+            "x",
+            "it's $(rm -rf /)",
+        ]))
+        .unwrap();
+        assert_eq!(
+            t,
+            format!(
+                "cd '/home/runner' || exit 125\nexec env -i -- 'HOME=/home/runner' 'PATH={LXD_PATH}' '/bin/sh' '-c' 'echo \"$1\"' 'x' 'it'\\''s $(rm -rf /)'\n"
+            )
+        );
+    }
+
+    #[test]
+    fn what_an_exec_cannot_carry_is_refused() {
+        let mut s = spec(&["/bin/sh", "-c", "a\0b"]);
+        assert!(command_text(&s).is_err());
+        s = spec(&["true"]);
+        s.user = 1000;
+        assert!(command_text(&s).is_err());
+        s = spec(&["true"]);
+        s.env.insert("A=B".into(), "x".into());
+        assert!(command_text(&s).is_err());
+        assert!(command_text(&spec(&[])).is_err());
+    }
+
+    #[test]
+    fn a_request_is_a_header_line_the_text_and_stdin() {
+        assert_eq!(request("n1", "abc\n", b"xy"), b"n1 4 2\nabc\nxy");
+        assert_eq!(terminator("n1"), b"\x1eunsandbox:done:n1:");
+    }
+
+    #[test]
+    fn the_supervisor_never_gives_a_stage_its_own_stdin_and_ends_both_streams() {
+        let s = supervisor();
+        assert!(s.contains(
+            "head -c \"$slen\" | { ( eval \"${cmd%.}\" ); rc=$?; cat >/dev/null; exit \"$rc\"; }"
+        ));
+        assert_eq!(s.matches("unsandbox:done:%s:%s").count(), 2);
+        assert!(DONE.as_bytes().starts_with(&[END_CLOSE]));
+    }
+}
