@@ -231,8 +231,23 @@ pub fn image(spec: &LanguageImageSpec) -> Result<(), Invalid> {
         if l.run.trim().is_empty() {
             p.push(format!("spec.languages[{i}].run: must not be empty"));
         }
+        for k in l.env.keys().filter(|k| !env_name(k)) {
+            p.push(format!(
+                "spec.languages[{i}].env: {k:?} is not a variable name (letters, digits and underscores, not starting with a digit)"
+            ));
+        }
     }
     finish(p)
+}
+
+/// A name a shell can export: ASCII letters, digits and underscores, not
+/// starting with a digit.
+pub fn env_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
 /// A plain file name: no directories, no leading dot, only safe characters.
@@ -400,11 +415,15 @@ mod tests {
         .unwrap();
         image(&ok).unwrap();
         let bad: LanguageImageSpec = serde_yaml::from_str(
-            "source: {}\nlanguages:\n- {name: python, aliases: [Python], sourceFile: ../x, run: ' '}\n",
+            "source: {}\nlanguages:\n- {name: python, aliases: [Python], sourceFile: ../x, run: ' ', env: {A.B: x, 1A: y, _ok_1: z}}\n",
         )
         .unwrap();
         let err = image(&bad).unwrap_err().0;
-        assert_eq!(err.len(), 4, "{err:?}");
+        assert_eq!(err.len(), 6, "{err:?}");
+        assert!(
+            err.iter()
+                .any(|e| e.contains("\"A.B\" is not a variable name"))
+        );
     }
 
     #[test]

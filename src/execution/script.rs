@@ -96,8 +96,9 @@ pub(super) const KILL_REST: &str = "kill -KILL -1; kill -KILL -1";
 /// container kills what is left: smoke tests (a job with a `subdir`) run in
 /// parallel in one container, and their code is the image's own. The kill is guarded by
 /// the uid, so the script never does it as anyone else; the uid is read
-/// before the command runs, because a fork bomb leaves no process slot for
-/// `id` afterwards (`kill` is a builtin and needs none).
+/// (by builtins, from the shell's own `status`) before the command runs,
+/// because a fork bomb leaves no process slot afterwards (`kill` is a
+/// builtin and needs none).
 fn stage_lines(command: &str, alone: bool) -> String {
     let kill = if alone {
         format!("if [ \"$runner_uid\" = {RUNNER_UID} ]; then {KILL_REST}; fi")
@@ -107,7 +108,7 @@ fn stage_lines(command: &str, alone: bool) -> String {
     format!(
         "exec 3>&2 2>/dev/null\n\
          ulimit -n {MAX_OPEN_FILES}\n\
-         runner_uid=$(id -u)\n\
+         while read -r k v _; do case $k in Uid:) runner_uid=$v; break;; esac; done < /proc/self/status\n\
          ( exec 3>&-\n{command}\n) 2>&3\n\
          rc=$?\n\
          {kill}\n\
@@ -436,7 +437,7 @@ mod tests {
         assert!(!argv[2].contains(USED_MARKER));
         assert!(argv[2].contains("--no-new-privs"));
         assert!(argv[4].starts_with(
-            "cd 'smoke-1' || exit 125\nexec 3>&2 2>/dev/null\nulimit -n 1024\nrunner_uid=$(id -u)\n( exec 3>&-\n./main \"$@\"\n)"
+            "cd 'smoke-1' || exit 125\nexec 3>&2 2>/dev/null\nulimit -n 1024\nwhile read -r k v _; do case $k in Uid:) runner_uid=$v; break;; esac; done < /proc/self/status\n( exec 3>&-\n./main \"$@\"\n)"
         ));
         assert_eq!(&argv[5..], ["x"]);
     }

@@ -14,8 +14,8 @@
 //! per request, read by the supervisor's `read` builtin: it is in no argv
 //! and no file the runner user can read, so code in the stage cannot end
 //! its stage's output early or forge what follows. The command text is the
-//! exec's own (`ExecSpec`): its folder, exactly its environment (`env -i`)
-//! and its argv, each word quoted, so the stage runs what the exec would.
+//! exec's own (`ExecSpec`): its folder, its environment and its argv, each
+//! word quoted, so the stage runs what the exec would.
 //!
 //! An answer that is not complete (a timeout, too much output, the session
 //! gone) leaves the session dead: it is dropped, and the container, whose
@@ -68,10 +68,12 @@ fn supervisor_spec() -> ExecSpec {
 }
 
 /// The command text that runs `spec` as its exec would: in its folder,
-/// with exactly its environment (LXD's PATH when it sets none) and its
-/// argv. Fails on what an exec cannot carry either: a NUL byte, a user
-/// other than root (the supervisor is root; the stage drops privileges
-/// itself), an environment name that is not one.
+/// with its environment over the one LXD gave the supervisor (which is
+/// what LXD does for an exec: its defaults, the instance's `environment.*`,
+/// then the exec's own), and its argv. The supervisor's own variables are
+/// not exported. Fails on what an exec cannot carry either: a NUL byte, a
+/// user other than root (the supervisor is root; the stage drops
+/// privileges itself), an environment name a shell cannot export.
 fn command_text(spec: &ExecSpec) -> Result<String, LxdError> {
     let refuse = |why: &str| {
         Err(LxdError::Decode(format!(
@@ -92,15 +94,18 @@ fn command_text(spec: &ExecSpec) -> Result<String, LxdError> {
     if spec.command.is_empty() {
         return refuse("an empty argv");
     }
-    let mut text = format!("cd {} || exit 125\nexec env -i --", sh_quote(&spec.cwd));
-    let mut env = spec.env.clone();
-    env.entry("PATH".into()).or_insert_with(|| LXD_PATH.into());
-    for (k, v) in &env {
-        if k.is_empty() || k.contains('=') || k.starts_with('-') {
-            return refuse("an environment name that is not one");
-        }
-        let _ = write!(text, " {}", sh_quote(&format!("{k}={v}")));
+    if spec.env.keys().any(|k| !crate::crd::validate::env_name(k)) {
+        return refuse("an environment name that is not one");
     }
+    let mut text = format!("cd {} || exit 125\n", sh_quote(&spec.cwd));
+    if !spec.env.is_empty() {
+        text.push_str("export");
+        for (k, v) in &spec.env {
+            let _ = write!(text, " {}", sh_quote(&format!("{k}={v}")));
+        }
+        text.push('\n');
+    }
+    text.push_str("exec");
     for word in &spec.command {
         let _ = write!(text, " {}", sh_quote(word));
     }
@@ -175,7 +180,7 @@ mod tests {
     }
 
     #[test]
-    fn a_stage_runs_its_argv_in_its_folder_with_exactly_its_environment() {
+    fn a_stage_runs_its_argv_in_its_folder_with_its_environment() {
         let t = command_text(&spec(&[
             "/bin/sh",
             "-c",
@@ -186,9 +191,7 @@ mod tests {
         .unwrap();
         assert_eq!(
             t,
-            format!(
-                "cd '/home/runner' || exit 125\nexec env -i -- 'HOME=/home/runner' 'PATH={LXD_PATH}' '/bin/sh' '-c' 'echo \"$1\"' 'x' 'it'\\''s $(rm -rf /)'\n"
-            )
+            "cd '/home/runner' || exit 125\nexport 'HOME=/home/runner'\nexec '/bin/sh' '-c' 'echo \"$1\"' 'x' 'it'\\''s $(rm -rf /)'\n"
         );
     }
 

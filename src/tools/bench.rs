@@ -94,11 +94,16 @@ pub struct BenchArgs {
     pub scale: Option<u32>,
     /// Executions per container in the reuse rows (`spec.reuse`); 0 skips
     /// them.
-    #[arg(long, default_value_t = 20)]
+    #[arg(long, default_value_t = 50)]
     pub reuse_executions: u32,
     /// Warm containers of the reuse rows' pool.
     #[arg(long, default_value_t = 8)]
     pub reuse_warm: u32,
+    /// Offered load of the reuse mode's paced row, in executions per second
+    /// from 8 clients (requests sent on a fixed schedule, latency counted
+    /// from each one's scheduled time); 0 skips it.
+    #[arg(long, default_value_t = 25.0)]
+    pub reuse_rate: f64,
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -398,7 +403,7 @@ async fn sustained_rows(
     for clients in [1, 4, 8] {
         wait_warm(agent, warm, Duration::from_secs(600)).await?;
         let t = Instant::now();
-        let times = phase(&client, addr, language, body, n, clients).await?;
+        let times = phase(&client, addr, language, body, n, clients, None).await?;
         let rate = n as f64 / t.elapsed().as_secs_f64();
         let (p50, p99) = summarize(times);
         rows.push((clients, rate, p50, p99));
@@ -443,6 +448,28 @@ async fn measure_reuse(args: &BenchArgs, agent: &Agent, floor_p50: f64) -> anyho
         args.reuse_executions, args.reuse_warm
     );
     print_rows(&rows, floor_p50);
+    if args.reuse_rate > 0.0 {
+        let (client, addr) = serve(agent).await?;
+        wait_warm(agent, args.reuse_warm, Duration::from_secs(600)).await?;
+        let t = Instant::now();
+        let times = phase(
+            &client,
+            addr,
+            &args.language,
+            &body,
+            n,
+            8,
+            Some(args.reuse_rate),
+        )
+        .await?;
+        let rate = n as f64 / t.elapsed().as_secs_f64();
+        println!(
+            "reuse mode, paced: {n} requests offered at {:.1}/s by 8 clients (latency from each request's scheduled time):",
+            args.reuse_rate
+        );
+        let (p50, p99) = summarize(times);
+        print_rows(&[(8, rate, p50, p99)], floor_p50);
+    }
     Ok(())
 }
 
@@ -519,7 +546,7 @@ async fn measure(args: &BenchArgs, agent: &Agent, lxd: &Lxd) -> anyhow::Result<f
     let body = serde_json::to_vec(&serde_json::json!({"code": args.code}))?;
 
     wait_warm(agent, args.warm, Duration::from_secs(600)).await?;
-    let one = phase(&client, addr, &args.language, &body, args.requests, 1).await?;
+    let one = phase(&client, addr, &args.language, &body, args.requests, 1, None).await?;
     wait_warm(agent, args.warm, Duration::from_secs(600)).await?;
     let many = phase(
         &client,
@@ -528,6 +555,7 @@ async fn measure(args: &BenchArgs, agent: &Agent, lxd: &Lxd) -> anyhow::Result<f
         &body,
         args.requests,
         args.concurrency,
+        None,
     )
     .await?;
     let (one_p50, one_p99) = summarize(one);
@@ -649,19 +677,34 @@ pub(super) async fn phase(
     body: &[u8],
     requests: usize,
     concurrency: usize,
+    pace: Option<f64>,
 ) -> anyhow::Result<Vec<f64>> {
     let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let start = Instant::now();
     let mut tasks = Vec::new();
     for _ in 0..concurrency {
         let (client, next, body) = (client.clone(), next.clone(), Bytes::copy_from_slice(body));
         let url = format!("http://{addr}/execute/{language}");
         tasks.push(tokio::spawn(async move {
             let mut times = Vec::new();
-            while next.fetch_add(1, std::sync::atomic::Ordering::SeqCst) < requests {
+            loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                if i >= requests {
+                    break;
+                }
                 let req = hyper::Request::post(&url)
                     .header("content-type", "application/json")
                     .body(Full::new(body.clone()))?;
-                let t = Instant::now();
+                // Paced: the request is due at its place in the schedule,
+                // and a late send counts as waiting.
+                let t = match pace {
+                    Some(rate) => {
+                        let due = start + Duration::from_secs_f64(i as f64 / rate);
+                        tokio::time::sleep_until(due.into()).await;
+                        due
+                    }
+                    None => Instant::now(),
+                };
                 let resp = client.request(req).await?;
                 let status = resp.status();
                 let bytes = resp.into_body().collect().await?.to_bytes();
