@@ -365,6 +365,16 @@ mod tests {
     }
 
     #[test]
+    fn an_instance_has_one_slot_until_it_is_detached() {
+        let lxd = Lxd::new("/nonexistent", "p");
+        let a = lxd.attachment("c1");
+        assert!(std::sync::Arc::ptr_eq(&a, &lxd.attachment("c1")));
+        assert!(!std::sync::Arc::ptr_eq(&a, &lxd.attachment("c2")));
+        lxd.detach("c1");
+        assert!(!std::sync::Arc::ptr_eq(&a, &lxd.attachment("c1")));
+    }
+
+    #[test]
     fn a_terminator_without_a_status_is_malformed() {
         assert_eq!(scan(b"\x1edone:abc:x\x1e", END, 0x1e, 0), Scan::Malformed);
         assert_eq!(scan(b"\x1edone:abc:1234", END, 0x1e, 0), Scan::Malformed);

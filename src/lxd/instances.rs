@@ -97,6 +97,7 @@ impl Lxd {
 
     /// Deletes a stopped instance. Deleting one that is gone is not an error.
     pub async fn delete_instance(&self, name: &str) -> Result<(), LxdError> {
+        self.detach(name);
         let _slot = self.lifecycle_slot().await;
         match self
             .run_operation(
