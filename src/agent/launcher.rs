@@ -196,11 +196,7 @@ async fn ready(lxd: &Lxd, name: &str, command: Vec<String>, session: bool) -> Re
         output_cap: 64 * 1024,
         deadline: READY_TIMEOUT,
     };
-    let out = if session {
-        crate::execution::session::exec(lxd, name, exec, None).await?
-    } else {
-        lxd.exec(name, exec).await?
-    };
+    let out = crate::execution::session::exec_or_session(lxd, name, exec, None, session).await?;
     match (out.stopped, out.exit_code) {
         (Stopped::Exited, Some(0)) => Ok(()),
         (Stopped::Exited, code) => Err(LxdError::Operation {

@@ -147,13 +147,8 @@ async fn measured(
     let spec = spec(job, argv, stdin, limits);
     // A recycled container's execution runs in its session; smoke tests
     // (a job with a folder of its own) run side by side, each its own exec.
-    let exec = async {
-        if job.sandboxed && job.subdir.is_none() {
-            super::session::exec(lxd, container, spec, tap.as_deref()).await
-        } else {
-            lxd.exec_tapped(container, spec, tap.as_deref()).await
-        }
-    };
+    let in_session = job.sandboxed && job.subdir.is_none();
+    let exec = super::session::exec_or_session(lxd, container, spec, tap.as_deref(), in_session);
     tokio::pin!(exec);
     let mut sampling = tokio::time::interval(SAMPLE_EVERY);
     sampling.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);

@@ -23,7 +23,7 @@
 
 use std::fmt::Write as _;
 
-use crate::lxd::{Ask, ExecOutcome, ExecSpec, Lxd, LxdError, Stopped, Tap};
+use crate::lxd::{Ask, ExecOutcome, ExecSpec, Lxd, LxdError, Tap};
 
 use super::script::{END_CLOSE, sh_quote};
 
@@ -88,7 +88,7 @@ fn command_text(spec: &ExecSpec) -> Result<String, LxdError> {
         .iter()
         .chain(spec.env.iter().flat_map(|(k, v)| [k, v]))
         .chain([&spec.cwd]);
-    if words.clone().any(|w| w.contains('\0')) {
+    if words.into_iter().any(|w| w.contains('\0')) {
         return refuse("a NUL byte");
     }
     if spec.command.is_empty() {
@@ -127,6 +127,22 @@ fn terminator(nonce: &str) -> Vec<u8> {
     format!("{DONE}{nonce}:").into_bytes()
 }
 
+/// Runs `spec` in `container`'s session when `in_session` (see `exec`),
+/// else as an LXD exec of its own: the two give the same outcome.
+pub async fn exec_or_session(
+    lxd: &Lxd,
+    container: &str,
+    spec: ExecSpec,
+    tap: Option<&Tap>,
+    in_session: bool,
+) -> Result<ExecOutcome, LxdError> {
+    if in_session {
+        exec(lxd, container, spec, tap).await
+    } else {
+        lxd.exec_tapped(container, spec, tap).await
+    }
+}
+
 /// Runs `spec` in `container`'s session, opening the session first when
 /// it has none; the outcome is what `Lxd::exec_tapped` would give. A session
 /// that did not answer in full is closed.
@@ -153,8 +169,8 @@ pub async fn exec(
         deadline: spec.deadline,
     };
     let result = lxd.ask(attached, ask, tap).await;
-    let answered = matches!(&result, Ok(o) if o.stopped == Stopped::Exited) && attached.alive();
-    if !answered {
+    // Only a full answer (which `ask` marks) keeps the session.
+    if !attached.alive() {
         *held = None;
         drop(held);
         lxd.detach(container);

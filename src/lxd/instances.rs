@@ -118,7 +118,6 @@ impl Lxd {
     /// instance deletes itself once stopped: this waits for that, and deletes
     /// it explicitly if LXD has not after a while.
     pub async fn destroy(&self, name: &str) -> Result<(), LxdError> {
-        self.detach(name);
         match self.force_stop(name).await {
             Ok(()) => {}
             Err(e) if e.is_not_found() => return Ok(()),
