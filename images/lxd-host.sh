@@ -10,6 +10,8 @@
 # Environment:
 #   UNSANDBOX_STORAGE_POOL  storage pool name          (default: unsandbox)
 #   UNSANDBOX_POOL_SIZE     size of the pool loop file (default: 30GiB)
+#   UNSANDBOX_LXD_CPU_WEIGHT  the daemon's CPU weight, cgroup v2 units
+#                           (1-10000; 100 is every other group's; default: 50)
 set -euo pipefail
 
 POOL="${UNSANDBOX_STORAGE_POOL:-unsandbox}"
@@ -18,6 +20,8 @@ LXD_DIR=/var/lib/lxd
 SOCKET="$LXD_DIR/unix.socket"
 LOG_DIR=/var/log/lxd
 LXCFS_DIR=/var/lib/lxcfs
+CPU_WEIGHT="${UNSANDBOX_LXD_CPU_WEIGHT:-50}"
+CGROUP=unsandbox-lxd
 PACKAGES=(lxd lxd-client lxcfs btrfs-progs iptables debootstrap)
 
 say() { printf 'lxd-host: %s\n' "$*"; }
@@ -84,6 +88,65 @@ else
 fi
 lxd waitready --timeout 60 || die "daemon did not become ready (see $LOG_DIR/lxd.log)"
 daemon_answers || die "daemon does not answer on $SOCKET"
+
+# 2b. The daemon's CPU weight ------------------------------------------------------
+# LXD's lifecycle work (copying, starting, stopping and deleting containers,
+# mostly forks of its own binary) competes with running executions for CPU.
+# At the default weight two replacement launches can take both cores of a
+# small host from the executions being served; at half of it they mostly use
+# what executions leave idle (README, "Limits and known issues": the paced
+# reuse row). Containers are not affected: liblxc puts each in a cgroup of its
+# own (lxc.payload.*), outside the daemon's. The daemon's helpers started from
+# now on (forkstart, forkexec, callhook) inherit it.
+# The daemon: the oldest `lxd` process that is not one of its helpers.
+lxd_pid() {
+    local p
+    for p in $(pgrep -x lxd); do
+        [[ $(tr '\0' ' ' <"/proc/$p/cmdline" 2>/dev/null) =~ \ (fork[a-z]*|callhook|waitready)\  ]] || { echo "$p"; return 0; }
+    done
+    return 1
+}
+set_cpu_weight() {
+    local pid unit cg shares
+    [[ $CPU_WEIGHT =~ ^[0-9]+$ ]] && ((CPU_WEIGHT >= 1 && CPU_WEIGHT <= 10000)) ||
+        die "UNSANDBOX_LXD_CPU_WEIGHT must be 1-10000, not '$CPU_WEIGHT'"
+    pid=$(lxd_pid) || { say "note: no LXD daemon process found; CPU weight left as it is"; return; }
+    # A daemon run by systemd: its unit's setting (kept across restarts).
+    unit=$(sed -n 's|^0::.*/\([^/]*\.service\)$|\1|p; s|^[0-9]*:name=systemd:.*/\([^/]*\.service\)$|\1|p' \
+        "/proc/$pid/cgroup" | head -n 1)
+    if [[ -n $unit ]] && command -v systemctl >/dev/null; then
+        if systemctl set-property "$unit" CPUWeight="$CPU_WEIGHT" 2>/dev/null; then
+            say "daemon CPU weight $CPU_WEIGHT (systemd unit $unit)"
+        else
+            say "note: could not set CPUWeight on $unit; CPU weight left as it is"
+        fi
+        return
+    fi
+    if [[ -f /sys/fs/cgroup/cgroup.controllers ]]; then
+        # cgroup v2: a leaf under the root, with the cpu controller enabled.
+        cg=/sys/fs/cgroup/$CGROUP
+        grep -qw cpu /sys/fs/cgroup/cgroup.subtree_control ||
+            echo +cpu >/sys/fs/cgroup/cgroup.subtree_control 2>/dev/null || true
+        mkdir -p "$cg" 2>/dev/null &&
+            echo "$CPU_WEIGHT" >"$cg/cpu.weight" 2>/dev/null &&
+            echo "$pid" >"$cg/cgroup.procs" 2>/dev/null ||
+            { say "note: could not place the daemon in $cg; CPU weight left as it is"; return; }
+    elif [[ -f /sys/fs/cgroup/cpu/cpu.shares ]]; then
+        # cgroup v1: cpu.shares, where 1024 is the default as 100 is in v2.
+        cg=/sys/fs/cgroup/cpu/$CGROUP
+        shares=$(( CPU_WEIGHT * 1024 / 100 ))
+        ((shares >= 2)) || shares=2
+        mkdir -p "$cg" 2>/dev/null &&
+            echo "$shares" >"$cg/cpu.shares" 2>/dev/null &&
+            echo "$pid" >"$cg/cgroup.procs" 2>/dev/null ||
+            { say "note: could not place the daemon in $cg; CPU weight left as it is"; return; }
+    else
+        say "note: no cgroup cpu controller found; CPU weight left as it is"
+        return
+    fi
+    say "daemon CPU weight $CPU_WEIGHT (cgroup $cg)"
+}
+set_cpu_weight
 
 # 3. Storage pool ---------------------------------------------------------------
 if lxc storage show "$POOL" >/dev/null 2>&1; then

@@ -15,7 +15,6 @@ mod verdict;
 
 pub use progress::{Progress, Stage, Stream, Watch, mark_start};
 pub use run::{Limits, StageLimits, retryable, run, run_watched};
-pub use sandbox::recycle_command;
 pub use script::{
     EGRESS_PROXY, ERROR_MARKER, Job, NETWORK_MARKER, READY_MARKER, RUNNER_GID, RUNNER_UID,
     USED_MARKER, WORKDIR, command, proxy_env, ready_command, run_command,

@@ -21,7 +21,7 @@ use super::script::{RUNNER_GID, RUNNER_UID, WORKDIR};
 /// Where the box's tmpfs mounts live in the container.
 pub const BOX_DIR: &str = "/run/unsandbox/box";
 /// The container's mount count without a box, written when the first box
-/// is built and compared after each one is unmounted.
+/// is built and compared (plus the box's) before each one is unmounted.
 pub const MOUNTS_FILE: &str = "/run/unsandbox/mounts";
 /// The box's tmpfs mounts, with the sizes of the container's own places:
 /// written when the first box is built, mounted for every box with one
@@ -61,7 +61,7 @@ pub fn empty_own() -> String {
 /// with a reason on stderr, when it cannot.
 pub fn setup() -> String {
     let mut first = format!(
-        "wc -l < /proc/self/mountinfo > {MOUNTS_FILE} || exit 90\n\
+        "grep -c -E '^{MOUNT_LINE}' /proc/self/mountinfo > {MOUNTS_FILE} || exit 90\n\
          : > {BOX_FSTAB}.new && : > {BIND_FSTAB}.new || exit 90\n"
     );
     for (place, name, mode) in PLACES {
@@ -86,13 +86,18 @@ pub fn setup() -> String {
     )
 }
 
+/// Matches every line of a `mountinfo` file (mount id, parent id,
+/// major:minor) and no line of a `status` file (all named).
+const MOUNT_LINE: &str = "[0-9]+ [0-9]+ [0-9]+:[0-9]+ ";
+
 /// Checks that the execution that ended left nothing and unmounts its box
 /// (as root): no process of the runner user, by the real uid in its `status` (which a
 /// process cannot hide by making itself undumpable; the pid namespace's
 /// end killed them all, a straggler gets a second), nothing in the
-/// container's own writable places (dot files included), every box mount
-/// released, the mount count back to the container's own. Exits 1 with the
-/// reason on stderr when something is left.
+/// container's own writable places (dot files included), no mount but the
+/// container's own and the box's (counted in the same `grep` that finds
+/// the processes), every box mount released. Exits 1 with the reason on
+/// stderr when something is left.
 pub fn teardown() -> String {
     let boxes: Vec<String> = PLACES
         .iter()
@@ -104,19 +109,25 @@ pub fn teardown() -> String {
         .collect();
     format!(
         "i=0\n\
-         while left=$(grep -ls '^Uid:[[:space:]]*{RUNNER_UID}[[:space:]]' /proc/[0-9]*/status); [ -n \"$left\" ]; do\n\
+         while :; do\n\
+         left= n=\n\
+         for l in $(grep -cs -E '^(Uid:[[:space:]]*{RUNNER_UID}[[:space:]]|{MOUNT_LINE})' /proc/self/mountinfo /proc/[0-9]*/status); do\n\
+         case $l in /proc/self/mountinfo:*) n=${{l##*:}} ;; *:0) ;; *) left=\"$left ${{l%:*}}\" ;; esac\n\
+         done\n\
+         [ -z \"$left\" ] && break\n\
          i=$((i+1)); if [ $i -gt 50 ]; then echo \"recycle: processes left:$left\" >&2; exit 1; fi\n\
          sleep 0.02\n\
          done\n\
          for f in {globs}; do\n\
          if [ -e \"$f\" ] || [ -L \"$f\" ]; then echo 'recycle: files left outside the sandbox' >&2; exit 1; fi\n\
          done\n\
-         umount {boxes} || {{ echo \"recycle: the box is still held\" >&2; exit 1; }}\n\
-         n=$(wc -l < /proc/self/mountinfo)\n\
          read -r was < {MOUNTS_FILE}\n\
-         if [ \"$n\" != \"$was\" ]; then echo \"recycle: $n mounts, $was expected\" >&2; exit 1; fi\n",
+         was=$((was + {places}))\n\
+         if [ \"$n\" != \"$was\" ]; then echo \"recycle: $n mounts, $was expected\" >&2; exit 1; fi\n\
+         umount {boxes} || {{ echo \"recycle: the box is still held\" >&2; exit 1; }}\n",
         globs = globs.join(" "),
         boxes = boxes.join(" "),
+        places = PLACES.len(),
     )
 }
 

@@ -36,21 +36,69 @@ const LXD_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:
 /// Longest the supervisor may take to start.
 const ATTACH_DEADLINE: std::time::Duration = std::time::Duration::from_secs(10);
 
-/// The supervisor: reads requests until its stdin closes. The command text
-/// is read into the shell (nothing is written to the container's disk);
-/// stdin reaches the stage through `head`, which reads exactly the
+/// Longest a recycle may take.
+const RECYCLE_DEADLINE: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The exec that readies a used container for its next execution
+/// (`sandbox::recycle_command`), as root.
+fn recycle_spec() -> ExecSpec {
+    ExecSpec {
+        command: super::sandbox::recycle_command(),
+        env: Default::default(),
+        user: 0,
+        group: 0,
+        cwd: "/".into(),
+        stdin: Vec::new(),
+        output_cap: 4096,
+        deadline: RECYCLE_DEADLINE,
+    }
+}
+
+/// A request's command text: sent with it, or one the supervisor was
+/// started with, named (nothing to send, and no process to read it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Text<'a> {
+    Sent(&'a str),
+    Known(&'static str),
+}
+
+/// The command texts the supervisor is started with, by name.
+fn known() -> Vec<(&'static str, String)> {
+    let recycle = command_text(&recycle_spec()).expect("the recycle is an exec a session can run");
+    vec![("recycle", recycle)]
+}
+
+/// The supervisor: reads requests until its stdin closes. A command text
+/// sent with the request is read into the shell (nothing is written to the
+/// container's disk); a known one is taken from the variable it was started
+/// with. Stdin reaches the stage through `head`, which reads exactly the
 /// request's bytes, and whatever the stage leaves unread is drained after
-/// it so that the next request starts where it should. Exits 91 when a
-/// request cannot be read.
+/// it so that the next request starts where it should; a request without
+/// stdin runs on `/dev/null`. Exits 91 when a request cannot be read.
 fn supervisor() -> String {
-    "while IFS=' ' read -r nonce clen slen; do\n\
-     cmd=$(head -c \"$clen\"; echo .) || exit 91\n\
-     head -c \"$slen\" | { ( eval \"${cmd%.}\" ); rc=$?; cat >/dev/null; exit \"$rc\"; }\n\
-     rc=$?\n\
-     printf '\\036unsandbox:done:%s:%s\\036' \"$nonce\" \"$rc\"\n\
-     printf '\\036unsandbox:done:%s:%s\\036' \"$nonce\" \"$rc\" >&2\n\
-     done\n"
-        .to_string()
+    let mut s = String::new();
+    let mut names = String::new();
+    for (name, text) in known() {
+        let _ = writeln!(s, "u_{name}={}", sh_quote(&format!("{text}.")));
+        let _ = writeln!(names, "{name}) cmd=$u_{name} ;;");
+    }
+    let _ = write!(
+        s,
+        "while IFS=' ' read -r nonce clen slen name; do\n\
+         case $name in\n\
+         -) cmd=$(head -c \"$clen\"; echo .) || exit 91 ;;\n\
+         {names}\
+         *) exit 91 ;;\n\
+         esac\n\
+         if [ \"$slen\" = 0 ]; then ( eval \"${{cmd%.}}\" ) </dev/null\n\
+         else head -c \"$slen\" | {{ ( eval \"${{cmd%.}}\" ); rc=$?; cat >/dev/null; exit \"$rc\"; }}\n\
+         fi\n\
+         rc=$?\n\
+         printf '\\036unsandbox:done:%s:%s\\036' \"$nonce\" \"$rc\"\n\
+         printf '\\036unsandbox:done:%s:%s\\036' \"$nonce\" \"$rc\" >&2\n\
+         done\n"
+    );
+    s
 }
 
 /// The exec that starts the supervisor, as root.
@@ -113,10 +161,15 @@ fn command_text(spec: &ExecSpec) -> Result<String, LxdError> {
     Ok(text)
 }
 
-/// The bytes of one request.
-fn request(nonce: &str, text: &str, stdin: &[u8]) -> Vec<u8> {
-    let mut r = format!("{nonce} {} {}\n", text.len(), stdin.len()).into_bytes();
-    r.extend_from_slice(text.as_bytes());
+/// The bytes of one request: the header line (`-` for a text sent with
+/// it, else the known text's name), the text when sent, and stdin.
+fn request(nonce: &str, text: Text, stdin: &[u8]) -> Vec<u8> {
+    let (sent, name) = match text {
+        Text::Sent(t) => (t, "-"),
+        Text::Known(name) => ("", name),
+    };
+    let mut r = format!("{nonce} {} {} {name}\n", sent.len(), stdin.len()).into_bytes();
+    r.extend_from_slice(sent.as_bytes());
     r.extend_from_slice(stdin);
     r
 }
@@ -153,6 +206,33 @@ pub async fn exec(
     tap: Option<&Tap>,
 ) -> Result<ExecOutcome, LxdError> {
     let text = command_text(&spec)?;
+    ask(lxd, container, Text::Sent(&text), &spec, tap).await
+}
+
+/// Readies a used container for its next execution in its session: the
+/// last execution checked and its box unmounted, a fresh box built
+/// (`sandbox::recycle_command`, a text the supervisor knows).
+pub async fn recycle(lxd: &Lxd, container: &str) -> Result<ExecOutcome, LxdError> {
+    ask(
+        lxd,
+        container,
+        Text::Known("recycle"),
+        &recycle_spec(),
+        None,
+    )
+    .await
+}
+
+/// Sends one request to `container`'s supervisor (started first when it
+/// has none) and reads its answer; a session that did not answer in full is
+/// closed.
+async fn ask(
+    lxd: &Lxd,
+    container: &str,
+    text: Text<'_>,
+    spec: &ExecSpec,
+    tap: Option<&Tap>,
+) -> Result<ExecOutcome, LxdError> {
     let slot = lxd.attachment(container);
     let mut held = slot.lock().await;
     let attached = match &mut *held {
@@ -160,7 +240,7 @@ pub async fn exec(
         _ => held.insert(lxd.attach(container, &supervisor_spec()).await?),
     };
     let nonce = format!("{:032x}", rand::random::<u128>());
-    let (bytes, end) = (request(&nonce, &text, &spec.stdin), terminator(&nonce));
+    let (bytes, end) = (request(&nonce, text, &spec.stdin), terminator(&nonce));
     let ask = Ask {
         request: &bytes,
         end: &end,
@@ -226,7 +306,14 @@ mod tests {
 
     #[test]
     fn a_request_is_a_header_line_the_text_and_stdin() {
-        assert_eq!(request("n1", "abc\n", b"xy"), b"n1 4 2\nabc\nxy");
+        assert_eq!(
+            request("n1", Text::Sent("abc\n"), b"xy"),
+            b"n1 4 2 -\nabc\nxy"
+        );
+        assert_eq!(
+            request("n2", Text::Known("recycle"), b""),
+            b"n2 0 0 recycle\n"
+        );
         assert_eq!(terminator("n1"), b"\x1eunsandbox:done:n1:");
     }
 
@@ -236,7 +323,17 @@ mod tests {
         assert!(s.contains(
             "head -c \"$slen\" | { ( eval \"${cmd%.}\" ); rc=$?; cat >/dev/null; exit \"$rc\"; }"
         ));
+        assert!(s.contains("if [ \"$slen\" = 0 ]; then ( eval \"${cmd%.}\" ) </dev/null\n"));
         assert_eq!(s.matches("unsandbox:done:%s:%s").count(), 2);
         assert!(DONE.as_bytes().starts_with(&[END_CLOSE]));
+    }
+
+    #[test]
+    fn the_supervisor_knows_the_recycle_and_nothing_else_by_name() {
+        let s = supervisor();
+        let recycle = command_text(&recycle_spec()).unwrap();
+        assert!(s.starts_with(&format!("u_recycle={}\n", sh_quote(&format!("{recycle}.")))));
+        assert!(s.contains("-) cmd=$(head -c \"$clen\"; echo .) || exit 91 ;;\nrecycle) cmd=$u_recycle ;;\n*) exit 91 ;;\n"));
+        assert!(recycle.contains("processes left"), "{recycle}");
     }
 }

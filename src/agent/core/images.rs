@@ -62,6 +62,14 @@ impl Core {
         };
         let state = match (result, known) {
             (Ok(image), known) => {
+                if known.is_none() {
+                    tracing::info!(
+                        ?source,
+                        fingerprint = image.fingerprint,
+                        versions = image.versions.len(),
+                        "image ready"
+                    );
+                }
                 if let Some(old) = known.filter(|k| k.fingerprint != image.fingerprint) {
                     tracing::info!(
                         ?source,

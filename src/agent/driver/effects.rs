@@ -43,10 +43,11 @@ impl Agent {
                     move |agent| async move {
                         let result = agent.inner.host.ensure_image(&source).await;
                         match &result {
-                            Ok(i) => tracing::info!(
+                            // The core says when an image is first ready or changes.
+                            Ok(i) => tracing::debug!(
                                 fingerprint = i.fingerprint,
                                 versions = i.versions.len(),
-                                "image ready"
+                                "image looked up"
                             ),
                             Err(e) => tracing::warn!(error = %e, "image unavailable"),
                         }

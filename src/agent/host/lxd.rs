@@ -16,9 +16,6 @@ use crate::lxd::{InstanceInfo, Lxd, LxdError};
 use super::super::core::{ImageReady, LaunchOrder};
 use super::ContainerHost;
 
-/// Longest a recycle (check and fresh sandbox) may take.
-const RECYCLE_DEADLINE: std::time::Duration = std::time::Duration::from_secs(10);
-
 /// A node's containers on LXD.
 pub struct LxdHost {
     lxd: Lxd,
@@ -243,17 +240,7 @@ impl ContainerHost for LxdHost {
 
     fn recycle<'a>(&'a self, container: &'a str) -> BoxFuture<'a, Result<(), String>> {
         async move {
-            let spec = crate::lxd::ExecSpec {
-                command: crate::execution::recycle_command(),
-                env: Default::default(),
-                user: 0,
-                group: 0,
-                cwd: "/".to_string(),
-                stdin: Vec::new(),
-                output_cap: 4096,
-                deadline: RECYCLE_DEADLINE,
-            };
-            let out = crate::execution::session::exec(&self.lxd, container, spec, None)
+            let out = crate::execution::session::recycle(&self.lxd, container)
                 .await
                 .map_err(|e| e.to_string())?;
             match (out.stopped, out.exit_code) {
