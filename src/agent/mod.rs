@@ -15,7 +15,7 @@
 
 pub(crate) mod core;
 pub(crate) mod desired;
-mod driver;
+pub(crate) mod driver;
 pub(crate) mod host;
 pub(crate) mod image;
 pub(crate) mod keys;

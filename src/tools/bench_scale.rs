@@ -14,16 +14,9 @@ use crate::execution::{RUNNER_GID, RUNNER_UID};
 use crate::lxd::{ExecSpec, Lxd};
 
 use super::bench::{BenchArgs, summarize, wait_warm};
+use crate::agent::driver::pressure::kib_field as meminfo_kib;
 
 const SAMPLES: usize = 10;
-
-/// A `/proc/meminfo` field in KiB.
-fn meminfo_kib(text: &str, key: &str) -> Option<u64> {
-    text.lines().find_map(|l| {
-        let rest = l.strip_prefix(key)?.strip_prefix(':')?;
-        rest.split_whitespace().next()?.parse().ok()
-    })
-}
 
 /// (MemAvailable, MemFree) of the host in MiB.
 fn host_memory() -> (f64, f64) {

@@ -4,7 +4,7 @@
 
 mod effects;
 mod lease;
-mod pressure;
+pub(crate) mod pressure;
 mod run;
 #[cfg(test)]
 mod tests;

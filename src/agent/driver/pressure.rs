@@ -16,18 +16,20 @@ pub fn memory_short() -> bool {
 
 /// `MemAvailable / MemTotal` from the text of `/proc/meminfo`. Pure.
 pub fn available_share(meminfo: &str) -> Option<f64> {
-    let field = |name: &str| -> Option<f64> {
-        meminfo
-            .lines()
-            .find_map(|l| l.strip_prefix(name))?
-            .trim()
-            .trim_end_matches("kB")
-            .trim()
-            .parse()
-            .ok()
-    };
-    let (total, available) = (field("MemTotal:")?, field("MemAvailable:")?);
-    (total > 0.0).then(|| available / total)
+    let (total, available) = (
+        kib_field(meminfo, "MemTotal")?,
+        kib_field(meminfo, "MemAvailable")?,
+    );
+    (total > 0).then(|| available as f64 / total as f64)
+}
+
+/// A `Key: N kB` field of `/proc/meminfo` or `/proc/PID/status`, in KiB.
+/// Pure.
+pub fn kib_field(text: &str, key: &str) -> Option<u64> {
+    text.lines().find_map(|l| {
+        let rest = l.strip_prefix(key)?.strip_prefix(':')?;
+        rest.split_whitespace().next()?.parse().ok()
+    })
 }
 
 #[cfg(test)]
