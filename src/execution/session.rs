@@ -73,8 +73,10 @@ fn known() -> Vec<(&'static str, String)> {
 /// container's disk); a known one is taken from the variable it was started
 /// with. Stdin reaches the stage through `head`, which reads exactly the
 /// request's bytes, and whatever the stage leaves unread is drained after
-/// it so that the next request starts where it should; a request without
-/// stdin runs on `/dev/null`. Exits 91 when a request cannot be read.
+/// it so that the next request starts where it should. A stage's stdin is
+/// always a pipe, as an exec's is; a known text without stdin (the
+/// recycle, the supervisor's own) runs on `/dev/null`. Exits 91 when a
+/// request cannot be read.
 fn supervisor() -> String {
     let mut s = String::new();
     let mut names = String::new();
@@ -90,7 +92,7 @@ fn supervisor() -> String {
          {names}\
          *) exit 91 ;;\n\
          esac\n\
-         if [ \"$slen\" = 0 ]; then ( eval \"${{cmd%.}}\" ) </dev/null\n\
+         if [ \"$name\" != - ] && [ \"$slen\" = 0 ]; then ( eval \"${{cmd%.}}\" ) </dev/null\n\
          else head -c \"$slen\" | {{ ( eval \"${{cmd%.}}\" ); rc=$?; cat >/dev/null; exit \"$rc\"; }}\n\
          fi\n\
          rc=$?\n\
@@ -323,7 +325,9 @@ mod tests {
         assert!(s.contains(
             "head -c \"$slen\" | { ( eval \"${cmd%.}\" ); rc=$?; cat >/dev/null; exit \"$rc\"; }"
         ));
-        assert!(s.contains("if [ \"$slen\" = 0 ]; then ( eval \"${cmd%.}\" ) </dev/null\n"));
+        assert!(s.contains(
+            "if [ \"$name\" != - ] && [ \"$slen\" = 0 ]; then ( eval \"${cmd%.}\" ) </dev/null\n"
+        ));
         assert_eq!(s.matches("unsandbox:done:%s:%s").count(), 2);
         assert!(DONE.as_bytes().starts_with(&[END_CLOSE]));
     }
