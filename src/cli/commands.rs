@@ -142,6 +142,17 @@ async fn start_agent(
         .await
         .with_context(|| format!("cannot reach LXD at {}", client.socket().display()))?;
     tracing::info!(version = %server.environment.server_version, project = client.project(), "connected to LXD");
+    // Seen only where the daemon's processes are (on the host, not in a pod).
+    match crate::tools::lxd_weight::lxd_cpu_weight() {
+        Some((weight, file)) if weight >= 100 => tracing::warn!(
+            weight,
+            file,
+            "the LXD daemon has the default CPU weight or more: its launches compete with \
+             running executions (images/lxd-host.sh gives it 50)"
+        ),
+        Some((weight, file)) => tracing::info!(weight, file, "the LXD daemon's CPU weight"),
+        None => tracing::debug!("the LXD daemon's CPU weight cannot be seen from here"),
+    }
     client
         .ensure_project()
         .await

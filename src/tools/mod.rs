@@ -12,6 +12,6 @@ mod bench_network;
 mod bench_profile;
 mod bench_scale;
 pub mod corpus;
-mod lxd_weight;
+pub(crate) mod lxd_weight;
 pub mod prove;
 pub mod train;
