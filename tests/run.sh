@@ -1,7 +1,6 @@
 #!/usr/bin/env bash
 # The whole unsandbox test suite, on a Debian host as root:
-#   1. installs and starts LXD with its storage (images/lxd-host.sh), and
-#      checks the daemon's CPU weight (tests/lxd-cpu-weight.sh),
+#   1. installs and starts LXD with its storage (images/lxd-host.sh),
 #   2. builds the small test image (skipped when it is up to date),
 #   3. checks formatting and lints, and the Helm chart and kustomize base
 #      offline (helm lint/template, kubectl kustomize),
@@ -38,7 +37,6 @@ fi
 
 step "LXD host"
 images/lxd-host.sh
-tests/lxd-cpu-weight.sh
 step "small test image"
 images/build.sh small
 

@@ -143,7 +143,7 @@ async fn start_agent(
         .with_context(|| format!("cannot reach LXD at {}", client.socket().display()))?;
     tracing::info!(version = %server.environment.server_version, project = client.project(), "connected to LXD");
     // Seen only where the daemon's processes are (on the host, not in a pod).
-    match crate::tools::lxd_weight::lxd_cpu_weight() {
+    match crate::lxd::daemon_cpu_weight() {
         Some((weight, file)) if weight >= 100 => tracing::warn!(
             weight,
             file,

@@ -62,10 +62,13 @@ enum Text<'a> {
     Known(&'static str),
 }
 
+/// The name the recycle's text is known by.
+const RECYCLE: &str = "recycle";
+
 /// The command texts the supervisor is started with, by name.
 fn known() -> Vec<(&'static str, String)> {
     let recycle = command_text(&recycle_spec()).expect("the recycle is an exec a session can run");
-    vec![("recycle", recycle)]
+    vec![(RECYCLE, recycle)]
 }
 
 /// The supervisor: reads requests until its stdin closes. A command text
@@ -215,14 +218,7 @@ pub async fn exec(
 /// last execution checked and its box unmounted, a fresh box built
 /// (`sandbox::recycle_command`, a text the supervisor knows).
 pub async fn recycle(lxd: &Lxd, container: &str) -> Result<ExecOutcome, LxdError> {
-    ask(
-        lxd,
-        container,
-        Text::Known("recycle"),
-        &recycle_spec(),
-        None,
-    )
-    .await
+    ask(lxd, container, Text::Known(RECYCLE), &recycle_spec(), None).await
 }
 
 /// Sends one request to `container`'s supervisor (started first when it

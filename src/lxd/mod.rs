@@ -1,5 +1,6 @@
-//! Client of the LXD REST API over its unix socket. Nothing here knows about
-//! pools or executions: it speaks LXD and returns LXD's answers as types.
+//! Client of the LXD REST API over its unix socket, and the daemon's CPU
+//! weight as the host's cgroups show it. Nothing here knows about pools or
+//! executions: it speaks LXD and returns LXD's answers as types.
 
 mod attach;
 mod client;
@@ -8,12 +9,14 @@ mod exec;
 mod images;
 mod instances;
 mod types;
+mod weight;
 
 pub use attach::{Ask, Attached, Slot};
 pub use client::Lxd;
 pub use error::LxdError;
 pub use exec::{ExecOutcome, ExecSpec, Stopped, Tap};
 pub use types::{ImageInfo, InstanceCreate, InstanceInfo, InstanceState, Operation, ServerInfo};
+pub use weight::daemon_cpu_weight;
 
 /// The first LXD socket that exists among the usual places (Debian's package,
 /// the snap, Incus), or Debian's path when none does.

@@ -586,7 +586,7 @@ async fn measure(args: &BenchArgs, agent: &Agent, lxd: &Lxd) -> anyhow::Result<f
         "unsandbox bench: {} `{}`, {} requests per phase",
         args.language, args.code, args.requests
     );
-    match super::lxd_weight::lxd_cpu_weight() {
+    match crate::lxd::daemon_cpu_weight() {
         Some((w, file)) => println!("LXD daemon's CPU weight: {w} (100 is the default; {file})"),
         None => println!("LXD daemon's CPU weight: not found on this host"),
     }

@@ -12,6 +12,5 @@ mod bench_network;
 mod bench_profile;
 mod bench_scale;
 pub mod corpus;
-pub(crate) mod lxd_weight;
 pub mod prove;
 pub mod train;
