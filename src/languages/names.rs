@@ -86,15 +86,21 @@ pub const SYNONYMS: &[(&str, &str)] = &[
 
 /// Served languages the model has no content features for: too little real
 /// code to learn from (fewer than 20 documents in the tuning corpora, or
-/// none). Only a shebang (or a file name's extension) names them.
+/// fewer than two independent sources with 5 each). Only a shebang (or a
+/// file name's extension) names them.
 pub const SHEBANG_ONLY: &[&str] = &[
     "algol68",
     "basic-yabasic",
     "bc",
     "brainfuck",
+    "fish",
     "ksh",
+    "modula-2",
+    "nickle",
     "pari-gp",
     "ratfor",
     "sed",
     "tcsh",
+    "vhdl",
+    "zsh",
 ];

@@ -128,10 +128,10 @@ pub(crate) fn read_sources(dir: &Path) -> HashMap<String, String> {
 }
 
 /// The collection a corpus file's source belongs to: Exercism, Linguist,
-/// Piston, Sample Programs, or else a Debian package.
+/// Piston, Rosetta Code, Sample Programs, or else a Debian package.
 pub(crate) fn group_of(source: &str) -> String {
     match source.split('/').next().unwrap_or(source) {
-        g @ ("exercism" | "linguist" | "piston" | "sample-programs") => g.to_string(),
+        g @ ("exercism" | "linguist" | "piston" | "rosetta" | "sample-programs") => g.to_string(),
         _ => "debian".to_string(),
     }
 }
