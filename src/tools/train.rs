@@ -4,9 +4,9 @@
 //! the build picks it up (`src/languages/model.tsv`).
 //!
 //! Calibration never looks at the text it is judged on: each source (a
-//! group of the corpora: Exercism, Linguist, Piston, Rosetta Code, Debian) is scored by a
-//! model trained on the other sources, and the smoothing, temperature,
-//! saturation and threshold are chosen on those scores.
+//! group of the corpora: Exercism, Linguist, Piston, Rosetta Code, Debian)
+//! is scored by a model trained on the other sources, and the smoothing,
+//! temperature, saturation and threshold are chosen on those scores.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
@@ -57,7 +57,6 @@ struct Doc {
     hashes: Vec<u32>,
 }
 
-/// Counts features over `docs` into a model with smoothing `alpha`.
 /// A source counts towards `--min-sources` for a language with this many
 /// of its documents.
 const SOURCE_DOCUMENTS: usize = 5;
