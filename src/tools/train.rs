@@ -61,6 +61,24 @@ struct Doc {
 /// of its documents.
 const SOURCE_DOCUMENTS: usize = 5;
 
+/// Which classes the model learns: those with enough documents, from
+/// enough independent sources.
+fn learnable(docs: &[Doc], classes: usize, args: &DetectTrainArgs) -> Vec<bool> {
+    let mut sizes = vec![0usize; classes];
+    let mut per_source: HashMap<(usize, &str), usize> = HashMap::new();
+    for d in docs {
+        sizes[d.class] += 1;
+        *per_source.entry((d.class, d.group.as_str())).or_default() += 1;
+    }
+    let mut sources = vec![0usize; classes];
+    for ((class, _), n) in &per_source {
+        sources[*class] += usize::from(*n >= SOURCE_DOCUMENTS);
+    }
+    (0..classes)
+        .map(|c| sizes[c] >= args.min_class_documents && sources[c] >= args.min_sources)
+        .collect()
+}
+
 /// Counts features over `docs` into a model with smoothing `alpha`.
 fn train(docs: &[&Doc], classes: &[String], min_documents: usize, cap: f64, alpha: f64) -> Model {
     let mut sizes: HashMap<(usize, &str), usize> = HashMap::new();
@@ -214,17 +232,8 @@ pub fn run(args: &DetectTrainArgs) -> Result<(), CorpusError> {
                 .collect(),
         })
         .collect();
-    let mut sizes = vec![0usize; classes.len()];
-    let mut per_source: HashMap<(usize, &str), usize> = HashMap::new();
-    for d in &docs {
-        sizes[d.class] += 1;
-        *per_source.entry((d.class, d.group.as_str())).or_default() += 1;
-    }
-    let mut sources = vec![0usize; classes.len()];
-    for ((class, _), n) in &per_source {
-        sources[*class] += usize::from(*n >= SOURCE_DOCUMENTS);
-    }
-    let learned = |c: usize| sizes[c] >= args.min_class_documents && sources[c] >= args.min_sources;
+    let learnable = learnable(&docs, classes.len(), args);
+    let learned = |c: usize| learnable[c];
     let dropped: Vec<&str> = (0..classes.len())
         .filter(|c| !learned(*c))
         .map(|c| classes[c].as_str())
@@ -332,6 +341,40 @@ mod tests {
         assert_eq!(corpus::group_of("linguist"), "linguist");
         assert_eq!(corpus::group_of("rosetta"), "rosetta");
         assert_eq!(corpus::group_of("libpython3.11-stdlib"), "debian");
+    }
+
+    #[test]
+    fn a_language_is_learned_from_enough_documents_of_two_sources() {
+        let doc = |class, group: &str| Doc {
+            class,
+            group: group.to_string(),
+            hashes: vec![],
+        };
+        let mut docs = Vec::new();
+        // 0: 30 documents from one source; 1: 15 and 15 from two; 2: 27
+        // and 3 (the second source too small to count); 3: 10 and 5.
+        docs.extend((0..30).map(|_| doc(0, "rosetta")));
+        docs.extend((0..15).map(|_| doc(1, "rosetta")));
+        docs.extend((0..15).map(|_| doc(1, "debian")));
+        docs.extend((0..27).map(|_| doc(2, "exercism")));
+        docs.extend((0..3).map(|_| doc(2, "linguist")));
+        docs.extend((0..10).map(|_| doc(3, "exercism")));
+        docs.extend((0..5).map(|_| doc(3, "debian")));
+        let args = DetectTrainArgs {
+            corpus: vec![],
+            out: PathBuf::new(),
+            min_documents: 3,
+            cap: 150.0,
+            min_class_documents: 20,
+            min_sources: 2,
+            precision: 0.9,
+        };
+        assert_eq!(learnable(&docs, 4, &args), [false, true, false, false]);
+        let one = DetectTrainArgs {
+            min_sources: 1,
+            ..args
+        };
+        assert_eq!(learnable(&docs, 4, &one), [true, true, true, false]);
     }
 
     #[test]
