@@ -233,9 +233,8 @@ pub fn run(args: &DetectTrainArgs) -> Result<(), CorpusError> {
         })
         .collect();
     let learnable = learnable(&docs, classes.len(), args);
-    let learned = |c: usize| learnable[c];
     let dropped: Vec<&str> = (0..classes.len())
-        .filter(|c| !learned(*c))
+        .filter(|c| !learnable[*c])
         .map(|c| classes[c].as_str())
         .collect();
     if !dropped.is_empty() {
@@ -247,12 +246,12 @@ pub fn run(args: &DetectTrainArgs) -> Result<(), CorpusError> {
         );
     }
     let kept: Vec<String> = (0..classes.len())
-        .filter(|c| learned(*c))
+        .filter(|c| learnable[*c])
         .map(|c| classes[c].clone())
         .collect();
     let docs: Vec<Doc> = docs
         .into_iter()
-        .filter(|d| learned(d.class))
+        .filter(|d| learnable[d.class])
         .map(|d| Doc {
             class: kept
                 .iter()

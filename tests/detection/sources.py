@@ -323,8 +323,9 @@ def main():
             print(f"sources: {source}: not present in {args.sources}, left out", file=sys.stderr)
             continue
         groups = {}
-        for language, origin, rel, path in reader(folder):
-            data = path.encode() if isinstance(path, str) else path.read_bytes()
+        # A reader yields a file's path, or the text itself (rosetta).
+        for language, origin, rel, content in reader(folder):
+            data = content.encode() if isinstance(content, str) else content.read_bytes()
             text = acceptable(data)
             if text is not None:
                 groups.setdefault((language, origin), []).append((rel, text))
