@@ -4,6 +4,7 @@
 //! languages being served are candidates. Pure.
 
 use super::CatalogEntry;
+use super::grammar;
 use super::model::{self, Model};
 use super::names::SYNONYMS;
 
@@ -122,10 +123,19 @@ fn representatives<'a>(m: &Model, catalog: &'a [CatalogEntry]) -> Vec<(usize, &'
 }
 
 /// Calibrated probabilities of the served languages for `code`, best first
-/// (ties by name); empty when the model knows nothing of the text.
+/// (ties by name); empty when the model knows nothing of the text. A
+/// language whose grammar rejects the text ([`grammar::ruled_out`]) is no
+/// candidate, unless it is the only one.
 fn content_scores(code: &str, catalog: &[CatalogEntry]) -> Vec<(String, f64)> {
     let m = model::builtin();
-    let chosen = representatives(m, catalog);
+    let mut chosen = representatives(m, catalog);
+    let excluded = grammar::ruled_out(code);
+    if chosen
+        .iter()
+        .any(|(c, _)| !excluded.iter().any(|(l, _)| *l == m.classes[*c]))
+    {
+        chosen.retain(|(c, _)| !excluded.iter().any(|(l, _)| *l == m.classes[*c]));
+    }
     let candidates: Vec<usize> = chosen.iter().map(|(c, _)| *c).collect();
     if candidates.is_empty() {
         return vec![];

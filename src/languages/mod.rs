@@ -1,6 +1,7 @@
 //! Language detection for `POST /run`.
 
 pub mod detect;
+pub mod grammar;
 pub mod model;
 pub mod names;
 pub mod tokens;

@@ -4,12 +4,13 @@
 //! detector on every file and prints the accuracy. The scoring itself is
 //! [`super::accuracy`].
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use super::accuracy::{self, Outcome};
 use crate::languages::detect::{self, detect};
+use crate::languages::grammar;
 
 /// Settings of `detect-accuracy`.
 #[derive(Debug, Clone, clap::Args)]
@@ -131,7 +132,8 @@ pub(crate) fn read_sources(dir: &Path) -> HashMap<String, String> {
 /// Piston, Rosetta Code, Sample Programs, or else a Debian package.
 pub(crate) fn group_of(source: &str) -> String {
     match source.split('/').next().unwrap_or(source) {
-        g @ ("exercism" | "linguist" | "piston" | "rosetta" | "sample-programs") => g.to_string(),
+        g @ ("exercism" | "linguist" | "piston" | "rosetta" | "sample-programs"
+        | "thealgorithms" | "benchmarks") => g.to_string(),
         _ => "debian".to_string(),
     }
 }
@@ -183,6 +185,10 @@ pub fn run(args: &DetectAccuracyArgs) -> Result<(), CorpusError> {
 
     let mut outcomes = Vec::with_capacity(samples.len());
     let mut content_only = Vec::new();
+    // Grammar rules: how often each ruled a language out, and the files
+    // whose own language one ruled out (a wrong rule, or a wrong label).
+    let mut ruled: BTreeMap<&str, usize> = BTreeMap::new();
+    let mut own_ruled_out = Vec::new();
     let (mut total, mut slowest) = (Duration::ZERO, Duration::ZERO);
     for s in &samples {
         let stripped = accuracy::strip_shebang(&s.code);
@@ -191,6 +197,12 @@ pub fn run(args: &DetectAccuracyArgs) -> Result<(), CorpusError> {
         } else {
             &s.code
         };
+        for (language, _) in grammar::ruled_out(code) {
+            *ruled.entry(language).or_default() += 1;
+            if detect::canonical(&s.label) == Some(language) {
+                own_ruled_out.push(s.file.as_str());
+            }
+        }
         let started = Instant::now();
         let d = detect(code, &catalog);
         let took = started.elapsed();
@@ -251,6 +263,21 @@ pub fn run(args: &DetectAccuracyArgs) -> Result<(), CorpusError> {
         crate::languages::names::SHEBANG_ONLY.join(" ")
     );
     print!("{}", accuracy::confusions(&outcomes, 15));
+    let ruled: Vec<String> = ruled.iter().map(|(l, n)| format!("{l} {n}")).collect();
+    println!(
+        "grammar rules ruled out: {}; a file's own language: {}{}",
+        if ruled.is_empty() {
+            "none".to_string()
+        } else {
+            ruled.join(", ")
+        },
+        own_ruled_out.len(),
+        if own_ruled_out.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", own_ruled_out.join(" "))
+        }
+    );
     print!(
         "{}",
         accuracy::calibration(&outcomes, crate::languages::model::builtin().threshold)

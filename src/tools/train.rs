@@ -13,7 +13,7 @@ use std::path::PathBuf;
 
 use super::corpus::{self, CorpusError};
 use crate::languages::model::{self, Model, Scores};
-use crate::languages::tokens;
+use crate::languages::{grammar, tokens};
 
 /// Settings of `detect-train`.
 #[derive(Debug, Clone, clap::Args)]
@@ -48,6 +48,10 @@ pub struct DetectTrainArgs {
     /// held-out-source answers are right at least this often.
     #[arg(long, default_value_t = 0.9)]
     pub precision: f64,
+    /// Score without the grammar rules, to measure what they add (the
+    /// detector always applies them).
+    #[arg(long)]
+    pub without_grammar: bool,
 }
 
 /// One training document.
@@ -55,6 +59,8 @@ struct Doc {
     class: usize,
     group: String,
     hashes: Vec<u32>,
+    /// The languages its syntax rules out ([`grammar::ruled_out`]).
+    ruled_out: Vec<&'static str>,
 }
 
 /// A source counts towards `--min-sources` for a language with this many
@@ -127,10 +133,14 @@ fn cross_source(
         candidates.sort_unstable();
         let m = train(&rest, classes, args.min_documents, args.cap, alpha);
         for d in docs.iter().filter(|d| d.group == g) {
-            let Some(truth) = candidates.iter().position(|c| *c == d.class) else {
+            // As the detector does: no language the text's syntax rules out.
+            let allowed: Vec<usize> = (candidates.iter().copied())
+                .filter(|c| !d.ruled_out.contains(&classes[*c].as_str()))
+                .collect();
+            let Some(truth) = allowed.iter().position(|c| *c == d.class) else {
                 continue;
             };
-            let scores = m.score_hashes(&d.hashes, &candidates);
+            let scores = m.score_hashes(&d.hashes, &allowed);
             if scores.matched > 0 {
                 trials.push(Trial {
                     scores,
@@ -204,6 +214,31 @@ fn threshold(trials: &[Trial], temperature: f64, saturation: f64, precision: f64
     (0.95, 0.0)
 }
 
+/// Prints how often each grammar rule ruled a language out, and every
+/// document whose own language it ruled out: a rule that does so is wrong.
+fn report_grammar(docs: &[Doc], classes: &[String], raw: &[(String, String, String, PathBuf)]) {
+    let mut fired: BTreeMap<&str, usize> = BTreeMap::new();
+    let mut wrong = Vec::new();
+    let documents = docs.iter().filter(|d| !d.ruled_out.is_empty()).count();
+    for (d, r) in docs.iter().zip(raw) {
+        for l in &d.ruled_out {
+            *fired.entry(l).or_default() += 1;
+        }
+        if d.ruled_out.contains(&classes[d.class].as_str()) {
+            wrong.push(r.3.display().to_string());
+        }
+    }
+    let fired: Vec<String> = fired.iter().map(|(l, n)| format!("{l} {n}")).collect();
+    println!(
+        "grammar rules ruled out languages in {documents} documents: {}; a document's own language: {}",
+        fired.join(", "),
+        wrong.len()
+    );
+    for w in wrong {
+        println!("  own language ruled out: {w}");
+    }
+}
+
 /// Trains, calibrates, writes the model and prints what it chose.
 pub fn run(args: &DetectTrainArgs) -> Result<(), CorpusError> {
     let mut raw = Vec::new();
@@ -211,7 +246,7 @@ pub fn run(args: &DetectTrainArgs) -> Result<(), CorpusError> {
         let sources = corpus::read_sources(dir);
         for s in corpus::read_corpus(dir, &[])? {
             let group = corpus::group_of(sources.get(&s.file).map_or("", String::as_str));
-            raw.push((s.label, group, s.code));
+            raw.push((s.label, group, s.code, dir.join(&s.file)));
         }
     }
     if raw.is_empty() {
@@ -223,15 +258,21 @@ pub fn run(args: &DetectTrainArgs) -> Result<(), CorpusError> {
     };
     let docs: Vec<Doc> = raw
         .iter()
-        .map(|(label, group, code)| Doc {
+        .map(|(label, group, code, _)| Doc {
             class: classes.iter().position(|c| c == label).unwrap_or(0),
             group: group.clone(),
             hashes: tokens::features(code)
                 .iter()
                 .map(|f| tokens::hash(f))
                 .collect(),
+            ruled_out: if args.without_grammar {
+                vec![]
+            } else {
+                grammar::ruled_out(code).into_iter().map(|r| r.0).collect()
+            },
         })
         .collect();
+    report_grammar(&docs, &classes, &raw);
     let learnable = learnable(&docs, classes.len(), args);
     let dropped: Vec<&str> = (0..classes.len())
         .filter(|c| !learnable[*c])
@@ -348,6 +389,7 @@ mod tests {
             class,
             group: group.to_string(),
             hashes: vec![],
+            ruled_out: vec![],
         };
         let mut docs = Vec::new();
         // 0: 30 documents from one source; 1: 15 and 15 from two; 2: 27
@@ -367,6 +409,7 @@ mod tests {
             min_class_documents: 20,
             min_sources: 2,
             precision: 0.9,
+            without_grammar: false,
         };
         assert_eq!(learnable(&docs, 4, &args), [false, true, false, false]);
         let one = DetectTrainArgs {

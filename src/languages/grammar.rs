@@ -1,0 +1,389 @@
+//! What a language's grammar does not allow where a close relative's does:
+//! TypeScript's type annotations are not JavaScript, C++'s `::` and
+//! `#include <vector>` are not C or Objective-C, Crystal's typed
+//! parameters are not Ruby, D's `extern (C)` is not C++, C or Objective-C.
+//! A text with such syntax is not in that
+//! language, however many words it shares with it, and the detector drops
+//! the language from the candidates. The word statistics of the model
+//! cannot learn this: the relative is mostly the same words, and the class
+//! learned from more code wins on them.
+//!
+//! Comments and string literals are blanked before the rules look, so
+//! that prose and data never rule a language out. Each rule is syntax the
+//! language's grammar rejects, not a habit of its programmers. Pure.
+
+use std::sync::OnceLock;
+
+use regex::Regex;
+
+/// How a family of languages writes comments.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Comments {
+    /// `// line` and `/* block */`.
+    Slashes,
+    /// `# line`.
+    Hash,
+}
+
+/// Syntax that rules `languages` out: it is `relative`'s, not theirs.
+struct Rule {
+    languages: &'static [&'static str],
+    relative: &'static str,
+    comments: Comments,
+    patterns: &'static [&'static str],
+    /// A match that one of these also matches is no evidence (`case (1): {`
+    /// is JavaScript, `operator!()` is C++).
+    except: &'static [&'static str],
+}
+
+const RULES: &[Rule] = &[
+    Rule {
+        languages: &["javascript"],
+        relative: "typescript",
+        comments: Comments::Slashes,
+        patterns: &[
+            // let x: number
+            r"\b(?:let|const|var)\s+[A-Za-z_$][\w$]*\s*:\s*[\w$\[({]",
+            // function f(a: number, b?: string)
+            r"\bfunction\b[^(\n]*\((?:[^(){}\n]*,)?\s*(?:\.\.\.)?[\w$]+\??\s*:\s*[\w$\[({]",
+            // function f(): number
+            r"\bfunction\b[^(\n]*\([^()\n]*\)\s*:\s*[\w$\[({]",
+            // function f<T>(
+            r"\bfunction\s*[\w$]*\s*<[\w$, ]+>\s*\(",
+            // (a: number) =>, (a: number): number =>
+            r"\((?:[^(){}\n]*,)?\s*[\w$]+\??\s*:\s*[\w$\[\]<>|. ]+\)\s*(?::\s*[\w$\[\]<>|. ]+)?=>",
+            // = (a, b): number => (not a conditional's `? (a) : b => b`)
+            r"(?:[=(,]|\basync)\s*\([^(){}\n]*\)\s*:\s*[\w$.]+(?:<[^>\n]*>)?(?:\[\])*\s*=>",
+            // method(): number {, the name written against its parenthesis
+            r"(?m)^\s*(?:(?:public|private|protected|static|async|override|get|set)\s+)*[\w$]+(?:<[^>\n]*>)?\([^()\n]*\)\s*:\s*[\w$.]+(?:<[^>\n]*>)?(?:\[\])*(?:\s*\|\s*[\w$.]+(?:\[\])*)*\s*\{\s*$",
+            // new Map<string, number>()
+            r"\bnew\s+[\w$.]+<[\w$, \[\]<>|]+>\(\)",
+            // method(a: number) in a class
+            r"(?m)^\s*(?:(?:public|private|protected|static|async|override|readonly|get|set)\s+)*[\w$]+\s*(?:<[^>\n]*>)?\((?:[^(){}\n]*,)?\s*(?:(?:public|private|protected|readonly)\s+)*(?:\.\.\.)?[\w$]+\??\s*:\s*[\w$\[({]",
+            // interface X {, enum X {, namespace X {
+            r"(?m)^\s*(?:export\s+)?(?:declare\s+)?(?:interface|enum|namespace)\s+[A-Za-z_$][\w$.]*\s*(?:<[^>\n]*>)?\s*(?:extends\s[^{\n]*)?\{",
+            // type X = ...
+            r"(?m)^\s*(?:export\s+)?type\s+[A-Za-z_$][\w$]*\s*(?:<[^>\n]*>)?\s*=",
+            // private x, public constructor(
+            r"(?m)^\s*(?:static\s+)?(?:public|private|protected|readonly)\s+(?:static\s+|readonly\s+|async\s+)*[\w$]+\s*[(:=;?!<]",
+            // abstract class, class X implements Y
+            r"(?m)^\s*(?:export\s+)?(?:default\s+)?abstract\s+class\b",
+            r"\bclass\s+[\w$]+(?:\s*<[^>\n]*>)?(?:\s+extends\s+[\w$.]+(?:<[^>\n]*>)?)?\s+implements\s+[\w$]",
+        ],
+        except: &[r"^\s*case\b"],
+    },
+    Rule {
+        languages: &["c", "objective-c"],
+        relative: "cpp",
+        comments: Comments::Slashes,
+        patterns: &[
+            // std::cout, Foo::bar (not an attribute's [[gnu::x]])
+            r"(?:^|[^\[:\w])[A-Za-z_]\w*::[~A-Za-z_]",
+            // #include <vector>: every C header ends in .h
+            r"(?m)^\s*#\s*include\s*<[\w/]+>",
+            r"(?m)^\s*(?:template\s*<|namespace\s+\w*\s*\{|using\s+namespace\s)",
+            r"(?m)^\s*(?:public|private|protected)\s*:",
+            r"(?m)^\s*class\s+[A-Za-z_]\w*\s*(?:final\s*)?(?:[:{]|$)",
+            r"\b(?:static_cast|dynamic_cast|reinterpret_cast|const_cast)\s*<",
+            r"\}\s*catch\s*\(",
+        ],
+        except: &[],
+    },
+    Rule {
+        languages: &["ruby"],
+        relative: "crystal",
+        comments: Comments::Hash,
+        patterns: &[
+            // def f(x : Int32)
+            r"(?m)^\s*(?:private\s+|protected\s+)?def\s+[\w.?!=\[\]]+\s*\((?:[^()\n]*,)?\s*[@*&]*\w+\s+:\s+[A-Z(]",
+            // def f(x) : Bool
+            r"(?m)^\s*(?:private\s+|protected\s+)?def\s+[\w.?!=\[\]]+\s*(?:\([^()\n]*\))?\s+:\s+[A-Z]",
+            // [] of Int32, {} of String => Int32
+            r"(?:\[\]|\{\})\s+of\s+[A-Z]",
+            // property x : Int32
+            r"(?m)^\s*(?:property|getter|setter|class_property|class_getter)[?!]?\s+@?\w+\s+:\s+[A-Z]",
+            // @x : Int32 = 0
+            r"(?m)^\s*@?\w+\s+:\s+[A-Z][\w:]*(?:\([^)\n]*\))?\??\s*(?:=[^=~>]|$)",
+            // lib LibC, struct Point
+            r"(?m)^\s*(?:lib|struct|annotation)\s+[A-Z]\w*\s*$",
+            r"\buninitialized\s+[A-Z]",
+            // alias Name = Type; class Box(T); def f(x : T) forall T
+            r"(?m)^\s*alias\s+[A-Z]\w*\s*=",
+            r"(?m)^\s*(?:abstract\s+)?(?:class|struct|module)\s+[A-Z][\w:]*\(",
+            r"\bforall\s+[A-Z]\b",
+            // ->(x : Int32) { }, |x : Int32|, @[Link("m")]
+            r"->\s*\((?:[^()\n]*,)?\s*\w+\s+:\s+[A-Z]",
+            r"\|\s*\w+\s+:\s+[A-Z]\w*(?:\([^)\n]*\))?\s*[|,]",
+            r"(?m)^\s*@\[[A-Z]",
+        ],
+        except: &[],
+    },
+    Rule {
+        languages: &["cpp", "c", "objective-c"],
+        relative: "d",
+        comments: Comments::Slashes,
+        patterns: &[
+            r"\bextern\s*\(\s*(?:C\+\+|C|D|Windows|System|Objective-C)\s*\)",
+            r"(?m)^\s*(?:(?:public|private|static)\s+)*import\s+(?:std|core|etc)\.\w",
+            r"(?m)^\s*module\s+[A-Za-z_][\w.]*\s*;",
+            // to!string, map!(a => a * 2)
+            r"\b[A-Za-z_]\w*!\(",
+            r"(?m)^\s*unittest\s*\{?\s*$",
+        ],
+        except: &[r"^operator!"],
+    },
+];
+
+/// A rule's patterns and exceptions, compiled.
+struct Compiled {
+    patterns: Vec<Regex>,
+    except: Vec<Regex>,
+}
+
+fn compiled() -> &'static Vec<Compiled> {
+    static RE: OnceLock<Vec<Compiled>> = OnceLock::new();
+    let all = |list: &[&str]| -> Vec<Regex> {
+        list.iter()
+            .map(|p| Regex::new(p).expect("grammar patterns compile"))
+            .collect()
+    };
+    RE.get_or_init(|| {
+        RULES
+            .iter()
+            .map(|r| Compiled {
+                patterns: all(r.patterns),
+                except: all(r.except),
+            })
+            .collect()
+    })
+}
+
+/// The languages `code` cannot be in, by the syntax it has, each with the
+/// relative whose syntax it is. Only the first [`super::tokens::MAX_BYTES`]
+/// are read, as the model reads them.
+pub fn ruled_out(code: &str) -> Vec<(&'static str, &'static str)> {
+    let mut end = code.len().min(super::tokens::MAX_BYTES);
+    while !code.is_char_boundary(end) {
+        end -= 1;
+    }
+    let code = &code[..end];
+    let mut blanked: [Option<String>; 2] = [None, None];
+    RULES
+        .iter()
+        .zip(compiled())
+        .filter(|(rule, c)| {
+            let slot = &mut blanked[rule.comments as usize];
+            let text = slot.get_or_insert_with(|| blank(code, rule.comments));
+            c.patterns.iter().any(|p| {
+                p.find_iter(text)
+                    .any(|m| !c.except.iter().any(|e| e.is_match(m.as_str())))
+            })
+        })
+        .flat_map(|(rule, _)| rule.languages.iter().map(|l| (*l, rule.relative)))
+        .fold(Vec::new(), |mut out, (l, r)| {
+            if !out.iter().any(|(seen, _)| *seen == l) {
+                out.push((l, r));
+            }
+            out
+        })
+}
+
+/// `code` with its comments removed and its string literals emptied
+/// (`"a: b"` becomes `""`); line breaks are kept.
+fn blank(code: &str, comments: Comments) -> String {
+    let mut out = String::with_capacity(code.len());
+    let mut chars = code.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '/' if comments == Comments::Slashes && chars.peek() == Some(&'/') => {
+                skip_line(&mut chars, &mut out)
+            }
+            '#' if comments == Comments::Hash => skip_line(&mut chars, &mut out),
+            '/' if comments == Comments::Slashes && chars.peek() == Some(&'*') => {
+                chars.next();
+                let mut last = ' ';
+                for d in chars.by_ref() {
+                    if d == '\n' {
+                        out.push('\n');
+                    }
+                    if last == '*' && d == '/' {
+                        break;
+                    }
+                    last = d;
+                }
+                out.push(' ');
+            }
+            '"' | '\'' | '`' => {
+                out.push(c);
+                let mut escaped = false;
+                while let Some(&d) = chars.peek() {
+                    // Only a template literal spans lines.
+                    if d == '\n' && c != '`' {
+                        break;
+                    }
+                    chars.next();
+                    if d == '\n' {
+                        out.push('\n');
+                    }
+                    if escaped {
+                        escaped = false;
+                    } else if d == '\\' {
+                        escaped = true;
+                    } else if d == c {
+                        out.push(c);
+                        break;
+                    }
+                }
+            }
+            _ => out.push(c),
+        }
+    }
+    out
+}
+
+fn skip_line(chars: &mut std::iter::Peekable<std::str::Chars<'_>>, out: &mut String) {
+    while chars.peek().is_some_and(|d| *d != '\n') {
+        chars.next();
+    }
+    out.push(' ');
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn out(code: &str) -> Vec<&'static str> {
+        ruled_out(code).into_iter().map(|(l, _)| l).collect()
+    }
+
+    #[test]
+    fn typescript_syntax_is_not_javascript() {
+        for ts in [
+            "let n: number = 4;",
+            "function add(a: number, b: number) { return a + b }",
+            "function f(): void {}",
+            "function id<T>(x) { return x }",
+            "const f = (s: string) => s.length;",
+            "class A {\n  constructor(private x: number) {}\n  get(i?: number) {}\n}",
+            "export interface Point {\n  x: number\n}",
+            "type Id = string | number;",
+            "class B {\n  private count = 0;\n}",
+            "abstract class Shape {}",
+            "const sq = (x: number): number => x * x;",
+            "export const sum = (a, b): number => a + b;",
+            "class S {\n  size(): number {\n    return 0;\n  }\n}",
+            "const seen = new Map<string, number>();",
+            "class Sq extends Shape implements Area {}",
+        ] {
+            assert!(out(ts).contains(&"javascript"), "{ts}");
+        }
+    }
+
+    #[test]
+    fn javascript_is_never_ruled_out_by_its_own_syntax() {
+        for js in [
+            "const x = cond ? a : b;",
+            "const {a: b, c} = obj;",
+            "function f(x, {a: b}) { return x ? f(a) : b }",
+            "function g(a = y ? 1 : 2) {}",
+            "console.log(x ? 'a: b' : \"c: d\");",
+            "var o = { type: string, f: function() { return 1 } };",
+            "switch (x) {\n  case 1: break;\n  default: y();\n}",
+            "loop: for (;;) { break loop; }",
+            "// let x: number\n/* function f(a: number) */\nlet s = `type X = 1`;",
+            "import { a as b } from './m.js';\nexport default class Foo extends Bar {}",
+            "class C {\n  static x = 1;\n  #p = 2;\n  m(a, b) { return a ? b : c }\n}",
+            "if (a? b : c) {}\nwhile (x ?y: z) {}",
+            "const re = /a: b/;",
+            "const f = ok ? (a) : b => b;\nswitch (v) {\n  case (1): {\n    break;\n  }\n  case(2): {\n  }\n}",
+            "const m = new Map();\nconst x = new Foo < a, b > (c);",
+            "const g = cond ? (\n  1\n) : null;",
+        ] {
+            assert!(!out(js).contains(&"javascript"), "{js}: {:?}", out(js));
+        }
+    }
+
+    #[test]
+    fn cpp_syntax_is_not_c_and_c_is_not_ruled_out() {
+        for cpp in [
+            "#include <iostream>\nint main() { std::cout << 1; }",
+            "#include <vector>",
+            "template <typename T> T id(T x) { return x; }",
+            "namespace util {\n}",
+            "class Point {\npublic:\n  int x;\n};",
+            "int v = static_cast<int>(d);",
+            "try { f(); } catch (...) {}",
+        ] {
+            assert!(out(cpp).contains(&"c"), "{cpp}");
+        }
+        for c in [
+            "#include <stdio.h>\n#include <sys/types.h>\nint main(void) { printf(\"a::b\\n\"); }",
+            "[[gnu::always_inline]] static inline int f(void) { return 0; }",
+            "struct class_s { int public; };\nlabel: x = a ? b : c;",
+            "// std::vector<int> v;\n/* #include <vector> */",
+        ] {
+            assert!(!out(c).contains(&"c"), "{c}: {:?}", out(c));
+        }
+    }
+
+    #[test]
+    fn crystal_syntax_is_not_ruby_and_ruby_is_not_ruled_out() {
+        for cr in [
+            "def add(a : Int32, b : Int32)\n  a + b\nend",
+            "def empty? : Bool\n  true\nend",
+            "xs = [] of Int32",
+            "class P\n  property name : String\nend",
+            "@count : Int32 = 0",
+            "struct Point\nend",
+            "buf = uninitialized UInt8[4]",
+            "alias Matrix = Array(Array(Float64))",
+            "class Box(T)\n  def initialize(@v : T); end\nend",
+            "def first(xs : Array(T)) forall T\nend",
+            "sq = ->(x : Int32) { x * x }",
+            "xs.each { |x : Int32| p x }",
+            "@[Link(\"m\")]\nlib LibM\nend",
+        ] {
+            assert!(out(cr).contains(&"ruby"), "{cr}");
+        }
+        for rb in [
+            "def f(a, b = c ? d : E)\nend",
+            "def g(x:, y: 2) = x ? y : Z",
+            "x = cond ? a : B\nputs \"a : B\"",
+            "# def f(x : Int32)\nh = { a: 1, 'b' => 2 }",
+            "add = ->(a, b) { a + b }\nattr_accessor :name",
+            "Point = Struct.new(:x, :y)",
+            "alias old_name new_name\nalias_method :a, :b\nclass Foo < Bar; end",
+            "xs.each { |x| p x ? 1 : Y }\nsq = ->(x) { x }\n@list = [x]",
+        ] {
+            assert!(!out(rb).contains(&"ruby"), "{rb}: {:?}", out(rb));
+        }
+    }
+
+    #[test]
+    fn d_syntax_is_not_cpp() {
+        for d in [
+            "module app.main;\nimport std.stdio;",
+            "extern (C) int puts(const char*);",
+            "auto s = to!string(4);\nauto m = map!(a => a * 2)(xs);",
+            "unittest\n{\n  assert(1);\n}",
+        ] {
+            assert!(out(d).contains(&"cpp") && out(d).contains(&"c"), "{d}");
+        }
+        for cpp in [
+            "extern \"C\" int puts(const char*);\nif (!(a != b)) {}",
+            "import std;\nint main() { return !(x); }",
+            "bool operator!() const { return !ok; }",
+        ] {
+            assert!(!out(cpp).contains(&"cpp"), "{cpp}: {:?}", out(cpp));
+        }
+    }
+
+    #[test]
+    fn blanking_keeps_lines_and_empties_strings() {
+        assert_eq!(
+            blank("a = \"x: y\" // c\n/* b\n */ 'q'", Comments::Slashes),
+            "a = \"\"  \n\n  ''"
+        );
+        assert_eq!(blank("x # c\ny", Comments::Hash), "x  \ny");
+    }
+}
