@@ -62,6 +62,7 @@ pub struct Metrics {
     pub rollout: Family<PoolStateLabels, Gauge>,
     pub launches: Family<ResultLabels, Counter>,
     pub launch_seconds: Family<PoolLabels, Histogram>,
+    pub launch_wait_seconds: Family<PoolLabels, Histogram>,
     pub destroys: Family<ResultLabels, Counter>,
     pub recycles: Family<ResultLabels, Counter>,
     pub rejected: Family<RouteLabels, Counter>,
@@ -94,6 +95,9 @@ impl Metrics {
         let rollout = Family::<PoolStateLabels, Gauge>::default();
         let launches = Family::<ResultLabels, Counter>::default();
         let launch_seconds = Family::<PoolLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new(latency_buckets())
+        });
+        let launch_wait_seconds = Family::<PoolLabels, Histogram>::new_with_constructor(|| {
             Histogram::new(latency_buckets())
         });
         let destroys = Family::<ResultLabels, Counter>::default();
@@ -165,6 +169,11 @@ impl Metrics {
             launch_seconds.clone(),
         );
         agent.register(
+            "launch_wait_seconds",
+            "Time a replacement launch waited for running executions to end, while its pool kept its reserve warm (executions first)",
+            launch_wait_seconds.clone(),
+        );
+        agent.register(
             "destroys",
             "Container destructions by pool and result",
             destroys.clone(),
@@ -190,6 +199,7 @@ impl Metrics {
             rollout,
             launches,
             launch_seconds,
+            launch_wait_seconds,
             destroys,
             recycles,
             rejected,

@@ -218,6 +218,7 @@ async fn the_real_router_keeps_probes_open_and_the_rest_closed() {
         launch_parallelism: 1,
         resync_interval: Duration::from_secs(60),
         templates: false,
+        executions_first: true,
     };
     let agent = unsandbox::agent::Agent::new(
         unsandbox::lxd::Lxd::new("/nonexistent/unix.socket", "unsandbox"),

@@ -36,6 +36,7 @@ async fn agent(res: Resources, listed: bool) -> Agent {
         launch_parallelism: 1,
         resync_interval: std::time::Duration::from_secs(60),
         templates: false,
+        executions_first: true,
     };
     let agent = Agent::new(
         Lxd::new("/nonexistent/unix.socket", "unsandbox"),

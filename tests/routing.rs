@@ -76,6 +76,7 @@ fn agent_with(res: Resources) -> Agent {
         launch_parallelism: 1,
         resync_interval: std::time::Duration::from_secs(60),
         templates: false,
+        executions_first: true,
     };
     Agent::new(
         Lxd::new("/nonexistent/unix.socket", "unsandbox"),

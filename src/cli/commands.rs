@@ -165,6 +165,7 @@ async fn start_agent(
         launch_parallelism: agent.launch_parallelism,
         resync_interval: Duration::from_millis(agent.resync_ms),
         templates: agent.templates,
+        executions_first: agent.executions_first,
     };
     let mut metrics = Metrics::new();
     let egress = start_egress(&agent.egress, &mut metrics)?;

@@ -184,6 +184,12 @@ pub struct AgentArgs {
     /// fresh; `false` creates each one from the image.
     #[arg(long, env = "UNSANDBOX_TEMPLATES", default_value_t = true, action = clap::ArgAction::Set)]
     pub templates: bool,
+    /// Executions first: while executions run, a replacement launch waits
+    /// as long as its pool keeps half its warm target (at least one) warm,
+    /// so that executions do not share the CPU with launches the pool can
+    /// do without for now; `false` launches every replacement at once.
+    #[arg(long, env = "UNSANDBOX_EXECUTIONS_FIRST", default_value_t = true, action = clap::ArgAction::Set)]
+    pub executions_first: bool,
     /// On shutdown, also destroy the warm containers (by default they stay,
     /// and the next start adopts them).
     #[arg(long, env = "UNSANDBOX_CLEANUP_ON_EXIT", default_value_t = false)]

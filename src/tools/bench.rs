@@ -66,6 +66,10 @@ pub struct BenchArgs {
     /// Containers created at the same time (as `standalone --launch-parallelism`).
     #[arg(long, default_value_t = 2)]
     pub launch_parallelism: usize,
+    /// Replacements wait for running executions while the pool keeps its
+    /// reserve (as `standalone --executions-first`).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub executions_first: bool,
     /// Containers taken and refilled per image and mode with `--refill`.
     #[arg(long, default_value_t = 5)]
     pub refill_samples: usize,
@@ -227,6 +231,7 @@ pub(super) async fn start_agent(
         launch_parallelism: args.launch_parallelism,
         resync_interval: Duration::from_secs(30),
         templates,
+        executions_first: args.executions_first,
     };
     let agent = Agent::new(lxd.clone(), cfg, rx, Arc::new(Metrics::new()), egress);
     let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);

@@ -119,6 +119,7 @@ impl Harness {
             // As in production: containers are copies of a template, unless
             // UNSANDBOX_TEST_TEMPLATES=0 asks for launches from the image.
             templates: std::env::var("UNSANDBOX_TEST_TEMPLATES").map_or(true, |v| v != "0"),
+            executions_first: true,
         };
         let agent = Agent::new(lxd.clone(), cfg, rx, Arc::new(Metrics::new()), None);
         let router =

@@ -39,6 +39,17 @@ pub use images::{ImageReady, ImageState};
 pub use pool::PoolRuntime;
 use rollout::{Candidate, Seen};
 
+/// The warm containers a pool keeps before its replacements may wait for
+/// the host's executions to end: half its target, at least one.
+pub fn reserve(target: u32) -> u32 {
+    target.div_ceil(2).max(1)
+}
+
+/// The longest a replacement waits for running executions: enough for a
+/// typical compile and run to have the CPU to itself, short enough that a
+/// long execution does not keep its pool under its target.
+pub const EXECUTIONS_FIRST_WAIT: Duration = Duration::from_secs(5);
+
 /// How long launching waits after `failures` failed launches in a row:
 /// 1 s, doubling, at most 30 s.
 pub fn backoff(failures: u32) -> Duration {
@@ -399,6 +410,23 @@ impl Core {
                 vec![]
             }
         }
+    }
+
+    /// Whether a launch ordered for `pool` may start now. Executions come
+    /// first: while an execution runs on this host, a replacement waits as
+    /// long as its pool keeps its reserve warm ([`reserve`]: half its warm
+    /// target, at least one), so that the execution does not share the CPU
+    /// with a launch the pool can do without for now. A pool under its
+    /// reserve, or a host with nothing running, launches at once; no launch
+    /// waits longer than [`EXECUTIONS_FIRST_WAIT`] (the driver's part).
+    pub fn launch_may_start(&self, pool: &PoolKey) -> bool {
+        let running: u32 = self.pools.values().map(|p| p.busy).sum();
+        running == 0
+            || self.stopping
+            || self
+                .pools
+                .get(pool)
+                .is_none_or(|p| (p.warm.len() as u32) < reserve(p.target()))
     }
 
     /// Takes the oldest warm container of `pool` for one execution.

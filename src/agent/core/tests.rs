@@ -199,6 +199,41 @@ fn a_taken_container_is_destroyed_and_replaced_at_once() {
     assert!(core.container(c.as_str()).is_none());
 }
 
+#[test]
+fn replacements_wait_for_running_executions_while_the_pool_keeps_its_reserve() {
+    assert_eq!(
+        [0, 1, 2, 3, 4, 5, 10].map(reserve),
+        [1, 1, 1, 2, 2, 3, 5],
+        "half the target, at least one"
+    );
+    let mut core = filled(4);
+    let key = PoolKey::parse("t/p");
+    let now = Instant::now();
+    assert!(core.launch_may_start(&key), "nothing runs: at once");
+    let a = core.take("t/p", now).unwrap();
+    let b = core.take("t/p", now).unwrap();
+    assert_eq!(core.pool("t/p").unwrap().warm_count(), 2);
+    assert!(
+        !core.launch_may_start(&key),
+        "two running, two of four warm: the replacements wait"
+    );
+    core.released(&a, true, now);
+    assert!(!core.launch_may_start(&key), "one still runs");
+    let c = core.take("t/p", now).unwrap();
+    assert!(
+        core.launch_may_start(&key),
+        "one of four warm is under the reserve: launch although executions run"
+    );
+    core.released(&b, true, now);
+    core.released(&c, true, now);
+    assert!(core.launch_may_start(&key));
+    // A pool of one launches at once: its reserve is its only container.
+    let mut one = filled(1);
+    let _d = one.take("t/p", now).unwrap();
+    assert!(one.launch_may_start(&key));
+    assert!(core.launch_may_start(&PoolKey::parse("t/gone")));
+}
+
 /// A pool of `warm` containers that each serve `executions`.
 fn recycling(warm: u32, executions: u32, max_age: Option<u32>) -> ExecutorPool {
     let mut p = pool(warm, 256);

@@ -1,13 +1,15 @@
 //! Carrying out the core's effects on the host, each in its own task, and
 //! handing every result back to the core.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tracing::Instrument;
 
 use crate::metrics::{PoolLabels, ResultLabels};
 
-use super::super::core::{ContainerName, Effect, LaunchOrder, LaunchOutcome, PoolKey, SmokeOrder};
+use super::super::core::{
+    ContainerName, EXECUTIONS_FIRST_WAIT, Effect, LaunchOrder, LaunchOutcome, PoolKey, SmokeOrder,
+};
 use super::Agent;
 
 impl Agent {
@@ -134,8 +136,19 @@ impl Agent {
     }
 
     /// Creates one container, within the launch parallelism, unless its
-    /// pool no longer wants it by the time a slot is free.
+    /// pool no longer wants it by the time a slot is free. Executions come
+    /// first: it waits while the core says so (`Core::launch_may_start`).
     async fn launch(&self, order: LaunchOrder) {
+        let waited = self.executions_first(&order.pool).await;
+        if waited > Duration::ZERO {
+            self.inner
+                .metrics
+                .launch_wait_seconds
+                .get_or_create(&PoolLabels {
+                    pool: order.pool.to_string(),
+                })
+                .observe(waited.as_secs_f64());
+        }
         let _slot = self.inner.launch_slots.acquire().await;
         let start = Instant::now();
         let wanted = self.inner.lock().core.launch_wanted(&order);
@@ -173,6 +186,28 @@ impl Agent {
             .launched(&order.container, outcome, Instant::now());
         self.dispatch(effects);
         self.wake();
+    }
+
+    /// Waits until a launch for `pool` may start while executions run on
+    /// this host, at most `EXECUTIONS_FIRST_WAIT`; how long it waited.
+    async fn executions_first(&self, pool: &PoolKey) -> Duration {
+        let start = Instant::now();
+        if !self.inner.cfg.executions_first {
+            return Duration::ZERO;
+        }
+        let deadline = start + EXECUTIONS_FIRST_WAIT;
+        while Instant::now() < deadline {
+            let changed = self.inner.busy_changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            if self.inner.lock().core.launch_may_start(pool) {
+                return start.elapsed();
+            }
+            // A take or a release changes the answer; a change of the pool's
+            // target can too, so look again every second regardless.
+            let _ = tokio::time::timeout(Duration::from_secs(1), changed).await;
+        }
+        start.elapsed()
     }
 
     /// Launches a pool's smoke container, runs every language's tests in it,

@@ -112,6 +112,7 @@ impl Drop for Lease {
             .lock()
             .core
             .released(&name, self.clean, Instant::now());
+        self.agent.inner.busy_changed.notify_waiters();
         self.agent.dispatch(effects);
     }
 }
@@ -155,6 +156,7 @@ impl Agent {
             let taken = self.inner.lock().core.take(pool, Instant::now());
             match taken {
                 Ok(container) => {
+                    self.inner.busy_changed.notify_waiters();
                     self.wake();
                     return Ok(Lease {
                         agent: self.clone(),

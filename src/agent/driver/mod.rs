@@ -59,6 +59,8 @@ struct Inner {
     changed: Notify,
     resources: watch::Receiver<Resources>,
     launch_slots: Semaphore,
+    /// Woken whenever an execution takes or gives back a container.
+    busy_changed: Notify,
     /// One listing of the host at a time.
     resync_lock: tokio::sync::Mutex<()>,
     /// The `semitrusted` containers' egress proxy, when this host runs one.
@@ -200,6 +202,7 @@ impl Agent {
                 changed: Notify::new(),
                 resources,
                 launch_slots: Semaphore::new(slots),
+                busy_changed: Notify::new(),
                 resync_lock: tokio::sync::Mutex::new(()),
                 egress,
             }),

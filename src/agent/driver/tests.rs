@@ -39,6 +39,7 @@ fn node(host: &Arc<FakeHost>, res: Resources) -> Node {
         launch_parallelism: 4,
         resync_interval: Duration::from_secs(3600),
         templates: false,
+        executions_first: true,
     };
     let lxd = Lxd::new("/nonexistent/unix.socket", "unsandbox");
     let host: Arc<dyn ContainerHost> = host.clone();
@@ -83,6 +84,34 @@ async fn a_pool_fills_serves_and_replaces_each_taken_container() {
     .await;
     assert!(!host.all().contains(&taken), "destroyed after one use");
     assert_eq!(host.running().len(), 2);
+}
+
+#[tokio::test]
+async fn a_replacement_waits_for_the_running_execution_while_the_pool_keeps_its_reserve() {
+    let host = Arc::new(FakeHost::new("n1"));
+    let n = node(&host, listed(vec![pool(4)]));
+    until(&n.agent, "pool ready", ready).await;
+    let launched = host.calls().0;
+    let lease = n
+        .agent
+        .acquire("t/p", Instant::now() + Duration::from_secs(1))
+        .await
+        .unwrap();
+    for _ in 0..20 {
+        n.agent.reconcile(false).await;
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(
+        host.calls().0,
+        launched,
+        "three of four warm: the replacement waits for the execution"
+    );
+    drop(lease);
+    until(&n.agent, "replaced once the execution ended", |a| {
+        a.warm_of("t/p") == 4
+    })
+    .await;
+    assert_eq!(host.calls().0, launched + 1);
 }
 
 #[tokio::test]
