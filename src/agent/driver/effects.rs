@@ -205,7 +205,8 @@ impl Agent {
             }
             // A take or a release changes the answer; a change of the pool's
             // target can too, so look again every second regardless.
-            let _ = tokio::time::timeout(Duration::from_secs(1), changed).await;
+            let again = (Instant::now() + Duration::from_secs(1)).min(deadline);
+            let _ = tokio::time::timeout_at(again.into(), changed).await;
         }
         start.elapsed()
     }
