@@ -125,16 +125,16 @@ fn representatives<'a>(m: &Model, catalog: &'a [CatalogEntry]) -> Vec<(usize, &'
 /// Calibrated probabilities of the served languages for `code`, best first
 /// (ties by name); empty when the model knows nothing of the text. A
 /// language whose grammar rejects the text ([`grammar::ruled_out`]) is no
-/// candidate, unless it is the only one.
+/// candidate, unless every one is.
 fn content_scores(code: &str, catalog: &[CatalogEntry]) -> Vec<(String, f64)> {
     let m = model::builtin();
     let mut chosen = representatives(m, catalog);
     let excluded = grammar::ruled_out(code);
-    if chosen
-        .iter()
-        .any(|(c, _)| !excluded.iter().any(|(l, _)| *l == m.classes[*c]))
-    {
-        chosen.retain(|(c, _)| !excluded.iter().any(|(l, _)| *l == m.classes[*c]));
+    let allowed: Vec<_> = (chosen.iter().copied())
+        .filter(|(c, _)| !excluded.contains(&m.classes[*c].as_str()))
+        .collect();
+    if !allowed.is_empty() {
+        chosen = allowed;
     }
     let candidates: Vec<usize> = chosen.iter().map(|(c, _)| *c).collect();
     if candidates.is_empty() {

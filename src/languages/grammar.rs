@@ -25,10 +25,9 @@ enum Comments {
     Hash,
 }
 
-/// Syntax that rules `languages` out: it is `relative`'s, not theirs.
+/// Syntax that rules `languages` out: a relative's, not theirs.
 struct Rule {
     languages: &'static [&'static str],
-    relative: &'static str,
     comments: Comments,
     patterns: &'static [&'static str],
     /// A match that one of these also matches is no evidence (`case (1): {`
@@ -37,9 +36,9 @@ struct Rule {
 }
 
 const RULES: &[Rule] = &[
+    // TypeScript's syntax.
     Rule {
         languages: &["javascript"],
-        relative: "typescript",
         comments: Comments::Slashes,
         patterns: &[
             // let x: number
@@ -72,9 +71,9 @@ const RULES: &[Rule] = &[
         ],
         except: &[r"^\s*case\b"],
     },
+    // C++'s syntax.
     Rule {
         languages: &["c", "objective-c"],
-        relative: "cpp",
         comments: Comments::Slashes,
         patterns: &[
             // std::cout, Foo::bar (not an attribute's [[gnu::x]])
@@ -89,9 +88,9 @@ const RULES: &[Rule] = &[
         ],
         except: &[],
     },
+    // Crystal's syntax.
     Rule {
         languages: &["ruby"],
-        relative: "crystal",
         comments: Comments::Hash,
         patterns: &[
             // def f(x : Int32)
@@ -118,9 +117,9 @@ const RULES: &[Rule] = &[
         ],
         except: &[],
     },
+    // D's syntax.
     Rule {
         languages: &["cpp", "c", "objective-c"],
-        relative: "d",
         comments: Comments::Slashes,
         patterns: &[
             r"\bextern\s*\(\s*(?:C\+\+|C|D|Windows|System|Objective-C)\s*\)",
@@ -158,15 +157,10 @@ fn compiled() -> &'static Vec<Compiled> {
     })
 }
 
-/// The languages `code` cannot be in, by the syntax it has, each with the
-/// relative whose syntax it is. Only the first [`super::tokens::MAX_BYTES`]
-/// are read, as the model reads them.
-pub fn ruled_out(code: &str) -> Vec<(&'static str, &'static str)> {
-    let mut end = code.len().min(super::tokens::MAX_BYTES);
-    while !code.is_char_boundary(end) {
-        end -= 1;
-    }
-    let code = &code[..end];
+/// The languages `code` cannot be in, by the syntax it has. Only what the
+/// model reads is read ([`super::tokens::head`]).
+pub fn ruled_out(code: &str) -> Vec<&'static str> {
+    let code = super::tokens::head(code);
     let mut blanked: [Option<String>; 2] = [None, None];
     RULES
         .iter()
@@ -179,10 +173,10 @@ pub fn ruled_out(code: &str) -> Vec<(&'static str, &'static str)> {
                     .any(|m| !c.except.iter().any(|e| e.is_match(m.as_str())))
             })
         })
-        .flat_map(|(rule, _)| rule.languages.iter().map(|l| (*l, rule.relative)))
-        .fold(Vec::new(), |mut out, (l, r)| {
-            if !out.iter().any(|(seen, _)| *seen == l) {
-                out.push((l, r));
+        .flat_map(|(rule, _)| rule.languages.iter().copied())
+        .fold(Vec::new(), |mut out, l| {
+            if !out.contains(&l) {
+                out.push(l);
             }
             out
         })
@@ -252,10 +246,6 @@ fn skip_line(chars: &mut std::iter::Peekable<std::str::Chars<'_>>, out: &mut Str
 mod tests {
     use super::*;
 
-    fn out(code: &str) -> Vec<&'static str> {
-        ruled_out(code).into_iter().map(|(l, _)| l).collect()
-    }
-
     #[test]
     fn typescript_syntax_is_not_javascript() {
         for ts in [
@@ -275,7 +265,7 @@ mod tests {
             "const seen = new Map<string, number>();",
             "class Sq extends Shape implements Area {}",
         ] {
-            assert!(out(ts).contains(&"javascript"), "{ts}");
+            assert!(ruled_out(ts).contains(&"javascript"), "{ts}");
         }
     }
 
@@ -299,7 +289,11 @@ mod tests {
             "const m = new Map();\nconst x = new Foo < a, b > (c);",
             "const g = cond ? (\n  1\n) : null;",
         ] {
-            assert!(!out(js).contains(&"javascript"), "{js}: {:?}", out(js));
+            assert!(
+                !ruled_out(js).contains(&"javascript"),
+                "{js}: {:?}",
+                ruled_out(js)
+            );
         }
     }
 
@@ -314,7 +308,7 @@ mod tests {
             "int v = static_cast<int>(d);",
             "try { f(); } catch (...) {}",
         ] {
-            assert!(out(cpp).contains(&"c"), "{cpp}");
+            assert!(ruled_out(cpp).contains(&"c"), "{cpp}");
         }
         for c in [
             "#include <stdio.h>\n#include <sys/types.h>\nint main(void) { printf(\"a::b\\n\"); }",
@@ -322,7 +316,7 @@ mod tests {
             "struct class_s { int public; };\nlabel: x = a ? b : c;",
             "// std::vector<int> v;\n/* #include <vector> */",
         ] {
-            assert!(!out(c).contains(&"c"), "{c}: {:?}", out(c));
+            assert!(!ruled_out(c).contains(&"c"), "{c}: {:?}", ruled_out(c));
         }
     }
 
@@ -343,7 +337,7 @@ mod tests {
             "xs.each { |x : Int32| p x }",
             "@[Link(\"m\")]\nlib LibM\nend",
         ] {
-            assert!(out(cr).contains(&"ruby"), "{cr}");
+            assert!(ruled_out(cr).contains(&"ruby"), "{cr}");
         }
         for rb in [
             "def f(a, b = c ? d : E)\nend",
@@ -355,7 +349,11 @@ mod tests {
             "alias old_name new_name\nalias_method :a, :b\nclass Foo < Bar; end",
             "xs.each { |x| p x ? 1 : Y }\nsq = ->(x) { x }\n@list = [x]",
         ] {
-            assert!(!out(rb).contains(&"ruby"), "{rb}: {:?}", out(rb));
+            assert!(
+                !ruled_out(rb).contains(&"ruby"),
+                "{rb}: {:?}",
+                ruled_out(rb)
+            );
         }
     }
 
@@ -367,14 +365,21 @@ mod tests {
             "auto s = to!string(4);\nauto m = map!(a => a * 2)(xs);",
             "unittest\n{\n  assert(1);\n}",
         ] {
-            assert!(out(d).contains(&"cpp") && out(d).contains(&"c"), "{d}");
+            assert!(
+                ruled_out(d).contains(&"cpp") && ruled_out(d).contains(&"c"),
+                "{d}"
+            );
         }
         for cpp in [
             "extern \"C\" int puts(const char*);\nif (!(a != b)) {}",
             "import std;\nint main() { return !(x); }",
             "bool operator!() const { return !ok; }",
         ] {
-            assert!(!out(cpp).contains(&"cpp"), "{cpp}: {:?}", out(cpp));
+            assert!(
+                !ruled_out(cpp).contains(&"cpp"),
+                "{cpp}: {:?}",
+                ruled_out(cpp)
+            );
         }
     }
 

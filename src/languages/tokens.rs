@@ -15,18 +15,23 @@ const START: char = '⟨';
 /// Marks a feature as a line's last token.
 const END: char = '⟩';
 
+/// What of `code` is read: its first [`MAX_BYTES`], cut at a character.
+pub fn head(code: &str) -> &str {
+    let mut end = code.len().min(MAX_BYTES);
+    while !code.is_char_boundary(end) {
+        end -= 1;
+    }
+    &code[..end]
+}
+
 /// The distinct features of `code`, sorted: every token, each line's first
 /// and last token marked as such, and each pair of neighbouring tokens on a
 /// line. A token is a word (letters, digits and `_`, starting with a letter
 /// or `_`) or a run of ASCII punctuation; numbers and other characters only
 /// separate tokens.
 pub fn features(code: &str) -> Vec<String> {
-    let mut end = code.len().min(MAX_BYTES);
-    while !code.is_char_boundary(end) {
-        end -= 1;
-    }
     let mut out = Vec::new();
-    for line in code[..end].lines() {
+    for line in head(code).lines() {
         let tokens = tokens(line);
         let (Some(first), Some(last)) = (tokens.first(), tokens.last()) else {
             continue;

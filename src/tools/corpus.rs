@@ -197,7 +197,7 @@ pub fn run(args: &DetectAccuracyArgs) -> Result<(), CorpusError> {
         } else {
             &s.code
         };
-        for (language, _) in grammar::ruled_out(code) {
+        for language in grammar::ruled_out(code) {
             *ruled.entry(language).or_default() += 1;
             if detect::canonical(&s.label) == Some(language) {
                 own_ruled_out.push(s.file.as_str());

@@ -268,7 +268,7 @@ pub fn run(args: &DetectTrainArgs) -> Result<(), CorpusError> {
             ruled_out: if args.without_grammar {
                 vec![]
             } else {
-                grammar::ruled_out(code).into_iter().map(|r| r.0).collect()
+                grammar::ruled_out(code)
             },
         })
         .collect();
