@@ -12,6 +12,8 @@
 #   UNSANDBOX_POOL_SIZE     size of the pool loop file (default: 30GiB)
 #   UNSANDBOX_LXD_CPU_WEIGHT  the daemon's CPU weight, cgroup v2 units
 #                           (1-10000; 100 is every other group's; default: 50)
+#   UNSANDBOX_LXCFS_STOP_HOOK  `keep` leaves lxcfs's 0.5 s pause after every
+#                           container stop in place (default: reboots only)
 set -euo pipefail
 
 POOL="${UNSANDBOX_STORAGE_POOL:-unsandbox}"
@@ -43,6 +45,39 @@ if ((${#missing[@]})); then
 else
     say "packages present"
 fi
+
+# 1b. lxcfs's stop hook ---------------------------------------------------------
+# Debian's lxcfs adds a post-stop hook to every LXD container,
+# /usr/share/lxcfs/lxc.reboot.hook, that sleeps 0.5 s after every stop, a
+# reboot or not. unsandbox stops a container after each execution: that
+# pause was most of a stop (0.5 s of 0.64) and held one of the agent's LXD
+# operation slots, so refills waited behind it. The hook is diverted
+# (dpkg-divert: a package upgrade updates the original, kept beside it) to
+# one that runs the original after a reboot only (liblxc sets LXC_TARGET to
+# reboot or stop). UNSANDBOX_LXCFS_STOP_HOOK=keep leaves it alone.
+REBOOT_HOOK=/usr/share/lxcfs/lxc.reboot.hook
+divert_reboot_hook() {
+    local original="$REBOOT_HOOK.distrib"
+    [[ -e $REBOOT_HOOK || -e $original ]] || return 0
+    if [[ ${UNSANDBOX_LXCFS_STOP_HOOK:-} == keep ]]; then
+        say "lxcfs stop hook left as it is (UNSANDBOX_LXCFS_STOP_HOOK=keep)"
+        return 0
+    fi
+    if ! dpkg-divert --list "$REBOOT_HOOK" | grep -q .; then
+        dpkg-divert --quiet --local --rename --divert "$original" --add "$REBOOT_HOOK"
+    fi
+    cat >"$REBOOT_HOOK.new" <<HOOK
+#!/bin/sh
+# Installed by unsandbox's images/lxd-host.sh in place of lxcfs's own hook
+# ($original): that one runs after a reboot, not after every stop.
+[ "\${LXC_TARGET:-}" = reboot ] || exit 0
+exec $original "\$@"
+HOOK
+    chmod 0755 "$REBOOT_HOOK.new"
+    mv "$REBOOT_HOOK.new" "$REBOOT_HOOK"
+    say "lxcfs stop hook: pauses on a reboot only (original kept as $original)"
+}
+divert_reboot_hook
 
 # 2. lxcfs, then the daemon ------------------------------------------------------
 daemon_answers() { timeout 10 lxc query /1.0 >/dev/null 2>&1; }

@@ -575,6 +575,7 @@ async fn measure(args: &BenchArgs, agent: &Agent, lxd: &Lxd) -> anyhow::Result<f
     wait_warm(agent, args.warm, Duration::from_secs(600)).await?;
     agent.settle(Duration::from_secs(60)).await;
     let t = Instant::now();
+    let cpu_before = super::bench_profile::host_busy();
     let mut leases = Vec::new();
     for _ in 0..args.warm {
         leases.push(
@@ -586,6 +587,11 @@ async fn measure(args: &BenchArgs, agent: &Agent, lxd: &Lxd) -> anyhow::Result<f
     drop(leases);
     wait_warm(agent, args.warm, Duration::from_secs(600)).await?;
     let ceiling = f64::from(args.warm) / t.elapsed().as_secs_f64();
+    let cpu_after = super::bench_profile::host_busy();
+    let (busy, all) = (
+        cpu_after.0.saturating_sub(cpu_before.0),
+        cpu_after.1.saturating_sub(cpu_before.1),
+    );
 
     println!(
         "unsandbox bench: {} `{}`, {} requests per phase",
@@ -627,6 +633,11 @@ async fn measure(args: &BenchArgs, agent: &Agent, lxd: &Lxd) -> anyhow::Result<f
     println!(
         "launch ceiling (the reserve taken at once, refilled): {ceiling:.2} /s ({} launches at a time)",
         args.launch_parallelism
+    );
+    println!(
+        "  host CPU meanwhile: {:.0}% busy, {:.0} ms per container destroyed and replaced",
+        busy as f64 * 100.0 / all.max(1) as f64,
+        busy as f64 * 10.0 / f64::from(args.warm)
     );
     println!(
         "first fill (template and smoke tests included): {launch_rate:.2} /s ({} warm in {:.1} s)",

@@ -6,7 +6,9 @@
 //! daemon (with the helpers it forked and reaped: `forkstart`, `forkexec`),
 //! this process (unsandbox's own work), and everything else on the host
 //! (the kernel, the containers themselves, liblxc's monitors), from
-//! `/proc`. It prints numbers; it asserts nothing.
+//! `/proc`, in total and per step (the host's busy time and the daemon's
+//! while each step ran; work a step leaves running in the background is
+//! counted in the steps after it). It prints numbers; it asserts nothing.
 
 use std::time::{Duration, Instant};
 
@@ -35,7 +37,7 @@ struct Ticks {
 }
 
 /// `/proc/stat`'s first line: (user+nice, system+irq+softirq, iowait, idle).
-fn host_ticks(stat: &str) -> Option<(u64, u64, u64, u64)> {
+pub(super) fn host_ticks(stat: &str) -> Option<(u64, u64, u64, u64)> {
     let line = stat.lines().next()?;
     let v: Vec<u64> = line
         .split_whitespace()
@@ -80,6 +82,16 @@ fn is_lxd_daemon(cmdline: &str) -> bool {
     let program = args.next().unwrap_or_default();
     let first = args.next().unwrap_or_default();
     program.rsplit('/').next() == Some("lxd") && !first.starts_with("fork") && first != "callhook"
+}
+
+/// The host's busy and total CPU ticks (all cores) since boot, from
+/// `/proc/stat`: the difference of two readings is how busy the host was.
+pub(super) fn host_busy() -> (u64, u64) {
+    let (user, system, iowait, idle) = std::fs::read_to_string("/proc/stat")
+        .ok()
+        .and_then(|s| host_ticks(&s))
+        .unwrap_or_default();
+    (user + system, user + system + iowait + idle)
 }
 
 fn read_ticks(lxd: Option<u32>) -> Ticks {
@@ -145,6 +157,9 @@ pub async fn measure(args: &BenchArgs, lxd: &Lxd, node: &str, n: usize) -> anyho
 
     let pid = lxd_pid();
     let mut times: Vec<Vec<f64>> = vec![Vec::new(); STEPS.len()];
+    // CPU ticks per step, summed over the containers: the host's busy
+    // ticks and the LXD daemon's (with its reaped helpers).
+    let mut step_cpu = [(0u64, 0u64); STEPS.len()];
     let before = read_ticks(pid);
     let started = Instant::now();
     for i in 0..n {
@@ -152,10 +167,15 @@ pub async fn measure(args: &BenchArgs, lxd: &Lxd, node: &str, n: usize) -> anyho
         let create = launcher::instance_spec(&name, &spec, &at).copied_from(&template);
         let mut step = 0;
         let mut lap = Instant::now();
+        let mut last = read_ticks(pid);
         let mut mark = |times: &mut Vec<Vec<f64>>| {
             times[step].push(lap.elapsed().as_secs_f64() * 1000.0);
+            let now = read_ticks(pid);
+            step_cpu[step].0 += (now.user + now.system).saturating_sub(last.user + last.system);
+            step_cpu[step].1 += now.lxd.saturating_sub(last.lxd);
             step += 1;
             lap = Instant::now();
+            last = now;
         };
         lxd.create_instance(&create).await?;
         mark(&mut times);
@@ -181,14 +201,20 @@ pub async fn measure(args: &BenchArgs, lxd: &Lxd, node: &str, n: usize) -> anyho
         args.image
     );
     println!(
-        "{:<10} {:>9} {:>9} {:>9}",
-        "step", "p50 ms", "p99 ms", "share"
+        "{:<10} {:>9} {:>9} {:>9} {:>11} {:>9}",
+        "step", "p50 ms", "p99 ms", "share", "CPU ms", "LXD ms"
     );
     let total: f64 = times.iter().map(|t| t.iter().sum::<f64>()).sum();
-    for (name, t) in STEPS.iter().zip(&times) {
+    let mean_ms = |ticks: u64| ticks as f64 * TICK * 1000.0 / n as f64;
+    for ((name, t), (cpu, lxd_cpu)) in STEPS.iter().zip(&times).zip(step_cpu) {
         let share = t.iter().sum::<f64>() / total;
         let (p50, p99) = summarize(t.clone());
-        println!("{name:<10} {p50:>9.1} {p99:>9.1} {:>8.0}%", share * 100.0);
+        println!(
+            "{name:<10} {p50:>9.1} {p99:>9.1} {:>8.0}% {:>11.0} {:>9.0}",
+            share * 100.0,
+            mean_ms(cpu),
+            mean_ms(lxd_cpu)
+        );
     }
     println!(
         "per container: {:.0} ms wall, {:.2} containers/s one at a time",
