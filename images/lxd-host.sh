@@ -135,9 +135,12 @@ daemon_answers || die "daemon does not answer on $SOCKET"
 # now on (forkstart, forkexec, callhook) inherit it.
 # The daemon: the oldest `lxd` process that is not one of its helpers.
 lxd_pid() {
-    local p
+    local p args
     for p in $(pgrep -x lxd); do
-        [[ $(tr '\0' ' ' <"/proc/$p/cmdline" 2>/dev/null) =~ \ (fork[a-z]*|callhook|waitready)\  ]] || { echo "$p"; return 0; }
+        args=$(tr '\0' ' ' 2>/dev/null <"/proc/$p/cmdline") || continue
+        # liblxc's monitors are named lxd too, with a rewritten command line.
+        [[ $args =~ ^([^ ]*/)?lxd( |$) ]] || continue
+        [[ $args =~ \ (fork[a-z]*|callhook|waitready)\  ]] || { echo "$p"; return 0; }
     done
     return 1
 }

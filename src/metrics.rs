@@ -63,6 +63,7 @@ pub struct Metrics {
     pub launches: Family<ResultLabels, Counter>,
     pub launch_seconds: Family<PoolLabels, Histogram>,
     pub launch_wait_seconds: Family<PoolLabels, Histogram>,
+    pub destroy_wait_seconds: Family<PoolLabels, Histogram>,
     pub destroys: Family<ResultLabels, Counter>,
     pub recycles: Family<ResultLabels, Counter>,
     pub rejected: Family<RouteLabels, Counter>,
@@ -98,6 +99,9 @@ impl Metrics {
             Histogram::new(latency_buckets())
         });
         let launch_wait_seconds = Family::<PoolLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new(latency_buckets())
+        });
+        let destroy_wait_seconds = Family::<PoolLabels, Histogram>::new_with_constructor(|| {
             Histogram::new(latency_buckets())
         });
         let destroys = Family::<ResultLabels, Counter>::default();
@@ -174,6 +178,11 @@ impl Metrics {
             launch_wait_seconds.clone(),
         );
         agent.register(
+            "destroy_wait_seconds",
+            "Time a used container's stop waited for running executions to end (its execution ended clean: nothing of it runs)",
+            destroy_wait_seconds.clone(),
+        );
+        agent.register(
             "destroys",
             "Container destructions by pool and result",
             destroys.clone(),
@@ -200,6 +209,7 @@ impl Metrics {
             launches,
             launch_seconds,
             launch_wait_seconds,
+            destroy_wait_seconds,
             destroys,
             recycles,
             rejected,

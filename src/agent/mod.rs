@@ -51,8 +51,9 @@ pub struct AgentConfig {
     /// Launch copies of a stopped, already id-mapped template container
     /// instead of creating each container from the image.
     pub templates: bool,
-    /// Replacement launches wait while executions run, as long as their
-    /// pool keeps its reserve warm (`Core::launch_may_start`).
+    /// Replacement launches, and stops of containers whose execution ended
+    /// clean, wait while executions run, as long as their pool keeps its
+    /// reserve warm (`Core::launch_may_start`, `Core::destroy_may_start`).
     pub executions_first: bool,
 }
 

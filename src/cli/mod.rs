@@ -184,10 +184,11 @@ pub struct AgentArgs {
     /// fresh; `false` creates each one from the image.
     #[arg(long, env = "UNSANDBOX_TEMPLATES", default_value_t = true, action = clap::ArgAction::Set)]
     pub templates: bool,
-    /// Executions first: while executions run, a replacement launch waits
-    /// as long as its pool keeps half its warm target (at least one) warm,
-    /// so that executions do not share the CPU with launches the pool can
-    /// do without for now; `false` launches every replacement at once.
+    /// Executions first: while executions run, a replacement launch, and
+    /// the stop of a container whose execution ended clean, wait (at most
+    /// 5 s) as long as the pool keeps half its warm target (at least one)
+    /// warm, so that executions do not share the CPU with work the pool can
+    /// do without for now; `false` launches and stops at once.
     #[arg(long, env = "UNSANDBOX_EXECUTIONS_FIRST", default_value_t = true, action = clap::ArgAction::Set)]
     pub executions_first: bool,
     /// On shutdown, also destroy the warm containers (by default they stay,

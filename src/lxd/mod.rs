@@ -16,7 +16,7 @@ pub use client::Lxd;
 pub use error::LxdError;
 pub use exec::{ExecOutcome, ExecSpec, Stopped, Tap};
 pub use types::{ImageInfo, InstanceCreate, InstanceInfo, InstanceState, Operation, ServerInfo};
-pub use weight::daemon_cpu_weight;
+pub use weight::{daemon_cpu_weight, daemon_pid};
 
 /// The first LXD socket that exists among the usual places (Debian's package,
 /// the snap, Incus), or Debian's path when none does.

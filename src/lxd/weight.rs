@@ -16,26 +16,26 @@ pub fn daemon_cpu_weight() -> Option<(u32, String)> {
     Some((weight(version, value), file))
 }
 
-/// The pid of the daemon: a process named `lxd` whose first argument is
-/// not one of its helpers' (`forkexec`, `forkstart`, `callhook`, ...).
-fn daemon_pid() -> Option<u32> {
-    let mut pids: Vec<u32> = std::fs::read_dir("/proc")
-        .ok()?
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
-        .collect();
-    pids.sort_unstable();
-    pids.into_iter().find(|pid| {
-        let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
-        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-        comm.trim() == "lxd" && is_daemon(&cmdline)
+/// The pid of the daemon: the process that runs the `lxd` program with no
+/// helper's first argument (`forkexec`, `forkstart`, `callhook`, ...).
+/// liblxc's monitors are named `lxd` too but rewrite their command line
+/// (`[lxc monitor] ...`), so the command line decides, not the name.
+pub fn daemon_pid() -> Option<u32> {
+    std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
+        let pid: u32 = e.file_name().to_str()?.parse().ok()?;
+        let cmdline = std::fs::read(e.path().join("cmdline")).ok()?;
+        is_daemon(&cmdline).then_some(pid)
     })
 }
 
 /// Whether a `cmdline` (NUL-separated) is the daemon's rather than a
-/// helper's. Pure.
+/// helper's or a liblxc monitor's. Pure.
 fn is_daemon(cmdline: &[u8]) -> bool {
-    let first = cmdline.split(|b| *b == 0).nth(1).unwrap_or_default();
-    !(first.starts_with(b"fork") || first == b"callhook" || first == b"waitready")
+    let mut args = cmdline.split(|b| *b == 0);
+    let program = args.next().unwrap_or_default();
+    let first = args.next().unwrap_or_default();
+    program.rsplit(|b| *b == b'/').next() == Some(b"lxd".as_slice())
+        && !(first.starts_with(b"fork") || first == b"callhook" || first == b"waitready")
 }
 
 /// The cgroup version and path of the `cpu` controller in a
@@ -90,6 +90,9 @@ mod tests {
         assert!(is_daemon(b"lxd\0--group\0root\0"));
         assert!(!is_daemon(b"/usr/bin/lxd\0forkexec\0c\0"));
         assert!(!is_daemon(b"lxd\0callhook\0/var/lib/lxd\0"));
+        assert!(is_daemon(b"/usr/bin/lxd\0"));
+        assert!(!is_daemon(b"[lxc monitor] /var/lib/lxd/containers p_c\0"));
+        assert!(!is_daemon(b"/usr/bin/lxdx\0"));
     }
 
     /// The weight `images/lxd-host.sh` gave the daemon the suite runs

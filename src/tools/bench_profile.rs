@@ -65,25 +65,6 @@ fn process_ticks(stat: &str, children: bool) -> Option<u64> {
     })
 }
 
-/// The LXD daemon's pid: the process whose command line runs `lxd` as a
-/// daemon (not `lxd forkexec` and friends, nor liblxc's monitors, which
-/// are named `lxd` too but rewrite their command line).
-fn lxd_pid() -> Option<u32> {
-    std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
-        let pid: u32 = e.file_name().to_str()?.parse().ok()?;
-        let cmdline = std::fs::read_to_string(e.path().join("cmdline")).ok()?;
-        is_lxd_daemon(&cmdline).then_some(pid)
-    })
-}
-
-/// Whether a `/proc/PID/cmdline` is the LXD daemon's.
-fn is_lxd_daemon(cmdline: &str) -> bool {
-    let mut args = cmdline.split('\0');
-    let program = args.next().unwrap_or_default();
-    let first = args.next().unwrap_or_default();
-    program.rsplit('/').next() == Some("lxd") && !first.starts_with("fork") && first != "callhook"
-}
-
 /// The host's busy and total CPU ticks (all cores) since boot, from
 /// `/proc/stat`: the difference of two readings is how busy the host was.
 pub(super) fn host_busy() -> (u64, u64) {
@@ -155,7 +136,7 @@ pub async fn measure(args: &BenchArgs, lxd: &Lxd, node: &str, n: usize) -> anyho
     let ready =
         crate::execution::ready_command(&image.spec.languages, NetworkTier::Zerotrust, false);
 
-    let pid = lxd_pid();
+    let pid = crate::lxd::daemon_pid();
     let mut times: Vec<Vec<f64>> = vec![Vec::new(); STEPS.len()];
     // CPU ticks per step, summed over the containers: the host's busy
     // ticks and the LXD daemon's (with its reaped helpers).
@@ -285,12 +266,5 @@ mod tests {
         assert_eq!(process_ticks(p, false), Some(42));
         assert_eq!(process_ticks(p, true), Some(50));
         assert_eq!(process_ticks("1 (x) S 1", false), None);
-        assert!(is_lxd_daemon("lxd\0--group\0root\0"));
-        assert!(is_lxd_daemon("/usr/bin/lxd\0"));
-        assert!(!is_lxd_daemon("lxd\0forkexec\0c\0"));
-        assert!(!is_lxd_daemon("lxd\0callhook\0/var/lib/lxd\0"));
-        assert!(!is_lxd_daemon(
-            "[lxc monitor] /var/lib/lxd/containers p_c\0"
-        ));
     }
 }

@@ -17,6 +17,11 @@ pub enum Effect {
     Destroy {
         container: ContainerName,
         pool: PoolKey,
+        /// The container served an execution that ended clean, so nothing
+        /// of its program runs any more (the runner killed all it left):
+        /// its stop may wait while executions run on the host
+        /// (`Core::destroy_may_start`). Any other destroy is at once.
+        deferrable: bool,
     },
     /// Check a recycling pool's container after an execution and give it a
     /// fresh sandbox; answer with `Core::recycled`.

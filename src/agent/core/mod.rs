@@ -429,6 +429,16 @@ impl Core {
                 .is_none_or(|p| (p.warm.len() as u32) < reserve(p.target()))
     }
 
+    /// Whether a deferrable destroy (`Effect::Destroy::deferrable`) of a
+    /// container of `pool` may start: by the rule of a launch
+    /// ([`Core::launch_may_start`]), since a stop costs about as much CPU
+    /// as a start. While its pool keeps its reserve, it waits for the
+    /// host's executions; a drained pool (sustained load) destroys at once,
+    /// so that stops do not pile up behind executions that never pause.
+    pub fn destroy_may_start(&self, pool: &PoolKey) -> bool {
+        self.launch_may_start(pool)
+    }
+
     /// Takes the oldest warm container of `pool` for one execution.
     pub fn take(&mut self, pool: &str, now: Instant) -> Result<ContainerName, TakeError> {
         let key = PoolKey::parse(pool);
@@ -486,7 +496,8 @@ impl Core {
                 p.serving() && p.hash == t.shape && reusable(&p.resolved.spec, &t, now)
             });
         if !again {
-            return vec![self.destroy(container.clone(), t.pool)];
+            let deferrable = clean && t.phase == Phase::Busy;
+            return vec![self.order_destroy(container.clone(), t.pool, deferrable)];
         }
         let mut next = moved(&t, Phase::Recycling);
         next.returns = true;
@@ -861,10 +872,25 @@ impl Core {
         }
     }
 
-    /// Marks a container as being destroyed and orders it.
+    /// Marks a container as being destroyed and orders it, at once.
     fn destroy(&mut self, container: ContainerName, pool: PoolKey) -> Effect {
+        self.order_destroy(container, pool, false)
+    }
+
+    /// Marks a container as being destroyed and orders it; a `deferrable`
+    /// one may wait for the host's executions (`Effect::Destroy`).
+    fn order_destroy(
+        &mut self,
+        container: ContainerName,
+        pool: PoolKey,
+        deferrable: bool,
+    ) -> Effect {
         self.enter(&container, Some(tracked(&pool, Phase::Destroying)));
-        Effect::Destroy { container, pool }
+        Effect::Destroy {
+            container,
+            pool,
+            deferrable,
+        }
     }
 
     /// The one place a container changes phase (`None`: forgotten): the

@@ -234,6 +234,44 @@ fn replacements_wait_for_running_executions_while_the_pool_keeps_its_reserve() {
     assert!(core.launch_may_start(&PoolKey::parse("t/gone")));
 }
 
+#[test]
+fn a_clean_executions_container_may_be_stopped_after_the_running_executions() {
+    let mut core = filled(4);
+    let key = PoolKey::parse("t/p");
+    let now = Instant::now();
+    assert!(core.destroy_may_start(&key), "nothing runs");
+    let a = core.take("t/p", now).unwrap();
+    let b = core.take("t/p", now).unwrap();
+    let destroy_of = |effects: Vec<Effect>| match effects.as_slice() {
+        [Effect::Destroy { deferrable, .. }] => *deferrable,
+        other => panic!("expected one destroy, got {other:?}"),
+    };
+    assert!(
+        destroy_of(core.released(&a, true, now)),
+        "ended clean: may wait"
+    );
+    assert!(
+        !core.destroy_may_start(&key),
+        "b runs and the pool keeps its reserve: the stop waits"
+    );
+    let c = core.take("t/p", now).unwrap();
+    assert!(
+        core.destroy_may_start(&key),
+        "one of four warm: under the reserve, stops go at once"
+    );
+    assert!(
+        !destroy_of(core.released(&b, false, now)),
+        "an anomaly: stopped at once"
+    );
+    core.released(&c, true, now);
+    assert!(core.destroy_may_start(&key));
+    let mut core2 = filled(4);
+    let _d = core2.take("t/p", now).unwrap();
+    assert!(!core2.destroy_may_start(&key));
+    core2.stop_taking();
+    assert!(core2.destroy_may_start(&key), "stopping: nothing waits");
+}
+
 /// A pool of `warm` containers that each serve `executions`.
 fn recycling(warm: u32, executions: u32, max_age: Option<u32>) -> ExecutorPool {
     let mut p = pool(warm, 256);
@@ -466,7 +504,8 @@ fn a_restart_adopts_unused_containers_of_the_current_shape_and_destroys_the_rest
         core2.inspected(&"a".into(), Some(false), Instant::now()),
         [Effect::Destroy {
             container: "a".into(),
-            pool: PoolKey::parse("t/p")
+            pool: PoolKey::parse("t/p"),
+            deferrable: false,
         }],
         "a used container is never adopted"
     );

@@ -8,8 +8,13 @@ use tracing::Instrument;
 use crate::metrics::{PoolLabels, ResultLabels};
 
 use super::super::core::{
-    ContainerName, EXECUTIONS_FIRST_WAIT, Effect, LaunchOrder, LaunchOutcome, PoolKey, SmokeOrder,
+    ContainerName, Core, EXECUTIONS_FIRST_WAIT, Effect, LaunchOrder, LaunchOutcome, PoolKey,
+    SmokeOrder,
 };
+
+/// The most destroys that wait for executions at once; more are done at
+/// once (each waiting one holds its container's memory).
+const DEFERRED_DESTROYS_MAX: usize = 16;
 use super::Agent;
 
 impl Agent {
@@ -32,9 +37,13 @@ impl Agent {
                         self.inner.metrics.set_rollout(key.as_str(), state, 0);
                     }
                 }
-                Effect::Destroy { container, pool } => self.spawn(
+                Effect::Destroy {
+                    container,
+                    pool,
+                    deferrable,
+                } => self.spawn(
                     tracing::info_span!("destroy", %pool, %container),
-                    move |agent| async move { agent.destroy(container, pool).await },
+                    move |agent| async move { agent.destroy(container, pool, deferrable).await },
                 ),
                 Effect::Recycle { container, pool } => self.spawn(
                     tracing::info_span!("recycle", %pool, %container),
@@ -90,7 +99,10 @@ impl Agent {
         }
     }
 
-    async fn destroy(&self, container: ContainerName, pool: PoolKey) {
+    async fn destroy(&self, container: ContainerName, pool: PoolKey, deferrable: bool) {
+        if deferrable {
+            self.after_executions(&pool).await;
+        }
         let result = self.inner.host.destroy(container.as_str()).await;
         let label = match &result {
             Ok(()) => "ok",
@@ -110,6 +122,37 @@ impl Agent {
         // Forgotten either way: a container that survived a failed destroy
         // is owned but untracked, so the next resync destroys it again.
         self.inner.lock().core.destroyed(&container);
+    }
+
+    /// Waits, before a deferrable destroy, while executions run on this
+    /// host and its pool keeps its reserve (`Core::destroy_may_start`), at
+    /// most `EXECUTIONS_FIRST_WAIT`
+    /// and only while fewer than `DEFERRED_DESTROYS_MAX` wait: the stop's
+    /// CPU then goes to the executions' gaps. Nothing of the container runs
+    /// meanwhile (its execution ended clean, the runner killed what it left).
+    async fn after_executions(&self, pool: &PoolKey) {
+        use std::sync::atomic::Ordering;
+        if !self.inner.cfg.executions_first {
+            return;
+        }
+        let waiting = &self.inner.deferred_destroys;
+        if waiting.fetch_add(1, Ordering::SeqCst) >= DEFERRED_DESTROYS_MAX {
+            waiting.fetch_sub(1, Ordering::SeqCst);
+            return;
+        }
+        let waited = self
+            .wait_for_executions(|core| core.destroy_may_start(pool))
+            .await;
+        waiting.fetch_sub(1, Ordering::SeqCst);
+        if waited > Duration::ZERO {
+            self.inner
+                .metrics
+                .destroy_wait_seconds
+                .get_or_create(&PoolLabels {
+                    pool: pool.to_string(),
+                })
+                .observe(waited.as_secs_f64());
+        }
     }
 
     /// Checks a container after an execution and gives it a fresh sandbox;
@@ -191,16 +234,24 @@ impl Agent {
     /// Waits until a launch for `pool` may start while executions run on
     /// this host, at most `EXECUTIONS_FIRST_WAIT`; how long it waited.
     async fn executions_first(&self, pool: &PoolKey) -> Duration {
-        let start = Instant::now();
         if !self.inner.cfg.executions_first {
             return Duration::ZERO;
         }
+        self.wait_for_executions(|core| core.launch_may_start(pool))
+            .await
+    }
+
+    /// Waits until `may_start` holds, looking again whenever an execution
+    /// takes or gives back a container, at most `EXECUTIONS_FIRST_WAIT`;
+    /// how long it waited.
+    async fn wait_for_executions(&self, may_start: impl Fn(&Core) -> bool) -> Duration {
+        let start = Instant::now();
         let deadline = start + EXECUTIONS_FIRST_WAIT;
         while Instant::now() < deadline {
             let changed = self.inner.busy_changed.notified();
             tokio::pin!(changed);
             changed.as_mut().enable();
-            if self.inner.lock().core.launch_may_start(pool) {
+            if may_start(&self.inner.lock().core) {
                 return start.elapsed();
             }
             // A take or a release changes the answer; a change of the pool's

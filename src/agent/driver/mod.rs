@@ -61,6 +61,9 @@ struct Inner {
     launch_slots: Semaphore,
     /// Woken whenever an execution takes or gives back a container.
     busy_changed: Notify,
+    /// Destroys waiting for the host's executions to end (at most
+    /// `DEFERRED_DESTROYS_MAX`).
+    deferred_destroys: std::sync::atomic::AtomicUsize,
     /// One listing of the host at a time.
     resync_lock: tokio::sync::Mutex<()>,
     /// The `semitrusted` containers' egress proxy, when this host runs one.
@@ -203,6 +206,7 @@ impl Agent {
                 resources,
                 launch_slots: Semaphore::new(slots),
                 busy_changed: Notify::new(),
+                deferred_destroys: Default::default(),
                 resync_lock: tokio::sync::Mutex::new(()),
                 egress,
             }),

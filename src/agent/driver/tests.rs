@@ -87,6 +87,47 @@ async fn a_pool_fills_serves_and_replaces_each_taken_container() {
 }
 
 #[tokio::test]
+async fn a_clean_executions_container_is_stopped_once_the_other_execution_ends() {
+    let host = Arc::new(FakeHost::new("n1"));
+    let n = node(&host, listed(vec![pool(4)]));
+    until(&n.agent, "pool ready", ready).await;
+    let deadline = Instant::now() + Duration::from_secs(1);
+    let first = n.agent.acquire("t/p", deadline).await.unwrap();
+    let second = n.agent.acquire("t/p", deadline).await.unwrap();
+    let (used, running) = (first.container.clone(), second.container.clone());
+    first.finish(true);
+    for _ in 0..20 {
+        n.agent.reconcile(false).await;
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(
+        host.all().contains(&used),
+        "ended clean while another execution runs: its stop waits"
+    );
+    second.finish(false);
+    until(&n.agent, "both destroyed once nothing runs", |_| {
+        !host.all().contains(&used) && !host.all().contains(&running)
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn an_anomalous_executions_container_is_stopped_at_once() {
+    let host = Arc::new(FakeHost::new("n1"));
+    let n = node(&host, listed(vec![pool(4)]));
+    until(&n.agent, "pool ready", ready).await;
+    let deadline = Instant::now() + Duration::from_secs(1);
+    let first = n.agent.acquire("t/p", deadline).await.unwrap();
+    let _second = n.agent.acquire("t/p", deadline).await.unwrap();
+    let used = first.container.clone();
+    first.finish(false);
+    until(&n.agent, "destroyed although an execution runs", |_| {
+        !host.all().contains(&used)
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn a_replacement_waits_for_the_running_execution_while_the_pool_keeps_its_reserve() {
     let host = Arc::new(FakeHost::new("n1"));
     let n = node(&host, listed(vec![pool(4)]));
