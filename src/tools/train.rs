@@ -169,14 +169,20 @@ fn right(t: &Trial) -> bool {
 /// The mean of the languages' accuracies: every language counts the same,
 /// however many documents it has (the target is one for each language).
 fn macro_accuracy(trials: &[Trial]) -> f64 {
+    let per_class = per_class(trials);
+    let sum: f64 = per_class.values().map(|(r, n)| *r as f64 / *n as f64).sum();
+    sum / per_class.len().max(1) as f64
+}
+
+/// (right, scored) per true class.
+fn per_class(trials: &[Trial]) -> BTreeMap<usize, (usize, usize)> {
     let mut per_class: BTreeMap<usize, (usize, usize)> = BTreeMap::new();
     for t in trials {
         let e = per_class.entry(t.class).or_default();
         e.0 += usize::from(right(t));
         e.1 += 1;
     }
-    let sum: f64 = per_class.values().map(|(r, n)| *r as f64 / *n as f64).sum();
-    sum / per_class.len().max(1) as f64
+    per_class
 }
 
 /// Mean negative log-probability of the truth.
@@ -328,6 +334,19 @@ pub fn run(args: &DetectTrainArgs) -> Result<(), CorpusError> {
         }
     }
     let (alpha, _, trials) = best.expect("at least one alpha tried");
+    let weak: Vec<String> = per_class(&trials)
+        .into_iter()
+        .filter(|(_, (r, n))| (*r as f64) < 0.9 * *n as f64)
+        .map(|(c, (r, n))| format!("{} {r}/{n}", classes[c]))
+        .collect();
+    println!(
+        "under 90% top-1 leave-one-source-out at alpha {alpha}: {}",
+        if weak.is_empty() {
+            "none".to_string()
+        } else {
+            weak.join(", ")
+        }
+    );
     let mut calibration = (1.0, f64::INFINITY, f64::INFINITY);
     for temperature in [1.0, 2.0, 3.0, 5.0, 8.0, 12.0, 20.0, 30.0, 50.0] {
         for saturation in [10.0, 20.0, 40.0, 80.0, 160.0, f64::INFINITY] {
