@@ -216,5 +216,28 @@ else
         say "note: not on $POOL; the root disk was left as it is"
 fi
 
+# 5. Log folders of projects that are gone ----------------------------------------
+# LXD 5.0 keeps a log folder per instance in $LOG_DIR (`<project>_<name>`)
+# and leaves it behind when it deletes the instance: about 12 KB for every
+# container. unsandbox removes each of its own after the delete, and sweeps
+# its project's leftovers; this removes those of projects that no longer
+# exist (a test's, a removed install's), once quiet for 10 minutes.
+sweep_logs() {
+    local listing project dir base n=0
+    local -A live=()
+    listing=$(lxc project list -f csv 2>/dev/null) || return 0
+    while IFS=, read -r project _; do
+        [[ -n $project ]] && live[${project% (current)}]=1
+    done <<<"$listing"
+    ((${#live[@]})) || return 0
+    while IFS= read -r dir; do
+        base=${dir##*/}
+        [[ -n ${live[${base%%_*}]:-} ]] && continue
+        rm -rf -- "$dir" && n=$((n + 1))
+    done < <(find "$LOG_DIR" -mindepth 1 -maxdepth 1 -type d -name '*_*' -mmin +10 2>/dev/null)
+    ((n == 0)) || say "removed $n log folders of LXD projects that are gone"
+}
+sweep_logs
+
 say "ready"
 echo "$SOCKET"

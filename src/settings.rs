@@ -18,6 +18,12 @@ pub struct LxdArgs {
     /// This host's name; containers are marked with it (default: the hostname).
     #[arg(long, env = "UNSANDBOX_NODE_NAME")]
     pub node_name: Option<String>,
+    /// The daemon's folder of instance log folders: LXD 5.0 leaves an
+    /// instance's behind when it deletes the instance, and unsandbox
+    /// removes it (default: the one that goes with the socket:
+    /// /var/log/lxd, the snap's logs/ or /var/log/incus; `none` leaves them).
+    #[arg(long, env = "UNSANDBOX_LXD_LOG_DIR")]
+    pub lxd_log_dir: Option<String>,
 }
 
 impl LxdArgs {
@@ -25,6 +31,16 @@ impl LxdArgs {
         self.lxd_socket
             .clone()
             .unwrap_or_else(crate::lxd::default_socket)
+    }
+
+    /// A client of the daemon working in `project`.
+    pub fn client(&self, project: &str) -> crate::lxd::Lxd {
+        let lxd = crate::lxd::Lxd::new(self.socket(), project);
+        match self.lxd_log_dir.as_deref() {
+            None => lxd,
+            Some("none") => lxd.with_log_dir(None),
+            Some(dir) => lxd.with_log_dir(Some(dir.into())),
+        }
     }
 
     pub fn node(&self) -> String {

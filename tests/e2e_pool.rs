@@ -60,6 +60,16 @@ async fn pool_fills_runs_python_and_bash_and_replaces_taken_containers() {
 
     // Each container served one execution and is gone; replacements refill the pool.
     h.wait_gone(&used).await;
+    // LXD 5.0 leaves a deleted instance's log folder on the host; the
+    // agent removes it, so executions do not fill the host's /var/log.
+    if let Some(dir) = unsandbox::lxd::logs::dir_for_socket(h.lxd.socket()) {
+        let folder = unsandbox::lxd::logs::instance_dir(&dir, h.lxd.project(), &used).unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while folder.exists() && std::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        assert!(!folder.exists(), "{} left behind", folder.display());
+    }
     h.wait_warm("t/small", 2).await;
     let after = h.running().await;
     assert_eq!(after.len(), 2);

@@ -9,7 +9,6 @@ use clap::Parser;
 
 use super::{AgentArgs, ApiArgs, Cli, Command, ControllerArgs};
 use crate::agent::{Agent, AgentConfig, Resources};
-use crate::lxd::Lxd;
 use crate::metrics::Metrics;
 use crate::settings::{LxdArgs, hostname};
 use crate::{api, cluster, controller, crd, standalone};
@@ -25,7 +24,7 @@ pub async fn main() -> anyhow::Result<()> {
         }
         Command::Check { paths } => check(&paths),
         Command::Cleanup(args) => {
-            let lxd = Lxd::new(args.socket(), &args.lxd_project);
+            let lxd = args.client(&args.lxd_project);
             let n = crate::agent::cleanup(&lxd, &args.node()).await?;
             println!("destroyed {n} containers");
             Ok(())
@@ -136,7 +135,7 @@ async fn start_agent(
     agent: &AgentArgs,
     resources: tokio::sync::watch::Receiver<Resources>,
 ) -> anyhow::Result<Agent> {
-    let client = Lxd::new(lxd.socket(), &lxd.lxd_project);
+    let client = lxd.client(&lxd.lxd_project);
     let server = client
         .server()
         .await

@@ -41,6 +41,9 @@ pub struct Lxd {
     /// Commands attached to instances (see `attach`), by instance name.
     pub(super) attached:
         Arc<std::sync::Mutex<std::collections::HashMap<String, super::attach::Slot>>>,
+    /// The daemon's folder of instance log folders, each removed after its
+    /// instance is deleted (see `logs`); `None` leaves them.
+    pub(super) log_dir: Option<Arc<PathBuf>>,
 }
 
 impl std::fmt::Debug for Lxd {
@@ -54,13 +57,24 @@ impl std::fmt::Debug for Lxd {
 
 impl Lxd {
     /// A client of the daemon at `socket`, working in LXD project `project`.
+    /// Deleted instances' log folders are removed from the folder that
+    /// goes with the socket (`logs::dir_for_socket`).
     pub fn new(socket: impl Into<PathBuf>, project: &str) -> Self {
+        let socket: PathBuf = socket.into();
         Self {
-            socket: Arc::new(socket.into()),
+            log_dir: super::logs::dir_for_socket(&socket).map(Arc::new),
+            socket: Arc::new(socket),
             project: project.into(),
             lifecycle: Arc::new(tokio::sync::Semaphore::new(LIFECYCLE_SLOTS)),
             attached: Arc::default(),
         }
+    }
+
+    /// The same client, removing deleted instances' log folders from `dir`
+    /// instead (`None`: leaving them).
+    pub fn with_log_dir(mut self, dir: Option<PathBuf>) -> Self {
+        self.log_dir = dir.map(Arc::new);
+        self
     }
 
     /// Waits for the lifecycle slot (see the field's comment).

@@ -17,13 +17,24 @@ const DESTROY_TIMEOUT: Duration = Duration::from_secs(180);
 const EPHEMERAL_GRACE: Duration = Duration::from_secs(3);
 
 impl Lxd {
-    /// Every instance in the project, with its config and status.
+    /// Every instance in the project, with its config and status. The log
+    /// folders of the project's instances that are gone are swept after it
+    /// (`logs::sweep`: those quiet for a minute).
     pub async fn instances(&self) -> Result<Vec<InstanceInfo>, LxdError> {
-        // Listing reads every running instance's state; it waits for
-        // lifecycle operations (see `Lxd::lifecycle`).
-        let _slot = self.lifecycle_slot().await;
-        self.sync(Method::GET, "/1.0/instances?recursion=1", None)
-            .await
+        let listed: Vec<InstanceInfo> = {
+            // Listing reads every running instance's state; it waits for
+            // lifecycle operations (see `Lxd::lifecycle`).
+            let _slot = self.lifecycle_slot().await;
+            self.sync(Method::GET, "/1.0/instances?recursion=1", None)
+                .await?
+        };
+        if let Some(dir) = &self.log_dir {
+            let names: std::collections::HashSet<&str> =
+                listed.iter().map(|i| i.name.as_str()).collect();
+            let quiet = Duration::from_secs(60);
+            super::logs::sweep(dir, self.project(), |n| names.contains(n), quiet).await;
+        }
+        Ok(listed)
     }
 
     /// One instance, if it exists.
@@ -99,7 +110,7 @@ impl Lxd {
     pub async fn delete_instance(&self, name: &str) -> Result<(), LxdError> {
         self.detach(name);
         let _slot = self.lifecycle_slot().await;
-        match self
+        let deleted = match self
             .run_operation(
                 Method::DELETE,
                 &format!("/1.0/instances/{name}"),
@@ -110,7 +121,14 @@ impl Lxd {
         {
             Err(e) if e.is_not_found() => Ok(()),
             other => other.map(|_| ()),
+        };
+        // LXD 5.0 leaves the instance's log folder behind (see `logs`).
+        if deleted.is_ok()
+            && let Some(dir) = &self.log_dir
+        {
+            super::logs::remove(dir, self.project(), name).await;
         }
+        deleted
     }
 
     /// Stops an instance by force and deletes it, whatever state it is in;

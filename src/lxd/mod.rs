@@ -8,6 +8,7 @@ mod error;
 mod exec;
 mod images;
 mod instances;
+pub mod logs;
 mod types;
 mod weight;
 

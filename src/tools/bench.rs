@@ -318,14 +318,14 @@ async fn refill(args: &BenchArgs, lxd: &Lxd, node: &str) -> anyhow::Result<()> {
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let project = "unsandbox-bench";
     if !args.refill.is_empty() {
-        let lxd = Lxd::new(args.lxd.socket(), project);
+        let lxd = args.lxd.client(project);
         lxd.ensure_project().await?;
         let node = format!("bench-{}", args.lxd.node());
         crate::agent::cleanup(&lxd, &node).await?;
         return refill(&args, &lxd, &node).await;
     }
     if let Some(n) = args.profile {
-        let lxd = Lxd::new(args.lxd.socket(), project);
+        let lxd = args.lxd.client(project);
         lxd.ensure_project().await?;
         let node = format!("bench-{}", args.lxd.node());
         crate::agent::cleanup(&lxd, &node).await?;
@@ -334,13 +334,13 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         return result;
     }
     if args.network {
-        let lxd = Lxd::new(args.lxd.socket(), project);
+        let lxd = args.lxd.client(project);
         lxd.ensure_project().await?;
         let node = format!("bench-{}", args.lxd.node());
         crate::agent::cleanup(&lxd, &node).await?;
         return super::bench_network::measure(&args, &lxd, &node).await;
     }
-    let lxd = Lxd::new(args.lxd.socket(), project);
+    let lxd = args.lxd.client(project);
     lxd.ensure_project().await?;
     let node = format!("bench-{}", args.lxd.node());
     crate::agent::cleanup(&lxd, &node).await?;

@@ -15,7 +15,6 @@ use crate::agent::launcher::{self, Placement};
 use crate::agent::smoke::{self, LanguageCheck};
 use crate::agent::{image, keys};
 use crate::crd::LanguageSpec;
-use crate::lxd::Lxd;
 
 #[derive(Debug, Args)]
 pub struct SmokeArgs {
@@ -151,7 +150,7 @@ pub fn render(rows: &[Row], format: Format) -> String {
 pub async fn run(args: SmokeArgs) -> anyhow::Result<()> {
     let (res, _) = crate::standalone::files::load(&args.config)?;
     let node = args.lxd.node();
-    let lxd = Lxd::new(args.lxd.socket(), "unsandbox-smoke");
+    let lxd = args.lxd.client("unsandbox-smoke");
     lxd.ensure_project().await?;
     let images_dir = (args.images_dir != "none").then(|| PathBuf::from(&args.images_dir));
     let pools: Vec<_> = desired::resolve(&res, &node)
