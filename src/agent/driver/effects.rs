@@ -11,11 +11,11 @@ use super::super::core::{
     ContainerName, Core, EXECUTIONS_FIRST_WAIT, Effect, LaunchOrder, LaunchOutcome, PoolKey,
     SmokeOrder,
 };
+use super::Agent;
 
 /// The most destroys that wait for executions at once; more are done at
 /// once (each waiting one holds its container's memory).
 const DEFERRED_DESTROYS_MAX: usize = 16;
-use super::Agent;
 
 impl Agent {
     /// Carries out effects: host work in background tasks, notifications at
@@ -126,10 +126,10 @@ impl Agent {
 
     /// Waits, before a deferrable destroy, while executions run on this
     /// host and its pool keeps its reserve (`Core::destroy_may_start`), at
-    /// most `EXECUTIONS_FIRST_WAIT`
-    /// and only while fewer than `DEFERRED_DESTROYS_MAX` wait: the stop's
-    /// CPU then goes to the executions' gaps. Nothing of the container runs
-    /// meanwhile (its execution ended clean, the runner killed what it left).
+    /// most `EXECUTIONS_FIRST_WAIT` and only while fewer than
+    /// `DEFERRED_DESTROYS_MAX` wait: the stop's CPU then goes to the
+    /// executions' gaps. Nothing of the container runs meanwhile (its
+    /// execution ended clean, the runner killed what it left).
     async fn after_executions(&self, pool: &PoolKey) {
         use std::sync::atomic::Ordering;
         if !self.inner.cfg.executions_first {
