@@ -200,6 +200,12 @@ for want in 'args: \["controller"\]' 'replicas: 2' 'runAsNonRoot: true' 'runAsUs
     'containerPort: 9090'; do
     grep -qE "$want" <<<"$dep" || fail "controller Deployment lacks: $want"
 done
+# The log sweeper: root, but with no capabilities and nothing else of the node.
+sweeper=$(awk '/- name: log-sweeper/ { on = 1 } on && /^      volumes:/ { on = 0 } on' <<<"$ds")
+for want in 'args: \["sweep-logs"\]' 'runAsUser: 0' 'allowPrivilegeEscalation: false' \
+    'readOnlyRootFilesystem: true' 'drop: \["ALL"\]' 'mountPath: /var/log/lxd'; do
+    grep -qE "$want" <<<"$sweeper" || fail "log sweeper lacks: $want"
+done
 ok "agent and controller pods carry the promised security settings"
 
 # Every RBAC rule says why it exists: the line before each "- apiGroups" is a comment.

@@ -29,6 +29,7 @@ pub async fn main() -> anyhow::Result<()> {
             println!("destroyed {n} containers");
             Ok(())
         }
+        Command::SweepLogs(args) => sweep_logs(args).await,
         Command::Standalone(args) => {
             let auth = args.api.auth()?;
             let (resources, rejections) = standalone::watch_files(
@@ -117,6 +118,26 @@ fn check(paths: &[PathBuf]) -> anyhow::Result<()> {
     }
     anyhow::ensure!(bad == 0, "{bad} resources have problems");
     Ok(())
+}
+
+/// Lists the project now and every `every_seconds` (each listing sweeps the
+/// log folders of its deleted instances: `Lxd::instances`), until SIGTERM.
+async fn sweep_logs(args: super::SweepArgs) -> anyhow::Result<()> {
+    let lxd = args.lxd.client(&args.lxd.lxd_project);
+    let stop = shutdown_signal();
+    tokio::pin!(stop);
+    loop {
+        if let Err(e) = lxd.instances().await {
+            tracing::warn!(error = %e, "cannot list the project; sweeping again later");
+        }
+        if args.every_seconds == 0 {
+            return Ok(());
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(args.every_seconds)) => {}
+            _ = &mut stop => return Ok(()),
+        }
+    }
 }
 
 async fn shutdown_signal() {

@@ -46,6 +46,11 @@ pub enum Command {
     },
     /// Destroy every container this host's agent owns in the LXD project.
     Cleanup(LxdArgs),
+    /// Remove the log folders LXD 5.0 leaves on the host for the project's
+    /// deleted instances (quiet for a minute), now and then periodically:
+    /// the agent's root sidecar on Kubernetes, where the agent itself (not
+    /// root) cannot.
+    SweepLogs(SweepArgs),
     /// Measure latency, launch rate and idle memory against the local LXD.
     Bench(crate::tools::bench::BenchArgs),
     /// Run every language's smoke tests in a fresh container of each pool
@@ -57,6 +62,15 @@ pub enum Command {
     /// Learn the language model from tuning corpora (see
     /// tests/detection/README.md) and write it for the build.
     DetectTrain(crate::tools::train::DetectTrainArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct SweepArgs {
+    #[command(flatten)]
+    pub lxd: LxdArgs,
+    /// Seconds between sweeps; 0 sweeps once and exits.
+    #[arg(long, env = "UNSANDBOX_SWEEP_EVERY_SECONDS", default_value_t = 300)]
+    pub every_seconds: u64,
 }
 
 #[derive(Debug, Args)]

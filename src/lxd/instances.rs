@@ -32,7 +32,11 @@ impl Lxd {
             let names: std::collections::HashSet<&str> =
                 listed.iter().map(|i| i.name.as_str()).collect();
             let quiet = Duration::from_secs(60);
-            super::logs::sweep(dir, self.project(), |n| names.contains(n), quiet).await;
+            let removed =
+                super::logs::sweep(dir, self.project(), |n| names.contains(n), quiet).await;
+            if removed > 0 {
+                tracing::info!(removed, dir = %dir.display(), "removed log folders of deleted instances");
+            }
         }
         Ok(listed)
     }
