@@ -86,20 +86,31 @@ async fn a_pool_fills_serves_and_replaces_each_taken_container() {
     assert_eq!(host.running().len(), 2);
 }
 
-#[tokio::test]
-async fn a_clean_executions_container_is_stopped_once_the_other_execution_ends() {
-    let host = Arc::new(FakeHost::new("n1"));
-    let n = node(&host, listed(vec![pool(4)]));
+/// A ready pool of four with two containers taken, one execution each.
+async fn two_taken(host: &Arc<FakeHost>) -> (Node, Lease, Lease) {
+    let n = node(host, listed(vec![pool(4)]));
     until(&n.agent, "pool ready", ready).await;
     let deadline = Instant::now() + Duration::from_secs(1);
     let first = n.agent.acquire("t/p", deadline).await.unwrap();
     let second = n.agent.acquire("t/p", deadline).await.unwrap();
-    let (used, running) = (first.container.clone(), second.container.clone());
-    first.finish(true);
+    (n, first, second)
+}
+
+/// Runs reconcile passes for about 200 ms, for what should not happen.
+async fn settle(agent: &Agent) {
     for _ in 0..20 {
-        n.agent.reconcile(false).await;
+        agent.reconcile(false).await;
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+}
+
+#[tokio::test]
+async fn a_clean_executions_container_is_stopped_once_the_other_execution_ends() {
+    let host = Arc::new(FakeHost::new("n1"));
+    let (n, first, second) = two_taken(&host).await;
+    let (used, running) = (first.container.clone(), second.container.clone());
+    first.finish(true);
+    settle(&n.agent).await;
     assert!(
         host.all().contains(&used),
         "ended clean while another execution runs: its stop waits"
@@ -114,11 +125,7 @@ async fn a_clean_executions_container_is_stopped_once_the_other_execution_ends()
 #[tokio::test]
 async fn an_anomalous_executions_container_is_stopped_at_once() {
     let host = Arc::new(FakeHost::new("n1"));
-    let n = node(&host, listed(vec![pool(4)]));
-    until(&n.agent, "pool ready", ready).await;
-    let deadline = Instant::now() + Duration::from_secs(1);
-    let first = n.agent.acquire("t/p", deadline).await.unwrap();
-    let _second = n.agent.acquire("t/p", deadline).await.unwrap();
+    let (n, first, _second) = two_taken(&host).await;
     let used = first.container.clone();
     first.finish(false);
     until(&n.agent, "destroyed although an execution runs", |_| {
@@ -138,10 +145,7 @@ async fn a_replacement_waits_for_the_running_execution_while_the_pool_keeps_its_
         .acquire("t/p", Instant::now() + Duration::from_secs(1))
         .await
         .unwrap();
-    for _ in 0..20 {
-        n.agent.reconcile(false).await;
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    settle(&n.agent).await;
     assert_eq!(
         host.calls().0,
         launched,
