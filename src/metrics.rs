@@ -174,12 +174,12 @@ impl Metrics {
         );
         agent.register(
             "launch_wait_seconds",
-            "Time a replacement launch waited for running executions to end, while its pool kept its reserve warm (executions first)",
+            "Time a replacement launch waited, while its pool kept its reserve warm, for running executions to end and then for the other container work to finish (executions first: one such operation at a time)",
             launch_wait_seconds.clone(),
         );
         agent.register(
             "destroy_wait_seconds",
-            "Time a used container's stop waited for running executions to end (its execution ended clean: nothing of it runs)",
+            "Time a used container's stop waited for running executions to end and then for the other container work to finish (its execution ended clean: nothing of it runs)",
             destroy_wait_seconds.clone(),
         );
         agent.register(

@@ -50,6 +50,10 @@ pub fn reserve(target: u32) -> u32 {
 /// long execution does not keep its pool under its target.
 pub const EXECUTIONS_FIRST_WAIT: Duration = Duration::from_secs(5);
 
+/// How long after its last take a host counts as serving executions
+/// (see [`Core::lifecycle_one_at_a_time`]).
+pub const SERVING_QUIET: Duration = Duration::from_secs(1);
+
 /// How long launching waits after `failures` failed launches in a row:
 /// 1 s, doubling, at most 30 s.
 pub fn backoff(failures: u32) -> Duration {
@@ -108,6 +112,8 @@ pub struct Core {
     pressure: bool,
     /// Set by `stop_taking`: nothing new is handed out.
     stopping: bool,
+    /// When an execution last took a container on this host.
+    last_take: Option<Instant>,
     /// Whether this host runs an egress proxy, so `semitrusted` pools can
     /// be served here (see `offer_semitrusted`).
     semitrusted: bool,
@@ -128,6 +134,7 @@ impl Core {
             image_refresh: IMAGE_REFRESH,
             pressure: false,
             stopping: false,
+            last_take: None,
             semitrusted: false,
         }
     }
@@ -421,12 +428,33 @@ impl Core {
     /// waits longer than [`EXECUTIONS_FIRST_WAIT`] (the driver's part).
     pub fn launch_may_start(&self, pool: &PoolKey) -> bool {
         let running: u32 = self.pools.values().map(|p| p.busy).sum();
-        running == 0
-            || self.stopping
+        running == 0 || self.lifecycle_urgent(pool)
+    }
+
+    /// Whether `pool`'s container work (a replacement launch, a deferrable
+    /// stop) is urgent: the agent is stopping, the pool is gone, or it
+    /// keeps less than its reserve warm ([`reserve`]).
+    pub fn lifecycle_urgent(&self, pool: &PoolKey) -> bool {
+        self.stopping
             || self
                 .pools
                 .get(pool)
                 .is_none_or(|p| (p.warm.len() as u32) < reserve(p.target()))
+    }
+
+    /// Whether `pool`'s container work goes one operation at a time (the
+    /// driver's background slot): it is not urgent
+    /// ([`Core::lifecycle_urgent`]) and the host is serving executions
+    /// (one runs, or one took a container in the last [`SERVING_QUIET`]).
+    /// Replacements and stops that fell due together then follow one
+    /// another instead of taking both cores from the executions being
+    /// served at once; an idle host refills side by side.
+    pub fn lifecycle_one_at_a_time(&self, pool: &PoolKey, now: Instant) -> bool {
+        let running = self.pools.values().any(|p| p.busy > 0);
+        let recent = self
+            .last_take
+            .is_some_and(|t| now.saturating_duration_since(t) < SERVING_QUIET);
+        (running || recent) && !self.lifecycle_urgent(pool)
     }
 
     /// Whether a deferrable destroy (`Effect::Destroy::deferrable`) of a
@@ -456,6 +484,7 @@ impl Core {
             });
         };
         p.demand.took(now);
+        self.last_take = Some(now);
         let spec = &p.resolved.spec;
         let Some(t) = self.containers.get(&container) else {
             return Err(TakeError::NotServed);

@@ -219,14 +219,35 @@ fn replacements_wait_for_running_executions_while_the_pool_keeps_its_reserve() {
     );
     core.released(&a, true, now);
     assert!(!core.launch_may_start(&key), "one still runs");
+    assert!(
+        core.lifecycle_one_at_a_time(&key, now),
+        "two of four warm is the reserve, one execution runs: one at a time"
+    );
     let c = core.take("t/p", now).unwrap();
     assert!(
         core.launch_may_start(&key),
         "one of four warm is under the reserve: launch although executions run"
     );
+    assert!(
+        core.lifecycle_urgent(&key) && !core.lifecycle_one_at_a_time(&key, now),
+        "under the reserve: side by side"
+    );
     core.released(&b, true, now);
     core.released(&c, true, now);
     assert!(core.launch_may_start(&key));
+    // Nothing runs: one at a time only while takes are recent.
+    let mut quiet = filled(4);
+    let d = quiet.take("t/p", now).unwrap();
+    quiet.released(&d, true, now);
+    assert!(!quiet.lifecycle_urgent(&key));
+    assert!(
+        quiet.lifecycle_one_at_a_time(&key, now),
+        "taken just now: still serving"
+    );
+    assert!(
+        !quiet.lifecycle_one_at_a_time(&key, now + SERVING_QUIET),
+        "nothing runs and nothing was taken for a while: side by side"
+    );
     // A pool of one launches at once: its reserve is its only container.
     let mut one = filled(1);
     let _d = one.take("t/p", now).unwrap();

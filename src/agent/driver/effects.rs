@@ -3,6 +3,7 @@
 
 use std::time::{Duration, Instant};
 
+use tokio::sync::SemaphorePermit;
 use tracing::Instrument;
 
 use crate::metrics::{PoolLabels, ResultLabels};
@@ -100,9 +101,11 @@ impl Agent {
     }
 
     async fn destroy(&self, container: ContainerName, pool: PoolKey, deferrable: bool) {
-        if deferrable {
-            self.after_executions(&pool).await;
-        }
+        let _background = if deferrable {
+            self.after_executions(&pool).await
+        } else {
+            None
+        };
         let result = self.inner.host.destroy(container.as_str()).await;
         let label = match &result {
             Ok(()) => "ok",
@@ -129,30 +132,33 @@ impl Agent {
     /// most `EXECUTIONS_FIRST_WAIT` and only while fewer than
     /// `DEFERRED_DESTROYS_MAX` wait: the stop's CPU then goes to the
     /// executions' gaps. Nothing of the container runs meanwhile (its
-    /// execution ended clean, the runner killed what it left).
-    async fn after_executions(&self, pool: &PoolKey) {
+    /// execution ended clean, the runner killed what it left). Then it
+    /// takes the background slot unless the stop became urgent
+    /// (`background_slot`), and returns it. A stop that finds too many
+    /// waiting goes at once, without the slot.
+    async fn after_executions(&self, pool: &PoolKey) -> Option<SemaphorePermit<'_>> {
         use std::sync::atomic::Ordering;
         if !self.inner.cfg.executions_first {
-            return;
+            return None;
         }
         let waiting = &self.inner.deferred_destroys;
         if waiting.fetch_add(1, Ordering::SeqCst) >= DEFERRED_DESTROYS_MAX {
             waiting.fetch_sub(1, Ordering::SeqCst);
-            return;
+            return None;
         }
-        let waited = self
-            .wait_for_executions(|core| core.destroy_may_start(pool))
+        let start = Instant::now();
+        self.wait_for_executions(|core| core.destroy_may_start(pool))
             .await;
+        let background = self.background_slot(pool).await;
         waiting.fetch_sub(1, Ordering::SeqCst);
-        if waited > Duration::ZERO {
-            self.inner
-                .metrics
-                .destroy_wait_seconds
-                .get_or_create(&PoolLabels {
-                    pool: pool.to_string(),
-                })
-                .observe(waited.as_secs_f64());
-        }
+        self.inner
+            .metrics
+            .destroy_wait_seconds
+            .get_or_create(&PoolLabels {
+                pool: pool.to_string(),
+            })
+            .observe(start.elapsed().as_secs_f64());
+        background
     }
 
     /// Checks a container after an execution and gives it a fresh sandbox;
@@ -182,8 +188,11 @@ impl Agent {
     /// pool no longer wants it by the time a slot is free. Executions come
     /// first: it waits while the core says so (`Core::launch_may_start`).
     async fn launch(&self, order: LaunchOrder) {
-        let waited = self.executions_first(&order.pool).await;
-        if waited > Duration::ZERO {
+        let waiting = Instant::now();
+        self.executions_first(&order.pool).await;
+        let _background = self.background_slot(&order.pool).await;
+        if self.inner.cfg.executions_first {
+            let waited = waiting.elapsed();
             self.inner
                 .metrics
                 .launch_wait_seconds
@@ -232,34 +241,61 @@ impl Agent {
     }
 
     /// Waits until a launch for `pool` may start while executions run on
-    /// this host, at most `EXECUTIONS_FIRST_WAIT`; how long it waited.
-    async fn executions_first(&self, pool: &PoolKey) -> Duration {
-        if !self.inner.cfg.executions_first {
-            return Duration::ZERO;
+    /// this host, at most `EXECUTIONS_FIRST_WAIT`.
+    async fn executions_first(&self, pool: &PoolKey) {
+        if self.inner.cfg.executions_first {
+            self.wait_for_executions(|core| core.launch_may_start(pool))
+                .await;
         }
-        self.wait_for_executions(|core| core.launch_may_start(pool))
-            .await
+    }
+
+    /// Takes the background slot for `pool`'s container work while that
+    /// work goes one operation at a time (`Core::lifecycle_one_at_a_time`);
+    /// `None` when it need not, or no longer must while it waits, and with
+    /// executions first off.
+    async fn background_slot(&self, pool: &PoolKey) -> Option<SemaphorePermit<'_>> {
+        if !self.inner.cfg.executions_first {
+            return None;
+        }
+        loop {
+            let changed = self.inner.busy_changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            if !self
+                .inner
+                .lock()
+                .core
+                .lifecycle_one_at_a_time(pool, Instant::now())
+            {
+                return None;
+            }
+            // A take makes the work urgent when the reserve runs low; a
+            // change of the pool's target, or the host falling quiet, can
+            // too, so look again every second.
+            tokio::select! {
+                permit = self.inner.background_slot.acquire() => return permit.ok(),
+                _ = changed => {}
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            }
+        }
     }
 
     /// Waits until `may_start` holds, looking again whenever an execution
-    /// takes or gives back a container, at most `EXECUTIONS_FIRST_WAIT`;
-    /// how long it waited.
-    async fn wait_for_executions(&self, may_start: impl Fn(&Core) -> bool) -> Duration {
-        let start = Instant::now();
-        let deadline = start + EXECUTIONS_FIRST_WAIT;
+    /// takes or gives back a container, at most `EXECUTIONS_FIRST_WAIT`.
+    async fn wait_for_executions(&self, may_start: impl Fn(&Core) -> bool) {
+        let deadline = Instant::now() + EXECUTIONS_FIRST_WAIT;
         while Instant::now() < deadline {
             let changed = self.inner.busy_changed.notified();
             tokio::pin!(changed);
             changed.as_mut().enable();
             if may_start(&self.inner.lock().core) {
-                return start.elapsed();
+                return;
             }
             // A take or a release changes the answer; a change of the pool's
             // target can too, so look again every second regardless.
             let again = (Instant::now() + Duration::from_secs(1)).min(deadline);
             let _ = tokio::time::timeout_at(again.into(), changed).await;
         }
-        start.elapsed()
     }
 
     /// Launches a pool's smoke container, runs every language's tests in it,

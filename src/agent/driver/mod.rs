@@ -61,6 +61,11 @@ struct Inner {
     launch_slots: Semaphore,
     /// Woken whenever an execution takes or gives back a container.
     busy_changed: Notify,
+    /// The one slot container work runs in while it goes one operation at
+    /// a time (`Core::lifecycle_one_at_a_time`): replacements and stops
+    /// that fell due together go one after another while the reserve
+    /// holds and executions are served.
+    background_slot: Semaphore,
     /// Destroys waiting for the host's executions to end (at most
     /// `DEFERRED_DESTROYS_MAX`).
     deferred_destroys: std::sync::atomic::AtomicUsize,
@@ -206,6 +211,7 @@ impl Agent {
                 resources,
                 launch_slots: Semaphore::new(slots),
                 busy_changed: Notify::new(),
+                background_slot: Semaphore::new(1),
                 deferred_destroys: Default::default(),
                 resync_lock: tokio::sync::Mutex::new(()),
                 egress,

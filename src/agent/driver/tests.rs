@@ -160,6 +160,51 @@ async fn a_replacement_waits_for_the_running_execution_while_the_pool_keeps_its_
 }
 
 #[tokio::test]
+async fn replacements_that_fell_due_together_go_one_at_a_time_while_the_reserve_holds() {
+    let host = Arc::new(FakeHost::with_launch_delay("n1", Duration::from_millis(40)));
+    let (n, first, second) = two_taken(&host).await;
+    let launched = host.calls().0;
+    host.count_launches_at_once_anew();
+    first.finish(true);
+    second.finish(true);
+    until(&n.agent, "both replaced", |a| {
+        a.warm_of("t/p") == 4 && host.calls().0 == launched + 2
+    })
+    .await;
+    assert_eq!(
+        host.most_launches_at_once(),
+        1,
+        "two of four warm is the reserve: the replacements go one after the other"
+    );
+}
+
+#[tokio::test]
+async fn replacements_run_side_by_side_when_the_pool_is_under_its_reserve() {
+    let host = Arc::new(FakeHost::with_launch_delay("n1", Duration::from_millis(40)));
+    let n = node(&host, listed(vec![pool(4)]));
+    until(&n.agent, "pool ready", ready).await;
+    assert!(
+        host.most_launches_at_once() > 1,
+        "an empty pool fills in parallel"
+    );
+    host.count_launches_at_once_anew();
+    let deadline = Instant::now() + Duration::from_secs(1);
+    let mut leases = Vec::new();
+    for _ in 0..3 {
+        leases.push(n.agent.acquire("t/p", deadline).await.unwrap());
+    }
+    until(&n.agent, "refilled while the executions run", |a| {
+        a.warm_of("t/p") == 4
+    })
+    .await;
+    assert!(
+        host.most_launches_at_once() > 1,
+        "one of four warm is under the reserve: the replacements run side by side"
+    );
+    drop(leases);
+}
+
+#[tokio::test]
 async fn a_recycling_pool_gets_clean_containers_back_and_destroys_the_rest() {
     let host = Arc::new(FakeHost::new("n1"));
     let mut p = pool(1);

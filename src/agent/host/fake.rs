@@ -43,6 +43,9 @@ struct World {
     failing_images: BTreeSet<String>,
     launches: u32,
     destroys: u32,
+    /// Launches under way now, and the most that ever were at once.
+    launching: u32,
+    most_launching: u32,
     /// Recycles that fail before any succeeds again.
     failing_recycles: u32,
     recycles: u32,
@@ -138,6 +141,18 @@ impl FakeHost {
         self.world().containers.keys().cloned().collect()
     }
 
+    /// The most launches that were under way at once (since the last
+    /// `count_launches_at_once_anew`).
+    pub fn most_launches_at_once(&self) -> u32 {
+        self.world().most_launching
+    }
+
+    /// Starts counting the launches under way at once anew.
+    pub fn count_launches_at_once_anew(&self) {
+        let mut w = self.world();
+        w.most_launching = w.launching;
+    }
+
     /// Launches and destroys carried out so far.
     pub fn calls(&self) -> (u32, u32) {
         let w = self.world();
@@ -211,8 +226,14 @@ impl ContainerHost for FakeHost {
 
     fn launch<'a>(&'a self, order: &'a LaunchOrder) -> BoxFuture<'a, Result<(), LxdError>> {
         async move {
+            {
+                let mut w = self.world();
+                w.launching += 1;
+                w.most_launching = w.most_launching.max(w.launching);
+            }
             tokio::time::sleep(self.launch_delay).await;
             let mut w = self.world();
+            w.launching -= 1;
             w.launches += 1;
             if w.failing_launches > 0 {
                 w.failing_launches -= 1;
