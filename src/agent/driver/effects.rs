@@ -186,7 +186,9 @@ impl Agent {
 
     /// Creates one container, within the launch parallelism, unless its
     /// pool no longer wants it by the time a slot is free. Executions come
-    /// first: it waits while the core says so (`Core::launch_may_start`).
+    /// first: it waits while the core says so (`Core::launch_may_start`),
+    /// then for the background slot while the pool's work goes one
+    /// operation at a time (`background_slot`).
     async fn launch(&self, order: LaunchOrder) {
         let waiting = Instant::now();
         self.executions_first(&order.pool).await;
