@@ -427,8 +427,12 @@ impl Core {
     /// reserve, or a host with nothing running, launches at once; no launch
     /// waits longer than [`EXECUTIONS_FIRST_WAIT`] (the driver's part).
     pub fn launch_may_start(&self, pool: &PoolKey) -> bool {
-        let running: u32 = self.pools.values().map(|p| p.busy).sum();
-        running == 0 || self.lifecycle_urgent(pool)
+        !self.executions_running() || self.lifecycle_urgent(pool)
+    }
+
+    /// Whether an execution runs on this host.
+    fn executions_running(&self) -> bool {
+        self.pools.values().any(|p| p.busy > 0)
     }
 
     /// Whether `pool`'s container work (a replacement launch, a deferrable
@@ -450,11 +454,10 @@ impl Core {
     /// another instead of taking both cores from the executions being
     /// served at once; an idle host refills side by side.
     pub fn lifecycle_one_at_a_time(&self, pool: &PoolKey, now: Instant) -> bool {
-        let running = self.pools.values().any(|p| p.busy > 0);
         let recent = self
             .last_take
             .is_some_and(|t| now.saturating_duration_since(t) < SERVING_QUIET);
-        (running || recent) && !self.lifecycle_urgent(pool)
+        (self.executions_running() || recent) && !self.lifecycle_urgent(pool)
     }
 
     /// Whether a deferrable destroy (`Effect::Destroy::deferrable`) of a
