@@ -81,6 +81,7 @@ async fn run_executes_what_detection_names_on_held_out_programs() {
     let mut tally: BTreeMap<&str, usize> = BTreeMap::new();
     let mut wrong_path = Vec::new();
     let mut failed_runs = Vec::new();
+    let mut wrong = Vec::new();
     let all = samples(Path::new(&dir));
     for (label, path) in &all {
         let code = std::fs::read_to_string(path).unwrap();
@@ -107,6 +108,9 @@ async fn run_executes_what_detection_names_on_held_out_programs() {
                     (false, _) => "wrong language",
                 };
                 *tally.entry(key).or_default() += 1;
+                if !right {
+                    wrong.push(format!("{name}: ran as {}", d.language));
+                }
                 if right && !ok {
                     failed_runs.push(format!(
                         "{name} ({}): {} exit {} {}",
@@ -142,6 +146,9 @@ async fn run_executes_what_detection_names_on_held_out_programs() {
     );
     for (k, n) in &tally {
         println!("  {k}: {n}");
+    }
+    for w in &wrong {
+        println!("  wrong language: {w}");
     }
     for f in &failed_runs {
         println!("  did not exit 0: {f}");

@@ -181,9 +181,11 @@ pub struct Timings {
 /// How `/run` chose the language.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, ToSchema)]
 pub struct DetectionReport {
-    /// `request`, `shebang` or `content`.
+    /// `request`, `shebang`, `extension` (the file name's), `syntax`
+    /// (syntax only that language has) or `content` (the model).
     pub method: String,
-    /// 0 to 1.
+    /// 0 to 1: 1 for `request`, `shebang` and a single claimant
+    /// `extension`; the model's calibrated probability for `content`.
     pub confidence: f64,
     /// Other languages considered, with their confidence.
     pub alternatives: Vec<(String, f64)>,

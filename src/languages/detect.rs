@@ -7,14 +7,18 @@ use super::CatalogEntry;
 use super::grammar;
 use super::model::{self, Model};
 use super::names::SYNONYMS;
+use super::signature;
 
 /// A detected language, how sure the detector is, and what else it considered.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Detection {
     pub language: String,
-    /// `shebang`, `extension` (the file name's) or `content`.
+    /// `shebang`, `extension` (the file name's), `syntax` (a language's
+    /// own syntax, [`signature`]) or `content`.
     pub method: &'static str,
-    /// 0 to 1: for `content`, the model's calibrated probability.
+    /// 0 to 1: for `content`, the model's calibrated probability; for
+    /// `syntax`, 1, or the model's confidence in the family the syntax
+    /// refines (zsh's flags within what reads as bash).
     pub confidence: f64,
     /// Runners-up with their confidence, best first.
     pub alternatives: Vec<(String, f64)>,
@@ -24,7 +28,8 @@ impl Detection {
     /// Whether the answer is sure enough to act on: a content answer below
     /// the model's calibrated threshold is a guess.
     pub fn is_sure(&self) -> bool {
-        self.method != "content" || self.confidence >= model::builtin().threshold
+        !matches!(self.method, "content" | "syntax")
+            || self.confidence >= model::builtin().threshold
     }
 }
 
@@ -190,8 +195,9 @@ fn by_extension<'a>(file_name: &str, catalog: &'a [CatalogEntry]) -> Vec<&'a Cat
 /// Detects the language of `code`, named `file_name` when the caller gave
 /// one, among the served ones: a shebang first (what the kernel would
 /// run); then the file name's extension when exactly one served language
-/// claims it; when several do (`.h`), the content decides among them;
-/// otherwise the content decides among all.
+/// claims it; then syntax only one served language has ([`signature`]);
+/// when several languages claim the extension (`.h`), the content decides
+/// among them; otherwise the content decides among all.
 pub fn detect_named(
     code: &str,
     file_name: Option<&str>,
@@ -212,6 +218,19 @@ pub fn detect_named(
         return Some(Detection {
             language: only.name.clone(),
             method: "extension",
+            confidence: 1.0,
+            alternatives: vec![],
+        });
+    }
+    let signed: Vec<(&signature::Signature, String)> = signature::find(code)
+        .into_iter()
+        .filter_map(|s| Some((s, served_by_name(s.language, catalog)?.name.clone())))
+        .filter(|(_, name)| claimed.is_empty() || claimed.iter().any(|e| e.name == *name))
+        .collect();
+    if let Some((_, language)) = signed.iter().find(|(s, _)| s.within.is_empty()) {
+        return Some(Detection {
+            language: language.clone(),
+            method: "syntax",
             confidence: 1.0,
             alternatives: vec![],
         });
@@ -238,11 +257,22 @@ pub fn detect_named(
             s.1 /= total;
         }
     }
-    let mut ranked = scores.into_iter().map(|(n, p)| (n, round3(p)));
-    let (language, confidence) = ranked.next()?;
+    let mut ranked = scores.into_iter().map(|(n, p)| (n, round3(p))).peekable();
+    let (best, confidence) = ranked.peek()?.clone();
+    let family = canonical(&best).or_else(|| {
+        let e = catalog.iter().find(|e| e.name == best)?;
+        entry_language(e)
+    });
+    let refined = signed
+        .iter()
+        .find(|(s, _)| family.is_some_and(|f| s.within.contains(&f)));
+    let (language, method) = match refined {
+        Some((_, dialect)) => (dialect.clone(), "syntax"),
+        None => (ranked.next()?.0, "content"),
+    };
     Some(Detection {
         language,
-        method: "content",
+        method,
         confidence,
         alternatives: ranked
             .filter(|(_, c)| *c > 0.0)
@@ -311,6 +341,42 @@ mod tests {
             let d = detect_named("print(1)", Some(name), &cat).unwrap();
             assert_eq!(d.method, "content", "{name}");
         }
+    }
+
+    #[test]
+    fn a_language_s_own_syntax_names_it() {
+        let cat = served();
+        let d = guess(
+            "Hello\n++++++++[>++++[>++>+++>+++>+<<<<-]>+>+>->>+[<]<-]>>.>---.+++++++..+++.\n",
+        );
+        assert_eq!(
+            (d.language.as_str(), d.method, d.confidence),
+            ("brainfuck", "syntax", 1.0)
+        );
+        assert!(d.is_sure());
+        // zsh's parameter flags make what reads as shell zsh, with the
+        // model's confidence in shell and bash among the alternatives.
+        let zsh = "#!/usr/bin/env -S tool\nfor f in ${(f)\"$(ls -1)\"}; do\n  echo \"file: $f\"\ndone\nsetopt extendedglob\n";
+        let d = guess(zsh);
+        assert_eq!((d.language.as_str(), d.method), ("zsh", "syntax"));
+        assert_eq!(d.alternatives[0].0, "bash");
+        // The same flags in another language's string are not zsh.
+        let groovy = "def dict = (0..<256).inject([:]) { map, ch -> map[ch] = \"${(char)ch}\"; map }\nprintln dict.size()\n";
+        assert_ne!(guess(groovy).language, "zsh");
+        // An extension several languages claim keeps the signature to them.
+        let mut cat2 = cat.clone();
+        for e in &mut cat2 {
+            if e.name == "c" || e.name == "cpp" {
+                e.extensions = vec!["h".into()];
+            }
+        }
+        let d = detect_named(
+            "++++++++[>++++[>++>+++>+++>+<<<<-]>+>+>->>+[<]<-]>>.>---.+++++++..+++.",
+            Some("x.h"),
+            &cat2,
+        )
+        .unwrap();
+        assert_ne!(d.language, "brainfuck");
     }
 
     fn catalog() -> Vec<CatalogEntry> {
@@ -555,13 +621,16 @@ mod tests {
         for class in &m.classes {
             assert_eq!(canonical(class), Some(class.as_str()));
         }
-        // Every served language is a class of the model or a named
-        // variant of one, or else is listed as told by its shebang only.
+        // Every served language is a class of the model or a named variant
+        // of one, or has a signature, or else is listed as told by its
+        // shebang only.
         for e in served() {
             let known = entry_language(&e).is_some_and(|c| m.class(c).is_some());
+            let signed = signature::languages().any(|l| l == e.name);
+            let shebang_only = super::super::names::SHEBANG_ONLY.contains(&e.name.as_str());
             assert!(
-                known != super::super::names::SHEBANG_ONLY.contains(&e.name.as_str()),
-                "{}: a class or a variant of one exactly when not listed as shebang-only",
+                (known || signed) != shebang_only,
+                "{}: a class or a signature exactly when not listed as shebang-only",
                 e.name
             );
         }

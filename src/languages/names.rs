@@ -84,23 +84,19 @@ pub const SYNONYMS: &[(&str, &str)] = &[
     ("valac", "vala"),
 ];
 
-/// Served languages the model has no content features for: too little real
-/// code to learn from (fewer than 20 documents in the tuning corpora, or
-/// fewer than two independent sources with 5 each). Only a shebang (or a
-/// file name's extension) names them.
+/// Served languages told by neither the model nor a signature
+/// ([`super::signature`]): too little real code to learn from (fewer than
+/// 20 documents in the tuning corpora, or fewer than two independent
+/// sources with 5 each), and no syntax of their own that the other served
+/// languages lack. Only a shebang (or a file name's extension) names them.
 pub const SHEBANG_ONLY: &[&str] = &[
-    "algol68",
     "basic-yabasic",
     "bc",
-    "brainfuck",
     "fish",
     "ksh",
-    "modula-2",
     "nickle",
     "pari-gp",
     "ratfor",
     "sed",
     "tcsh",
-    "vhdl",
-    "zsh",
 ];

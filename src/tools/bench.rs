@@ -118,6 +118,21 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[idx.min(sorted.len() - 1)]
 }
 
+/// How a row's tail stands against `limit` (ms): how many requests took
+/// longer, and the p99.9 and slowest.
+fn tail(times: &[f64], limit: f64) -> String {
+    let mut v = times.to_vec();
+    v.sort_by(f64::total_cmp);
+    let over = v.iter().filter(|t| **t > limit).count();
+    format!(
+        "{over} of {} ({:.1}%) over {limit:.1} ms; p99.9 {:.1} ms, slowest {:.1} ms",
+        v.len(),
+        100.0 * over as f64 / v.len().max(1) as f64,
+        percentile(&v, 99.9),
+        v.last().copied().unwrap_or(f64::NAN)
+    )
+}
+
 pub(super) fn summarize(mut v: Vec<f64>) -> (f64, f64) {
     v.sort_by(f64::total_cmp);
     (percentile(&v, 50.0), percentile(&v, 99.0))
@@ -472,8 +487,10 @@ async fn measure_reuse(args: &BenchArgs, agent: &Agent, floor_p50: f64) -> anyho
             "reuse mode, paced: {n} requests offered at {:.1}/s by 8 clients (latency from each request's scheduled time):",
             args.reuse_rate
         );
+        let slow = tail(&times, 3.0 * floor_p50);
         let (p50, p99) = summarize(times);
         print_rows(&[(8, rate, p50, p99)], floor_p50);
+        println!("  against 3x the floor: {slow}");
     }
     Ok(())
 }
@@ -743,4 +760,19 @@ pub(super) async fn phase(
         all.extend(t.await??);
     }
     Ok(all)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_tail_counts_requests_over_the_limit() {
+        let times: Vec<f64> = (1..=1000).map(f64::from).collect();
+        assert_eq!(
+            tail(&times, 990.0),
+            "10 of 1000 (1.0%) over 990.0 ms; p99.9 999.0 ms, slowest 1000.0 ms"
+        );
+        assert!(tail(&[], 1.0).starts_with("0 of 0 (0.0%)"));
+    }
 }

@@ -250,12 +250,15 @@ pub fn run(args: &DetectAccuracyArgs) -> Result<(), CorpusError> {
     let model = crate::languages::model::builtin();
     let learned: Vec<Outcome> = outcomes
         .iter()
-        .filter(|o| detect::canonical(&o.label).is_some_and(|c| model.class(c).is_some()))
+        .filter(|o| {
+            detect::canonical(&o.label).is_some_and(|c| model.class(c).is_some())
+                || crate::languages::signature::languages().any(|l| l == o.label)
+        })
         .cloned()
         .collect();
     let known = accuracy::score(&learned);
     println!(
-        "languages with content features (the model's): {:.1}% ({} of {} files, {} languages); told by shebang only: {}",
+        "languages with content features (the model's classes and the signatures'): {:.1}% ({} of {} files, {} languages); told by shebang only: {}",
         100.0 * known.micro(),
         known.correct,
         known.files,

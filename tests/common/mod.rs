@@ -220,7 +220,9 @@ impl Harness {
         let pool = pool.to_string();
         wait_for(
             &format!("{pool}'s languages to be proven"),
-            Duration::from_secs(120),
+            // The polyglot image proves 78 languages: 90 s to over 120 s on
+            // a 2-core host.
+            Duration::from_secs(600),
             || {
                 let (a, p) = (agent.clone(), pool.clone());
                 async move {
