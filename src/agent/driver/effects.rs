@@ -259,6 +259,11 @@ impl Agent {
         if !self.inner.cfg.executions_first {
             return None;
         }
+        // One request for the slot across every look: the semaphore serves
+        // waiters first come, first served, and a waiter keeps its place
+        // while it looks again.
+        let acquire = self.inner.background_slot.acquire();
+        tokio::pin!(acquire);
         loop {
             let changed = self.inner.busy_changed.notified();
             tokio::pin!(changed);
@@ -275,7 +280,7 @@ impl Agent {
             // change of the pool's target, or the host falling quiet, can
             // too, so look again every second.
             tokio::select! {
-                permit = self.inner.background_slot.acquire() => return permit.ok(),
+                permit = &mut acquire => return permit.ok(),
                 _ = changed => {}
                 _ = tokio::time::sleep(Duration::from_secs(1)) => {}
             }
