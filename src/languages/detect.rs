@@ -25,8 +25,9 @@ pub struct Detection {
 }
 
 impl Detection {
-    /// Whether the answer is sure enough to act on: a content answer below
-    /// the model's calibrated threshold is a guess.
+    /// Whether the answer is sure enough to act on: a content answer (or
+    /// a dialect's syntax within one) below the model's calibrated
+    /// threshold is a guess.
     pub fn is_sure(&self) -> bool {
         !matches!(self.method, "content" | "syntax")
             || self.confidence >= model::builtin().threshold
