@@ -231,11 +231,12 @@ async fn serve(
 ) -> anyhow::Result<()> {
     let agent = state.agent.clone();
     let jobs = state.jobs.clone();
-    // The language model is read and the grammar rules compiled once; do
-    // it now rather than on the first `/run`.
+    // The language model is read, and the grammar rules and signatures
+    // compiled, once; do it now rather than on the first `/run`.
     tokio::task::spawn_blocking(|| {
         crate::languages::model::builtin();
         crate::languages::grammar::ruled_out("");
+        crate::languages::signature::find("");
     });
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let loop_agent = agent.clone();
