@@ -108,6 +108,10 @@ pub struct BenchArgs {
     /// from each one's scheduled time); 0 skips it.
     #[arg(long, default_value_t = 25.0)]
     pub reuse_rate: f64,
+    /// Run the reuse mode's sustained rows; `false` goes straight to its
+    /// paced row (to repeat that row alone).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub reuse_sustained: bool,
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -462,12 +466,14 @@ async fn measure_reuse(args: &BenchArgs, agent: &Agent, floor_p50: f64) -> anyho
         .context("filling the reuse pool")?;
     let n = (args.reuse_warm * args.reuse_executions * 3) as usize;
     let body = serde_json::to_vec(&serde_json::json!({"code": args.code}))?;
-    let rows = sustained_rows(agent, &args.language, &body, args.reuse_warm, n).await?;
-    println!(
-        "reuse mode (spec.reuse.executions {}), sustained, {n} requests per row (3x what the {} warm serve):",
-        args.reuse_executions, args.reuse_warm
-    );
-    print_rows(&rows, floor_p50);
+    if args.reuse_sustained {
+        let rows = sustained_rows(agent, &args.language, &body, args.reuse_warm, n).await?;
+        println!(
+            "reuse mode (spec.reuse.executions {}), sustained, {n} requests per row (3x what the {} warm serve):",
+            args.reuse_executions, args.reuse_warm
+        );
+        print_rows(&rows, floor_p50);
+    }
     if args.reuse_rate > 0.0 {
         let (client, addr) = serve(agent).await?;
         wait_warm(agent, args.reuse_warm, Duration::from_secs(600)).await?;
