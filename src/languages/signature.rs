@@ -122,19 +122,20 @@ const SIGNATURES: &[Signature] = &[
             r"(?im)^\s*use\s+ieee\.\w+\.",
         ]),
     },
-    // Completion functions start with these; no other shell reads them.
     Signature {
         language: "zsh",
         within: &[],
-        test: Test::AnchoredBy(&[r"\A#(?:compdef|autoload)\b"]),
-    },
-    // zsh's completion system and its own builtins, run as commands.
-    Signature {
-        language: "zsh",
-        within: &[],
-        test: Test::AnchoredBy(&[
-            r"(?m)^\s*(?:_arguments|_describe|_wanted|_values|_alternative|compadd|compdef|zparseopts|emulate\s+-L\s+zsh|autoload\s+-Uz?)\b",
-        ]),
+        test: Test::Several {
+            needed: 1,
+            patterns: &[
+                // the first line completion functions start with; no
+                // other shell reads it
+                r"\A#(?:compdef|autoload)\b",
+                // zsh's completion system and its own builtins, run as
+                // commands
+                r"(?m)^\s*(?:_arguments|_describe|_wanted|_values|_alternative|compadd|compdef|zparseopts|emulate\s+-L\s+zsh|autoload\s+-Uz?)\b",
+            ],
+        },
     },
     Signature {
         language: "zsh",
@@ -240,10 +241,8 @@ mod tests {
         let vhdl = "library ieee;\nuse ieee.std_logic_1164.all;\n\nentity inverter is\n  port(a : in std_logic; b : out std_logic);\nend entity;\n\n\
                     architecture rtl of inverter is\nbegin\n  b <= not a;\nend architecture;\n";
         assert_eq!(named(vhdl), ["vhdl", "vhdl"]);
-        assert_eq!(
-            named("#compdef foo\n_arguments '-v[verbose]'\n"),
-            ["zsh", "zsh"]
-        );
+        assert_eq!(named("#compdef foo\n_arguments '-v[verbose]'\n"), ["zsh"]);
+        assert_eq!(named("#autoload\nprint hi\n"), ["zsh"]);
         assert_eq!(named("local -a opts\nzparseopts -D -E v=opts\n"), ["zsh"]);
         assert_eq!(
             named("extern (C) nothrow @nogc:\nint puts(const(char)* s);\n"),
