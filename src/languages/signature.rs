@@ -36,8 +36,7 @@ enum Test {
         patterns: &'static [&'static str],
         needed: usize,
     },
-    /// The first pattern matches, and so does one of the others (none:
-    /// the first alone).
+    /// The first pattern matches, and so does one of the others.
     AnchoredBy(&'static [&'static str]),
 }
 
@@ -86,7 +85,10 @@ const SIGNATURES: &[Signature] = &[
     Signature {
         language: "d",
         within: &[],
-        test: Test::AnchoredBy(&[r"\bextern\s*\(\s*(?:C\+\+|C|D|Windows|System|Objective-C)\s*\)"]),
+        test: Test::Several {
+            needed: 1,
+            patterns: &[r"\bextern\s*\(\s*(?:C\+\+|C|D|Windows|System|Objective-C)\s*\)"],
+        },
     },
     Signature {
         language: "modula-2",
@@ -180,8 +182,7 @@ pub fn find(code: &str) -> Vec<&'static Signature> {
                 res.iter().filter(|r| r.is_match(code)).count() >= needed
             }
             Test::AnchoredBy(_) => {
-                res[0].is_match(code)
-                    && (res.len() == 1 || res[1..].iter().any(|r| r.is_match(code)))
+                res[0].is_match(code) && res[1..].iter().any(|r| r.is_match(code))
             }
         })
         .map(|(s, _)| s)
