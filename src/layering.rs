@@ -317,7 +317,8 @@ fn library_files(root: &Path) -> Vec<(PathBuf, Vec<String>)> {
     files.sort();
     files
         .into_iter()
-        .filter(|f| f != &root.join("main.rs"))
+        // The binaries' roots are crates of their own.
+        .filter(|f| f != &root.join("main.rs") && !f.starts_with(root.join("bin")))
         .map(|f| {
             let rel = f.strip_prefix(root).unwrap().with_extension("");
             let mut path: Vec<String> = rel

@@ -129,10 +129,13 @@ pub async fn ensure_template(
     let result = async {
         lxd.create_instance(&create).await?;
         lxd.start_instance(&name).await?;
+        // A recycling shape's template installs the sandbox helper, which
+        // every copy then has.
         ready(
             lxd,
             &name,
-            crate::execution::ready_command(&[], NetworkTier::Zerotrust, false),
+            crate::execution::ready_command(&[], NetworkTier::Zerotrust, spec.recycles()),
+            crate::execution::ready_stdin(spec.recycles()),
             false,
         )
         .await?;
@@ -167,7 +170,14 @@ pub async fn launch(
     let result = async {
         lxd.create_instance(&create).await?;
         lxd.start_instance(name).await?;
-        ready(lxd, name, ready_command, spec.recycles()).await
+        ready(
+            lxd,
+            name,
+            ready_command,
+            crate::execution::ready_stdin(spec.recycles()),
+            spec.recycles(),
+        )
+        .await
     }
     .await;
     if let Err(e) = &result {
@@ -179,10 +189,17 @@ pub async fn launch(
     result
 }
 
-/// Runs the readiness exec (see `execution::ready_command`); a recycled
-/// container's (`session`) is the first request of the session its
-/// executions will run in, so that neither costs an exec of its own.
-async fn ready(lxd: &Lxd, name: &str, command: Vec<String>, session: bool) -> Result<(), LxdError> {
+/// Runs the readiness exec (see `execution::ready_command`) with `stdin`
+/// (`execution::ready_stdin`); a recycled container's (`session`) is the
+/// first request of the session its executions will run in, so that
+/// neither costs an exec of its own.
+async fn ready(
+    lxd: &Lxd,
+    name: &str,
+    command: Vec<String>,
+    stdin: Vec<u8>,
+    session: bool,
+) -> Result<(), LxdError> {
     let exec = ExecSpec {
         command,
         env: BTreeMap::from([(
@@ -192,7 +209,7 @@ async fn ready(lxd: &Lxd, name: &str, command: Vec<String>, session: bool) -> Re
         user: 0,
         group: 0,
         cwd: "/".to_string(),
-        stdin: Vec::new(),
+        stdin,
         output_cap: 64 * 1024,
         deadline: READY_TIMEOUT,
     };

@@ -17,7 +17,7 @@ pub use progress::{Progress, Stage, Stream, Watch, mark_start};
 pub use run::{Limits, StageLimits, retryable, run, run_watched};
 pub use script::{
     EGRESS_PROXY, ERROR_MARKER, Job, NETWORK_MARKER, READY_MARKER, RUNNER_GID, RUNNER_UID,
-    USED_MARKER, WORKDIR, command, proxy_env, ready_command, run_command,
+    USED_MARKER, WORKDIR, command, proxy_env, ready_command, ready_stdin, run_command,
 };
 pub use usage::{LimitEvents, Usage};
 pub use verdict::{Outcome, StageOutcome, Status, judge, verdict};

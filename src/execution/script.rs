@@ -153,11 +153,7 @@ pub fn command(job: &Job) -> (Vec<String>, Vec<u8>) {
                 &format!("/bin/sh -c {} </dev/null", sh_quote(compile)),
                 job.subdir.is_none(),
             ));
-            as_runner(
-                &format!(": > {USED_MARKER} || exit 125"),
-                inner,
-                job.sandboxed,
-            )
+            as_runner(true, inner, job.sandboxed)
         }
         None => {
             inner.push_str(&stage_lines(
@@ -165,11 +161,7 @@ pub fn command(job: &Job) -> (Vec<String>, Vec<u8>) {
                 job.subdir.is_none(),
             ));
             stdin.extend_from_slice(&job.stdin);
-            let mut argv = as_runner(
-                &format!(": > {USED_MARKER} || exit 125"),
-                inner,
-                job.sandboxed,
-            );
+            let mut argv = as_runner(true, inner, job.sandboxed);
             argv.extend(job.args.iter().cloned());
             argv
         }
@@ -188,26 +180,37 @@ pub fn run_command(job: &Job) -> (Vec<String>, Vec<u8>) {
         &format!("{} \"$@\"", job.language.run),
         job.subdir.is_none(),
     ));
-    let mut argv = as_runner(":", inner, job.sandboxed);
+    let mut argv = as_runner(false, inner, job.sandboxed);
     argv.extend(job.args.iter().cloned());
     (argv, job.stdin.clone())
 }
 
-/// An argv that runs `first` as root, then `inner` as the runner user with
-/// no capabilities and no way to gain privileges (in the container's
-/// sandbox when `sandboxed`). Arguments appended to the argv reach `inner`
-/// as `"$@"`.
-fn as_runner(first: &str, inner: String, sandboxed: bool) -> Vec<String> {
+/// An argv that marks the container as used (`mark`), then runs `inner` as
+/// the runner user with no capabilities and no way to gain privileges (in
+/// the container's sandbox when `sandboxed`). Arguments appended to the
+/// argv reach `inner` as `"$@"`.
+fn as_runner(mark: bool, inner: String, sandboxed: bool) -> Vec<String> {
     if sandboxed {
-        let then = format!("{} /bin/sh -c \"$0\" unsandbox \"$@\"", drop_to_runner());
-        let outer = format!(
-            "{first}\n\
-             inner=$1; shift\n\
-             {}",
-            super::sandbox::enter(&then)
-        );
-        return with_inner(outer, format!("cd {WORKDIR} || exit 125\n{inner}"));
+        let mut argv = super::sandbox::enter(mark);
+        argv.extend([
+            "/bin/sh".to_string(),
+            "-c".to_string(),
+            format!("cd {WORKDIR} || exit 125\n{inner}"),
+            "unsandbox".to_string(),
+        ]);
+        return argv;
     }
+    let first = if mark {
+        format!(": > {USED_MARKER} || exit 125")
+    } else {
+        ":".to_string()
+    };
+    root_then_runner(&first, inner)
+}
+
+/// An argv that runs the root shell lines `first`, then `inner` as the
+/// runner user (see `as_runner`).
+fn root_then_runner(first: &str, inner: String) -> Vec<String> {
     let outer = format!(
         "{first}\n\
          inner=$1; shift\n\
@@ -285,7 +288,8 @@ pub fn proxy_env() -> Vec<(String, String)> {
 /// the first execution finds them in memory. It does not mark the
 /// container as used.
 ///
-/// A recycled container (`recycles`) also gets its first sandbox, and the
+/// A recycled container (`recycles`) also gets the sandbox helper, from
+/// the exec's stdin (`ready_stdin`), and its first sandbox, and the
 /// warm-up's processes are ended so that none outlives readiness.
 pub fn ready_command(languages: &[LanguageSpec], tier: NetworkTier, recycles: bool) -> Vec<String> {
     let wait = format!(
@@ -308,22 +312,34 @@ pub fn ready_command(languages: &[LanguageSpec], tier: NetworkTier, recycles: bo
     }
     if !recycles {
         inner.push_str("exit 0\n");
-        return as_runner(&wait, inner, false);
+        return root_then_runner(&wait, inner);
     }
-    // A recycled container: the warm-up as the runner (what it started
-    // ended with it), then as root its leftovers removed and the first
-    // sandbox built.
+    // A recycled container: the helper installed, the warm-up as the
+    // runner (what it started ended with it), then as root its leftovers
+    // removed and the first sandbox built.
     inner.push_str(&format!("{KILL_REST}\nexit 0\n"));
     let outer = format!(
         "{wait}\n\
+         {}\
          inner=$1; shift\n\
-         {} /bin/sh -c \"$inner\" unsandbox || exit 6\n\
+         {} /bin/sh -c \"$inner\" unsandbox </dev/null || exit 6\n\
          {}{}",
+        super::sandbox::install_helper(),
         drop_to_runner(),
         super::sandbox::empty_own(),
         super::sandbox::setup()
     );
     with_inner(outer, inner)
+}
+
+/// The stdin of `ready_command`'s exec: the sandbox helper for a recycled
+/// container, else nothing.
+pub fn ready_stdin(recycles: bool) -> Vec<u8> {
+    if recycles {
+        super::sandbox::HELPER.to_vec()
+    } else {
+        Vec::new()
+    }
 }
 
 #[cfg(test)]
