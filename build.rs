@@ -1,4 +1,4 @@
-//! Builds `src/bin/unsandbox-enter.rs` a second time as a static
+//! Builds `src/bin/unsandbox-enter` a second time as a static
 //! executable, which the agent carries (`execution::sandbox::HELPER`) and
 //! installs in every recycled container: a static executable runs whatever
 //! C library, if any, the container's image has. Its id (a hash of its
@@ -8,10 +8,10 @@
 use std::path::PathBuf;
 use std::process::Command;
 
-const SOURCE: &str = "src/bin/unsandbox-enter.rs";
+const SOURCE: &str = "src/bin/unsandbox-enter/main.rs";
 
 fn main() {
-    println!("cargo::rerun-if-changed={SOURCE}");
+    println!("cargo::rerun-if-changed=src/bin/unsandbox-enter");
     println!("cargo::rerun-if-changed=build.rs");
     let out = PathBuf::from(std::env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
     let target = std::env::var("TARGET").expect("cargo sets TARGET");

@@ -14,7 +14,8 @@
 //! the four places and the root file system is read-only, so the compile
 //! and run stages of one execution share its files and nothing else. The
 //! pid namespace ends every process of the stage with it. Afterwards root
-//! checks that nothing is left and unmounts the box (`teardown`).
+//! checks that nothing is left, unmounts the box and builds the next one
+//! (`recycle_command`, again one start of the helper).
 //!
 //! The box is not a persistent mount namespace (`unshare --mount=FILE`):
 //! binding a mount namespace's file fails with EINVAL at random on recent
@@ -83,61 +84,50 @@ pub fn setup() -> String {
 /// major:minor) and no line of a `status` file (all named).
 const MOUNT_LINE: &str = "[0-9]+ [0-9]+ [0-9]+:[0-9]+ ";
 
-/// Checks that the execution that ended left nothing and unmounts its box
-/// (as root): no process of the runner user, by the real uid in its `status` (which a
-/// process cannot hide by making itself undumpable; the pid namespace's
-/// end killed them all, a straggler gets a second), nothing in the
-/// container's own writable places (dot files included), no mount but the
-/// container's own and the box's (counted in the same `grep` that finds
-/// the processes), every box mount released. Exits 1 with the reason on
-/// stderr when something is left.
-pub fn teardown() -> String {
-    let boxes: Vec<String> = PLACES
-        .iter()
-        .map(|(_, n, _)| format!("{BOX_DIR}/{n}"))
-        .collect();
-    let globs: Vec<String> = PLACES
-        .iter()
-        .flat_map(|(p, _, _)| [format!("{p}/*"), format!("{p}/.[!.]*"), format!("{p}/..?*")])
-        .collect();
-    format!(
-        "i=0\n\
-         while :; do\n\
-         left= n=\n\
-         for l in $(grep -cs -E '^(Uid:[[:space:]]*{RUNNER_UID}[[:space:]]|{MOUNT_LINE})' /proc/self/mountinfo /proc/[0-9]*/status); do\n\
-         case $l in /proc/self/mountinfo:*) n=${{l##*:}} ;; *:0) ;; *) left=\"$left ${{l%:*}}\" ;; esac\n\
-         done\n\
-         [ -z \"$left\" ] && break\n\
-         i=$((i+1)); if [ $i -gt 50 ]; then echo \"recycle: processes left:$left\" >&2; exit 1; fi\n\
-         sleep 0.02\n\
-         done\n\
-         for f in {globs}; do\n\
-         if [ -e \"$f\" ] || [ -L \"$f\" ]; then echo 'recycle: files left outside the sandbox' >&2; exit 1; fi\n\
-         done\n\
-         read -r was < {MOUNTS_FILE}\n\
-         was=$((was + {places}))\n\
-         if [ \"$n\" != \"$was\" ]; then echo \"recycle: $n mounts, $was expected\" >&2; exit 1; fi\n\
-         umount {boxes} || {{ echo \"recycle: the box is still held\" >&2; exit 1; }}\n",
-        globs = globs.join(" "),
-        boxes = boxes.join(" "),
-        places = PLACES.len(),
-    )
-}
-
 /// The argv (as root) that readies a used container for its next
-/// execution: the last execution checked and its box unmounted, a fresh
-/// box built.
+/// execution, one start of the helper (`unsandbox-enter recycle`): it checks
+/// that the execution that ended left nothing and unmounts its box, then
+/// builds a fresh one from `BOX_FSTAB`. Nothing left means no process of the
+/// runner user, by the real uid in its `status` (which a process cannot hide
+/// by making itself undumpable; the pid namespace's end killed them all, a
+/// straggler gets a second), nothing in the container's own writable places
+/// (dot files included), no mount but the container's own (`MOUNTS_FILE`)
+/// and the box's, every box mount released. Exits 1 with the reason on
+/// stderr when something is left, 91 when no box can be built.
 pub fn recycle_command() -> Vec<String> {
-    vec![
-        "/bin/sh".to_string(),
-        "-c".to_string(),
-        format!("{}{}", teardown(), setup()),
-    ]
+    let mut argv = vec![
+        HELPER_PATH.to_string(),
+        "recycle".to_string(),
+        "--uid".to_string(),
+        RUNNER_UID.to_string(),
+        "--mounts".to_string(),
+        MOUNTS_FILE.to_string(),
+        "--fstab".to_string(),
+        BOX_FSTAB.to_string(),
+    ];
+    argv.extend(binds());
+    argv
 }
 
-/// The helper that enters a stage's sandbox (`src/bin/unsandbox-enter.rs`,
-/// built static by `build.rs`): installed in each recycled container by
-/// its readiness (`install_helper`), then run by LXD for every stage.
+/// The helper's `--bind BOX PLACE` arguments: each box folder and the
+/// writable place it stands for.
+fn binds() -> Vec<String> {
+    PLACES
+        .iter()
+        .flat_map(|(place, name, _)| {
+            [
+                "--bind".to_string(),
+                format!("{BOX_DIR}/{name}"),
+                place.to_string(),
+            ]
+        })
+        .collect()
+}
+
+/// The helper that enters a stage's sandbox and recycles the container
+/// (`src/bin/unsandbox-enter`, built static by `build.rs`): installed in
+/// each recycled container by its readiness (`install_helper`), then run
+/// for every stage and every recycle.
 pub const HELPER: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/unsandbox-enter"));
 /// Where the helper is installed in a container: named by its build's id, so
 /// that a container (or a template) with another build installs this one
@@ -226,8 +216,10 @@ mod tests {
                 "\"unsandbox-{name} {BOX_DIR}/{name} tmpfs nosuid,nodev,"
             )));
             assert!(
-                teardown().contains(&format!(" {place}/.[!.]* ")),
-                "dot files of {place}"
+                recycle_command()
+                    .join(" ")
+                    .contains(&format!("--bind {BOX_DIR}/{name} {place}")),
+                "{place}"
             );
             assert!(
                 e.contains(&format!("--bind {BOX_DIR}/{name} {place} ")),
@@ -271,15 +263,15 @@ mod tests {
     }
 
     #[test]
-    fn recycling_checks_before_it_builds_again() {
-        let c = recycle_command().join(" ");
-        let (check, build) = (
-            c.find("processes left").unwrap(),
-            c.find(&format!("mount -a -T {BOX_FSTAB}")).unwrap(),
+    fn recycling_is_one_start_of_the_helper_with_the_box_and_its_records() {
+        let c = recycle_command();
+        assert_eq!(c[..2], [HELPER_PATH, "recycle"]);
+        let c = c.join(" ");
+        assert!(
+            c.contains(&format!(
+                " --uid {RUNNER_UID} --mounts {MOUNTS_FILE} --fstab {BOX_FSTAB} --bind "
+            )),
+            "{c}"
         );
-        assert!(check < build);
-        assert!(c.contains(MOUNTS_FILE));
-        assert!(c.contains("files left outside the sandbox"));
-        assert!(c.contains("the box is still held"));
     }
 }

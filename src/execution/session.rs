@@ -334,6 +334,6 @@ mod tests {
         let recycle = command_text(&recycle_spec()).unwrap();
         assert!(s.starts_with(&format!("u_recycle={}\n", sh_quote(&format!("{recycle}.")))));
         assert!(s.contains("-) cmd=$(head -c \"$clen\"; echo .) || exit 91 ;;\nrecycle) cmd=$u_recycle ;;\n*) exit 91 ;;\n"));
-        assert!(recycle.contains("processes left"), "{recycle}");
+        assert!(recycle.contains("' 'recycle' '--uid'"), "{recycle}");
     }
 }

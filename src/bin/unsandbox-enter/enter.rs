@@ -1,12 +1,5 @@
-//! `unsandbox-enter`: starts one stage of an execution in a recycled
-//! container's sandbox, as root inside the container, in one process start
-//! rather than the eight of `unshare`, `sh`, `mount`, `hostname` and
-//! `setpriv`.
-//!
-//! ```text
-//! unsandbox-enter [--mark FILE] [--bind FROM TO]... --hostname NAME
-//!                 --uid UID --gid GID -- PROGRAM [ARG]...
-//! ```
+//! `unsandbox-enter [--mark FILE] [--bind FROM TO]... --hostname NAME
+//! --uid UID --gid GID -- PROGRAM [ARG]...`: one stage of an execution.
 //!
 //! In order: creates FILE (empty); moves into new mount, ipc, uts, network
 //! and pid namespaces and forks. The parent waits and ends as the child
@@ -18,135 +11,19 @@
 //! the supplementary groups, becomes UID and GID, sets no-new-privileges,
 //! checks all of that in its own `/proc/self/status` and executes PROGRAM
 //! (looked up in `PATH` when it holds no slash) with the argv PROGRAM ARG...
-//!
-//! It uses nothing but the C library, so that the agent can build it as a
-//! static executable that runs in any container of the host's architecture
-//! (the agent carries it and installs it in each recycled container). Any
-//! failure before PROGRAM starts exits 125 with a reason on stderr.
+//! Any failure before PROGRAM starts exits 125 with a reason on stderr.
 
-use std::ffi::{CString, c_char, c_int, c_long, c_uint, c_ulong, c_void};
-use std::os::unix::ffi::OsStrExt;
+use std::ffi::{c_int, c_ulong};
 use std::os::unix::fs::MetadataExt;
 
-const CLONE_NEWNS: c_int = 0x0002_0000;
-const CLONE_NEWUTS: c_int = 0x0400_0000;
-const CLONE_NEWIPC: c_int = 0x0800_0000;
-const CLONE_NEWPID: c_int = 0x2000_0000;
-const CLONE_NEWNET: c_int = 0x4000_0000;
-
-const MS_RDONLY: c_ulong = 1;
-const MS_NOSUID: c_ulong = 2;
-const MS_NODEV: c_ulong = 4;
-const MS_NOEXEC: c_ulong = 8;
-const MS_REMOUNT: c_ulong = 32;
-const MS_NOATIME: c_ulong = 1024;
-const MS_NODIRATIME: c_ulong = 2048;
-const MS_BIND: c_ulong = 4096;
-const MS_REC: c_ulong = 16384;
-const MS_PRIVATE: c_ulong = 1 << 18;
-const MS_RELATIME: c_ulong = 1 << 21;
-
-/// `statvfs` flags, and the mount flag each one is.
-const KEPT_FLAGS: [(c_ulong, c_ulong); 5] = [
-    (2, MS_NOSUID),
-    (4, MS_NODEV),
-    (8, MS_NOEXEC),
-    (1024, MS_NOATIME),
-    (2048, MS_NODIRATIME),
-];
-const ST_RELATIME: c_ulong = 4096;
-
-const PR_SET_PDEATHSIG: c_int = 1;
-const PR_CAPBSET_DROP: c_int = 24;
-const PR_SET_NO_NEW_PRIVS: c_int = 38;
-const PR_CAP_AMBIENT: c_int = 47;
-const PR_CAP_AMBIENT_CLEAR_ALL: c_ulong = 4;
-
-const SIGKILL: c_int = 9;
-const SIG_DFL: usize = 0;
-const POLLHUP: i16 = 0x010;
-const EINTR: c_int = 4;
-
-#[cfg(target_arch = "x86_64")]
-const SYS_CAPGET: c_long = 125;
-#[cfg(target_arch = "x86_64")]
-const SYS_CAPSET: c_long = 126;
-#[cfg(target_arch = "aarch64")]
-const SYS_CAPGET: c_long = 90;
-#[cfg(target_arch = "aarch64")]
-const SYS_CAPSET: c_long = 91;
-const LINUX_CAPABILITY_VERSION_3: u32 = 0x2008_0522;
+use crate::sys::*;
 
 /// The exit status of a failure before the program starts.
-const FAILED: c_int = 125;
-
-#[repr(C)]
-struct CapHeader {
-    version: u32,
-    pid: c_int,
-}
-
-#[repr(C)]
-#[derive(Clone, Copy, Default)]
-struct CapData {
-    effective: u32,
-    permitted: u32,
-    inheritable: u32,
-}
-
-#[repr(C)]
-struct PollFd {
-    fd: c_int,
-    events: i16,
-    revents: i16,
-}
-
-#[repr(C)]
-struct StatVfs {
-    f_bsize: c_ulong,
-    f_frsize: c_ulong,
-    f_blocks: u64,
-    f_bfree: u64,
-    f_bavail: u64,
-    f_files: u64,
-    f_ffree: u64,
-    f_favail: u64,
-    f_fsid: c_ulong,
-    f_flag: c_ulong,
-    f_namemax: c_ulong,
-    f_spare: [c_int; 6],
-}
-
-unsafe extern "C" {
-    fn unshare(flags: c_int) -> c_int;
-    fn fork() -> c_int;
-    fn waitpid(pid: c_int, status: *mut c_int, options: c_int) -> c_int;
-    fn getpid() -> c_int;
-    fn kill(pid: c_int, sig: c_int) -> c_int;
-    fn signal(sig: c_int, handler: usize) -> usize;
-    fn pipe(fds: *mut c_int) -> c_int;
-    fn close(fd: c_int) -> c_int;
-    fn poll(fds: *mut PollFd, n: c_ulong, timeout: c_int) -> c_int;
-    fn prctl(option: c_int, a: c_ulong, b: c_ulong, c: c_ulong, d: c_ulong) -> c_int;
-    fn mount(
-        source: *const c_char,
-        target: *const c_char,
-        fstype: *const c_char,
-        flags: c_ulong,
-        data: *const c_void,
-    ) -> c_int;
-    fn statvfs(path: *const c_char, buf: *mut StatVfs) -> c_int;
-    fn sethostname(name: *const c_char, len: usize) -> c_int;
-    fn setgroups(size: usize, list: *const c_uint) -> c_int;
-    fn setresgid(r: c_uint, e: c_uint, s: c_uint) -> c_int;
-    fn setresuid(r: c_uint, e: c_uint, s: c_uint) -> c_int;
-    fn syscall(number: c_long, ...) -> c_long;
-    fn _exit(status: c_int) -> !;
-}
+pub const FAILED: c_int = 125;
 
 /// What the command line asks for.
 #[derive(Debug, Default, PartialEq)]
-struct Plan {
+pub struct Plan {
     mark: Option<String>,
     binds: Vec<(String, String)>,
     hostname: String,
@@ -156,7 +33,7 @@ struct Plan {
 }
 
 /// Reads the command line (without `argv[0]`).
-fn parse(args: &[String]) -> Result<Plan, String> {
+pub fn parse(args: &[String]) -> Result<Plan, String> {
     let mut plan = Plan::default();
     let (mut uid, mut gid) = (None, None);
     let mut it = args.iter();
@@ -173,8 +50,8 @@ fn parse(args: &[String]) -> Result<Plan, String> {
                 plan.binds.push((from, value(&mut it, arg)?));
             }
             "--hostname" => plan.hostname = value(&mut it, arg)?,
-            "--uid" => uid = Some(id(&value(&mut it, arg)?)?),
-            "--gid" => gid = Some(id(&value(&mut it, arg)?)?),
+            "--uid" => uid = Some(crate::id(&value(&mut it, arg)?)?),
+            "--gid" => gid = Some(crate::id(&value(&mut it, arg)?)?),
             "--" => {
                 plan.program = it.cloned().collect();
                 break;
@@ -191,27 +68,6 @@ fn parse(args: &[String]) -> Result<Plan, String> {
         return Err("no program after --".into());
     }
     Ok(plan)
-}
-
-/// A user or group id that is not root's: the stage never runs as root.
-fn id(text: &str) -> Result<u32, String> {
-    match text.parse::<u32>() {
-        Ok(0) => Err("the stage cannot run as root".into()),
-        Ok(n) if n != u32::MAX => Ok(n),
-        _ => Err(format!("{text:?} is not an id")),
-    }
-}
-
-fn c(text: &str) -> Result<CString, String> {
-    CString::new(text).map_err(|_| format!("{text:?} holds a NUL byte"))
-}
-
-fn os_error(what: &str) -> String {
-    format!("{what}: {}", std::io::Error::last_os_error())
-}
-
-fn check(rc: c_int, what: &str) -> Result<(), String> {
-    if rc == 0 { Ok(()) } else { Err(os_error(what)) }
 }
 
 /// The mount flags a read-only remount of `/` has to keep: a remount that
@@ -422,7 +278,7 @@ fn wait_for(child: c_int) -> c_int {
     128 + signal_number
 }
 
-fn run(plan: &Plan) -> Result<c_int, String> {
+pub fn run(plan: &Plan) -> Result<c_int, String> {
     if let Some(mark) = &plan.mark {
         std::fs::File::create(mark).map_err(|e| format!("{mark}: {e}"))?;
     }
@@ -451,21 +307,6 @@ fn run(plan: &Plan) -> Result<c_int, String> {
             }
         }
     }
-}
-
-fn main() {
-    let args: Vec<String> = std::env::args_os()
-        .skip(1)
-        .map(|a| String::from_utf8_lossy(a.as_bytes()).into_owned())
-        .collect();
-    let status = match parse(&args).and_then(|plan| run(&plan)) {
-        Ok(status) => status,
-        Err(e) => {
-            eprintln!("unsandbox-enter: {e}");
-            FAILED
-        }
-    };
-    std::process::exit(status);
 }
 
 #[cfg(test)]
