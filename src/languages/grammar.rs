@@ -114,6 +114,16 @@ const RULES: &[Rule] = &[
             r"->\s*\((?:[^()\n]*,)?\s*\w+\s+:\s+[A-Z]",
             r"\|\s*\w+\s+:\s+[A-Z]\w*(?:\([^)\n]*\))?\s*[|,]",
             r"(?m)^\s*@\[[A-Z]",
+            // Array(Int32).new, Int64::MAX, x.as(Float64): Crystal's number
+            // types, which Ruby does not name
+            r"\b(?:U?Int(?:8|16|32|64|128)|Float(?:32|64))\b",
+            // 10_i64, 255u8, n.to_i64, gets.not_nil!, typeof(x)
+            r"\b\d[\d_]*_?[iu](?:8|16|32|64|128)\b",
+            r"\.to_[iuf](?:8|16|32|64|128)\b",
+            r"\.not_nil!",
+            r"\btypeof\(",
+            // xs.map &.to_s, xs.sum(&.size): Ruby's safe navigation is x&.y
+            r"(?:\(|\s)&\.[a-z_]",
         ],
         except: &[],
     },
@@ -336,6 +346,11 @@ mod tests {
             "sq = ->(x : Int32) { x * x }",
             "xs.each { |x : Int32| p x }",
             "@[Link(\"m\")]\nlib LibM\nend",
+            "grid = Array(Float64).new(3, 0.0)\nbest = Int32::MAX",
+            "x = 10_i64 + 255u8",
+            "n = gets.not_nil!.to_i64",
+            "puts typeof(n)",
+            "puts xs.map &.to_s\nputs xs.sum(&.size)",
         ] {
             assert!(ruled_out(cr).contains(&"ruby"), "{cr}");
         }
@@ -348,6 +363,8 @@ mod tests {
             "Point = Struct.new(:x, :y)",
             "alias old_name new_name\nalias_method :a, :b\nclass Foo < Bar; end",
             "xs.each { |x| p x ? 1 : Y }\nsq = ->(x) { x }\n@list = [x]",
+            "name = user&.name\nxs.map(&:to_s)\nn = s.to_i + s.to_f",
+            "FFI::Type::INT32\nx = 1_000_000\nenc = 'utf8'",
         ] {
             assert!(
                 !ruled_out(rb).contains(&"ruby"),
