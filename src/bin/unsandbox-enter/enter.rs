@@ -37,21 +37,13 @@ pub fn parse(args: &[String]) -> Result<Plan, String> {
     let mut plan = Plan::default();
     let (mut uid, mut gid) = (None, None);
     let mut it = args.iter();
-    let value = |it: &mut std::slice::Iter<String>, flag: &str| {
-        it.next()
-            .cloned()
-            .ok_or_else(|| format!("{flag} needs a value"))
-    };
     while let Some(arg) = it.next() {
         match arg.as_str() {
-            "--mark" => plan.mark = Some(value(&mut it, arg)?),
-            "--bind" => {
-                let from = value(&mut it, arg)?;
-                plan.binds.push((from, value(&mut it, arg)?));
-            }
-            "--hostname" => plan.hostname = value(&mut it, arg)?,
-            "--uid" => uid = Some(crate::id(&value(&mut it, arg)?)?),
-            "--gid" => gid = Some(crate::id(&value(&mut it, arg)?)?),
+            "--mark" => plan.mark = Some(crate::value(&mut it, arg)?),
+            "--bind" => plan.binds.push(crate::pair(&mut it, arg)?),
+            "--hostname" => plan.hostname = crate::value(&mut it, arg)?,
+            "--uid" => uid = Some(crate::id(&crate::value(&mut it, arg)?)?),
+            "--gid" => gid = Some(crate::id(&crate::value(&mut it, arg)?)?),
             "--" => {
                 plan.program = it.cloned().collect();
                 break;
@@ -312,10 +304,7 @@ pub fn run(plan: &Plan) -> Result<c_int, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn args(s: &str) -> Vec<String> {
-        s.split(' ').map(String::from).collect()
-    }
+    use crate::words as args;
 
     #[test]
     fn reads_a_full_command_line() {

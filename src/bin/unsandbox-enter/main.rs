@@ -26,6 +26,27 @@ pub(crate) fn id(text: &str) -> Result<u32, String> {
     }
 }
 
+/// The value after `flag` on the command line.
+pub(crate) fn value(it: &mut std::slice::Iter<String>, flag: &str) -> Result<String, String> {
+    it.next()
+        .cloned()
+        .ok_or_else(|| format!("{flag} needs a value"))
+}
+
+/// The two values after `flag` (`--bind FROM TO`).
+pub(crate) fn pair(
+    it: &mut std::slice::Iter<String>,
+    flag: &str,
+) -> Result<(String, String), String> {
+    Ok((value(it, flag)?, value(it, flag)?))
+}
+
+/// A command line written as one string of words.
+#[cfg(test)]
+pub(crate) fn words(line: &str) -> Vec<String> {
+    line.split(' ').map(String::from).collect()
+}
+
 fn main() {
     use std::os::unix::ffi::OsStrExt;
     let args: Vec<String> = std::env::args_os()

@@ -39,20 +39,12 @@ pub fn parse(args: &[String]) -> Result<Plan, String> {
     let mut plan = Plan::default();
     let mut uid = None;
     let mut it = args.iter();
-    let value = |it: &mut std::slice::Iter<String>, flag: &str| {
-        it.next()
-            .cloned()
-            .ok_or_else(|| format!("{flag} needs a value"))
-    };
     while let Some(arg) = it.next() {
         match arg.as_str() {
-            "--uid" => uid = Some(crate::id(&value(&mut it, arg)?)?),
-            "--mounts" => plan.mounts = value(&mut it, arg)?,
-            "--fstab" => plan.fstab = value(&mut it, arg)?,
-            "--bind" => {
-                let from = value(&mut it, arg)?;
-                plan.boxes.push((from, value(&mut it, arg)?));
-            }
+            "--uid" => uid = Some(crate::id(&crate::value(&mut it, arg)?)?),
+            "--mounts" => plan.mounts = crate::value(&mut it, arg)?,
+            "--fstab" => plan.fstab = crate::value(&mut it, arg)?,
+            "--bind" => plan.boxes.push(crate::pair(&mut it, arg)?),
             other => return Err(format!("unknown argument {other:?}")),
         }
     }
@@ -210,10 +202,7 @@ pub fn run(plan: &Plan) -> (c_int, Option<String>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn args(s: &str) -> Vec<String> {
-        s.split(' ').map(String::from).collect()
-    }
+    use crate::words as args;
 
     #[test]
     fn reads_its_command_line() {
