@@ -35,7 +35,7 @@ impl Detection {
 }
 
 /// Runners-up reported.
-const ALTERNATIVES: usize = 4;
+const ALTERNATIVES: usize = 5;
 
 /// The canonical name (a class of the model, or a language it does not
 /// know by content) that `word` stands for.

@@ -1,7 +1,12 @@
 //! What a language's grammar does not allow where a close relative's does:
 //! TypeScript's type annotations are not JavaScript, C++'s `::` and
 //! `#include <vector>` are not C or Objective-C, Crystal's typed
-//! parameters are not Ruby, D's `extern (C)` is not C++, C or Objective-C.
+//! parameters are not Ruby, D's `extern (C)` is not C++, C or Objective-C,
+//! Vala's ownership and `throws` clauses are not C#, Java's and Groovy's
+//! `new X()` and `void f()` are not Kotlin, Groovy's `def`, `[1, 2]` and
+//! `{ x -> }` are not Java, C#'s and Vala's
+//! `foreach (var x in xs)` and `using X;` are not D or C++,
+//! CoffeeScript's `(x) ->` is not JavaScript or TypeScript.
 //! A text with such syntax is not in that
 //! language, however many words it shares with it, and the detector drops
 //! the language from the candidates. The word statistics of the model
@@ -124,6 +129,80 @@ const RULES: &[Rule] = &[
             r"\btypeof\(",
             // xs.map &.to_s, xs.sum(&.size): Ruby's safe navigation is x&.y
             r"(?:\(|\s)&\.[a-z_]",
+        ],
+        except: &[],
+    },
+    // Vala's syntax.
+    Rule {
+        languages: &["csharp"],
+        comments: Comments::Slashes,
+        patterns: &[
+            // void f () throws IOError {: C# declares no exceptions
+            r"\)\s*throws\s+[A-Z][\w.]*(?:\s*,\s*[A-Z][\w.]*)*\s*[{;]",
+            // unowned string s = ...; (owned Foo) x; weak Node? parent;
+            r"\b(?:unowned|owned|weak)\s+[A-Za-z_][\w.]*(?:<[^>\n]*>)?(?:\[\])?\??\s+[A-Za-z_]\w*\s*[=;,)]",
+            r"\(\s*(?:unowned|owned)\s*\)\s*[A-Za-z_]",
+            // errordomain IOError {, signal void changed ();, construct {
+            r"(?m)^\s*(?:public\s+|internal\s+|private\s+)?errordomain\s+[A-Za-z_]\w*\s*\{?\s*$",
+            r"(?m)^\s*(?:public\s+|private\s+|protected\s+|internal\s+)?(?:virtual\s+)?signal\s+[\w.<>?\[\]]+\s+\w+\s*\(",
+            r"(?m)^\s*(?:static\s+|class\s+)?construct\s*\{",
+            // public int x { get; set; default = 5; }
+            r"[{;]\s*default\s*=[^=]",
+            // yield obj.read_async (): C#'s yield is `yield return` or `yield break`
+            r"\byield\s+[A-Za-z_][\w.]*\s*\(",
+        ],
+        except: &[r"^\w+\s+(?:as|is)\b", r"^yield\s+(?:return|break)\b"],
+    },
+    // Java's and Groovy's syntax: Kotlin has no `new`, `void`, `def`,
+    // `instanceof`, C's `for (;;)` or `import static`.
+    Rule {
+        languages: &["kotlin"],
+        comments: Comments::Slashes,
+        patterns: &[
+            r"\bnew\s+[A-Za-z_][\w.]*\s*[(<\[]",
+            r"(?m)^\s*(?:(?:public|private|protected|static|final|synchronized|abstract)\s+)*void\s+\w+\s*\(",
+            r"\bfor\s*\([^;\n]*;[^;\n]*;",
+            r"\binstanceof\b",
+            r"(?m)^\s*def\s+\w",
+            r"(?m)^\s*import\s+static\s",
+        ],
+        except: &[],
+    },
+    // Groovy's syntax: Java has no `def`, list literals, closures with
+    // parameters or calls without parentheses.
+    Rule {
+        languages: &["java"],
+        comments: Comments::Slashes,
+        patterns: &[
+            r"(?m)^\s*def\s+\w",
+            r"=\s*\[",
+            r"\.each\s*\{",
+            r"\{\s*\w+(?:\s*,\s*\w+)*\s*->",
+            r"(?m)^\s*println\s+[\w'\x22]",
+        ],
+        except: &[],
+    },
+    // C#'s and Vala's syntax: D's foreach is `foreach (x; xs)`, and
+    // neither D nor C++ has `using X;` (C++ writes `using std::x;`).
+    Rule {
+        languages: &["d", "cpp", "c", "objective-c"],
+        comments: Comments::Slashes,
+        patterns: &[
+            r"\bforeach\s*\(\s*[A-Za-z_][^;()\n]*\s\w+\s+in\s",
+            r"(?m)^\s*using\s+[A-Za-z_]\w*(?:\.\w+)*\s*;",
+        ],
+        except: &[],
+    },
+    // CoffeeScript's syntax: functions are `(x) ->`, loops and conditions
+    // need no parentheses.
+    Rule {
+        languages: &["javascript", "typescript"],
+        comments: Comments::Slashes,
+        patterns: &[
+            r"\)\s*->",
+            r"(?m)(?:[=:(,]|^)\s*->",
+            r"(?m)^\s*for\s+[\w$@,\s]+\s+(?:in|of)\s",
+            r"(?m)^\s*(?:unless|until)\s+[\w@$(!]",
         ],
         except: &[],
     },
@@ -370,6 +449,137 @@ mod tests {
                 !ruled_out(rb).contains(&"ruby"),
                 "{rb}: {:?}",
                 ruled_out(rb)
+            );
+        }
+    }
+
+    #[test]
+    fn vala_syntax_is_not_csharp_and_csharp_is_not_ruled_out() {
+        for vala in [
+            "public void load (string path) throws FileError, IOError {\n}",
+            "unowned string name = get_name ();",
+            "weak Node? parent;\nforeach (unowned Item i in items) {}",
+            "var s = (owned) buffer;",
+            "public errordomain ParseError {\n  FAILED\n}",
+            "public signal void changed (int n);",
+            "class Foo : Object {\n  construct {\n    x = 1;\n  }\n}",
+            "public int size { get; set; default = 5; }",
+            "var data = yield stream.read_bytes_async (4096);",
+        ] {
+            assert!(ruled_out(vala).contains(&"csharp"), "{vala}");
+        }
+        for cs in [
+            "public void Load(string path) {\n  throw new IOException(\"x\");\n}",
+            "bool owned = true;\nvar x = owned as object;\nif (weak is null) {}",
+            "yield return Next(x);\nyield break;",
+            "switch (x) { default: break; }\nT v = default;",
+            "// unowned string s = x;\nvar e = new Signal();",
+            "event EventHandler Changed;\npublic Foo() : base() {}",
+        ] {
+            assert!(
+                !ruled_out(cs).contains(&"csharp"),
+                "{cs}: {:?}",
+                ruled_out(cs)
+            );
+        }
+    }
+
+    #[test]
+    fn java_and_groovy_syntax_is_not_kotlin() {
+        for code in [
+            "def list = new ArrayList<String>()\nassert list.isEmpty()",
+            "void testSum() {\n  assert 1 + 1 == 2\n}",
+            "for (int i = 0; i < n; i++) { println i }",
+            "if (x instanceof String) println x",
+            "import static org.junit.Assert.*",
+        ] {
+            assert!(ruled_out(code).contains(&"kotlin"), "{code}");
+        }
+        for kt in [
+            "fun main() {\n  val xs = listOf(1, 2)\n  for (x in xs) println(x)\n}",
+            "val new = 1 // new Foo()\nclass A : B() { override fun f(): Unit {} }",
+            "if (x is String) println(\"void f(\")\nimport kotlin.math.*",
+        ] {
+            assert!(
+                !ruled_out(kt).contains(&"kotlin"),
+                "{kt}: {:?}",
+                ruled_out(kt)
+            );
+        }
+    }
+
+    #[test]
+    fn groovy_syntax_is_not_java() {
+        for code in [
+            "def x = 1",
+            "List xs = [1, 2, 3]",
+            "xs.each { println it }",
+            "xs.collect { a, b -> a + b }",
+            "println \"hi\"",
+        ] {
+            assert!(ruled_out(code).contains(&"java"), "{code}");
+        }
+        for java in [
+            "int[] a = new int[]{1, 2};\nx = a[0];\nSystem.out.println(\"= [\");",
+            "xs.forEach(x -> System.out.println(x));\nRunnable r = () -> { run(); };",
+            "// def x = [1]\nif (a == b) { c(); }",
+        ] {
+            assert!(
+                !ruled_out(java).contains(&"java"),
+                "{java}: {:?}",
+                ruled_out(java)
+            );
+        }
+    }
+
+    #[test]
+    fn csharp_and_vala_syntax_is_not_d_or_cpp() {
+        for code in [
+            "foreach (var x in xs) { Console.WriteLine(x); }",
+            "foreach (unowned string s in names) print (s);",
+            "using System;\nusing System.Collections.Generic;",
+            "using GLib;\nvoid main () {}",
+        ] {
+            let out = ruled_out(code);
+            assert!(out.contains(&"d") && out.contains(&"cpp"), "{code}");
+        }
+        for code in [
+            "foreach (x; xs) writeln(x);\nforeach (i, ref x; arr) {}",
+            "using namespace std;\nusing std::cout;\nusing T = int;",
+            "#define foreach(x, xs) for (auto x : xs)\nforeach (x, list) f(x);",
+        ] {
+            let out = ruled_out(code);
+            assert!(
+                !out.contains(&"d") && !out.contains(&"cpp"),
+                "{code}: {out:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn coffeescript_syntax_is_not_javascript() {
+        for code in [
+            "square = (x) -> x * x",
+            "hello = ->\n  console.log 'hi'",
+            "obj =\n  run: -> 1",
+            "for item in list\n  console.log item",
+            "unless done\n  go()",
+        ] {
+            let out = ruled_out(code);
+            assert!(
+                out.contains(&"javascript") && out.contains(&"typescript"),
+                "{code}"
+            );
+        }
+        for js in [
+            "while (i-->0) { f(i); }\nconst g = (a) => a + 1;",
+            "// map :: (a -> b) -> [a] -> [b]\nconst s = 'x -> y';",
+            "for (const x of xs) { until(x); }\nfor await (const y of ys) {}",
+        ] {
+            assert!(
+                !ruled_out(js).contains(&"javascript"),
+                "{js}: {:?}",
+                ruled_out(js)
             );
         }
     }

@@ -4,6 +4,7 @@ pub mod detect;
 pub mod grammar;
 pub mod model;
 pub mod names;
+pub mod notice;
 pub mod signature;
 pub mod tokens;
 

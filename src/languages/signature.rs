@@ -135,7 +135,7 @@ const SIGNATURES: &[Signature] = &[
                 r"\A#(?:compdef|autoload)\b",
                 // zsh's completion system and its own builtins, run as
                 // commands
-                r"(?m)^\s*(?:_arguments|_describe|_wanted|_values|_alternative|compadd|compdef|zparseopts|emulate\s+-L\s+zsh|autoload\s+-Uz?)\b",
+                r"(?m)^\s*(?:_arguments|_describe|_wanted|_values|_alternative|compadd|compdef|compctl|add-zsh-hook|zparseopts|emulate\s+-L\s+zsh|autoload\s+-Uz?)\b",
             ],
         },
     },
@@ -148,6 +148,11 @@ const SIGNATURES: &[Signature] = &[
                 // parameter flags: ${(f)x}, ${(s.,.)x}, ${(@k)x}
                 r"\$\{\([a-zA-Z@#%:=~^&*!.,0-9]+\)",
                 r"(?m)^\s*(?:setopt|unsetopt|zstyle|zmodload|bindkey|zle\s+-N)\b",
+                // (( $+commands[git] )), ${+functions[f]}: is it set
+                r"\(\([^()\n]*\$\+\w",
+                r"\$\{\+\w",
+                // ${file:t}, ${0:A:h}: the path modifiers
+                r"\$\{\w+:[tAhre](?::[tAhre])*\}",
             ],
         },
     },
@@ -245,6 +250,8 @@ mod tests {
         assert_eq!(named("#compdef foo\n_arguments '-v[verbose]'\n"), ["zsh"]);
         assert_eq!(named("#autoload\nprint hi\n"), ["zsh"]);
         assert_eq!(named("local -a opts\nzparseopts -D -E v=opts\n"), ["zsh"]);
+        assert_eq!(named("compctl -g '*.go' gofmt\n"), ["zsh"]);
+        assert_eq!(named("add-zsh-hook precmd _title\n"), ["zsh"]);
         assert_eq!(
             named("extern (C) nothrow @nogc:\nint puts(const(char)* s);\n"),
             ["d"]
@@ -252,6 +259,15 @@ mod tests {
         let zsh = find("lines=(${(f)\"$(cat x)\"})\necho $#lines\n");
         assert_eq!(zsh.len(), 1);
         assert_eq!((zsh[0].language, zsh[0].within), ("zsh", &["bash"][..]));
+        for code in [
+            "(( $+commands[git] )) || return\n",
+            "if (( ${+functions[f]} )); then f; fi\n",
+            "source ${0:A:h}/lib.zsh\necho ${file:t}\n",
+        ] {
+            let zsh = find(code);
+            assert_eq!(zsh.len(), 1, "{code}");
+            assert_eq!((zsh[0].language, zsh[0].within), ("zsh", &["bash"][..]));
+        }
     }
 
     #[test]
@@ -268,6 +284,7 @@ mod tests {
             "with Ada.Text_IO;\npackage Shapes is\n   type Shape is tagged null record;\nend Shapes;\n",
             // bash
             "#!/bin/bash\nfor f in \"$@\"; do echo \"${f%.*}\"; done\n",
+            "(( n = $# + 1 ))\necho \"${x:-a}\" \"${x:1}\" \"${x:$i:2}\" \"${#a[@]}\"\ncomplete -F _f f\n",
             // C++'s linkage
             "extern \"C\" {\nint puts(const char *s);\n}\n",
         ] {

@@ -29,13 +29,24 @@ pub fn head(code: &str) -> &str {
 /// line. A token is a word (letters, digits and `_`, starting with a letter
 /// or `_`) or a run of ASCII punctuation; numbers and other characters only
 /// separate tokens.
+///
+/// Of a copyright or licence notice ([`super::notice`]) only the comment
+/// mark that starts each line is read.
 pub fn features(code: &str) -> Vec<String> {
     let mut out = Vec::new();
-    for line in head(code).lines() {
+    let lines: Vec<&str> = head(code).lines().collect();
+    let notice = super::notice::notice_lines(&lines);
+    for (line, notice) in lines.into_iter().zip(notice) {
         let tokens = tokens(line);
         let (Some(first), Some(last)) = (tokens.first(), tokens.last()) else {
             continue;
         };
+        if notice {
+            if first.starts_with(|c: char| c.is_ascii_punctuation()) {
+                out.push(format!("{START}{first}"));
+            }
+            continue;
+        }
         out.push(format!("{START}{first}"));
         out.push(format!("{last}{END}"));
         for pair in tokens.windows(2) {
@@ -140,6 +151,18 @@ mod tests {
         let f = features(&long);
         assert!(f.is_empty(), "a word over the length limit is dropped");
         assert_eq!(hash("a"), 0xe40c_292c);
+    }
+
+    #[test]
+    fn a_notice_gives_its_comment_marks_only() {
+        let f = features("/*\n * Licensed to the Apache Software Foundation\n */\nclass A {}\n");
+        for want in ["⟨/*", "⟨*", "class", "⟨class", "class A"] {
+            assert!(f.contains(&want.to_string()), "{want} in {f:?}");
+        }
+        assert!(
+            !f.iter()
+                .any(|t| t.contains("Apache") || t.contains("Licensed"))
+        );
     }
 
     #[test]

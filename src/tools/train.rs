@@ -46,7 +46,7 @@ pub struct DetectTrainArgs {
     pub min_sources: usize,
     /// The threshold is the lowest confidence at or above which the
     /// held-out-source answers are right at least this often.
-    #[arg(long, default_value_t = 0.9)]
+    #[arg(long, default_value_t = 0.95)]
     pub precision: f64,
     /// Score without the grammar rules, to measure what they add (the
     /// detector always applies them).
