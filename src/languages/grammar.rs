@@ -132,13 +132,12 @@ const RULES: &[Rule] = &[
         ],
         except: &[],
     },
-    // Vala's syntax.
+    // Vala's syntax: ownership, error domains, signals, construct blocks
+    // and property defaults are in no relative's grammar.
     Rule {
-        languages: &["csharp"],
+        languages: &["csharp", "d", "java", "kotlin", "cpp", "c", "objective-c"],
         comments: Comments::Slashes,
         patterns: &[
-            // void f () throws IOError {: C# declares no exceptions
-            r"\)\s*throws\s+[A-Z][\w.]*(?:\s*,\s*[A-Z][\w.]*)*\s*[{;]",
             // unowned string s = ...; (owned Foo) x; weak Node? parent;
             r"\b(?:unowned|owned|weak)\s+[A-Za-z_][\w.]*(?:<[^>\n]*>)?(?:\[\])?\??\s+[A-Za-z_]\w*\s*[=;,)]",
             r"\(\s*(?:unowned|owned)\s*\)\s*[A-Za-z_]",
@@ -148,10 +147,21 @@ const RULES: &[Rule] = &[
             r"(?m)^\s*(?:static\s+|class\s+)?construct\s*\{",
             // public int x { get; set; default = 5; }
             r"[{;]\s*default\s*=[^=]",
+        ],
+        except: &[r"^\w+\s+(?:as|is)\b"],
+    },
+    // Vala's `throws` and `yield f ()`, which Java has too (its
+    // switch expressions `yield` a value).
+    Rule {
+        languages: &["csharp"],
+        comments: Comments::Slashes,
+        patterns: &[
+            // void f () throws IOError {: C# declares no exceptions
+            r"\)\s*throws\s+[A-Z][\w.]*(?:\s*,\s*[A-Z][\w.]*)*\s*[{;]",
             // yield obj.read_async (): C#'s yield is `yield return` or `yield break`
             r"\byield\s+[A-Za-z_][\w.]*\s*\(",
         ],
-        except: &[r"^\w+\s+(?:as|is)\b", r"^yield\s+(?:return|break)\b"],
+        except: &[r"^yield\s+(?:return|break)\b"],
     },
     // Java's and Groovy's syntax: Kotlin has no `new`, `void`, `def`,
     // `instanceof`, C's `for (;;)` or `import static`.
@@ -180,17 +190,28 @@ const RULES: &[Rule] = &[
             r"\{\s*\w+(?:\s*,\s*\w+)*\s*->",
             r"(?m)^\s*println\s+[\w'\x22]",
         ],
-        except: &[],
+        // Java's `switch (k) { default -> 0; }`
+        except: &[r"^\{\s*default\b"],
     },
-    // C#'s and Vala's syntax: D's foreach is `foreach (x; xs)`, and
-    // neither D nor C++ has `using X;` (C++ writes `using std::x;`).
+    // C#'s and Vala's syntax: D's foreach is `foreach (x; xs)`, Java and
+    // Kotlin have none, and none of them has `using X;` (C++ writes
+    // `using std::x;`), properties with `{ get; set; }` or `delegate T f(`.
     Rule {
-        languages: &["d", "cpp", "c", "objective-c"],
+        languages: &["d", "cpp", "c", "objective-c", "java", "kotlin"],
         comments: Comments::Slashes,
         patterns: &[
             r"\bforeach\s*\(\s*[A-Za-z_][^;()\n]*\s\w+\s+in\s",
             r"(?m)^\s*using\s+[A-Za-z_]\w*(?:\.\w+)*\s*;",
+            r"\{\s*(?:(?:public|private|protected|internal|owned)\s+)*get\s*[;{]",
+            r"(?m)^\s*(?:public\s+|private\s+|internal\s+)?delegate\s+[\w.<>\[\]?]+\s+\w+\s*\(",
         ],
+        except: &[],
+    },
+    // C#'s and Vala's `namespace X {`, which C++ has too.
+    Rule {
+        languages: &["d", "java", "kotlin"],
+        comments: Comments::Slashes,
+        patterns: &[r"(?m)^\s*namespace\s+[A-Za-z_][\w.]*\s*\{"],
         except: &[],
     },
     // CoffeeScript's syntax: functions are `(x) ->`, loops and conditions
@@ -468,6 +489,21 @@ mod tests {
         ] {
             assert!(ruled_out(vala).contains(&"csharp"), "{vala}");
         }
+        for vala in [
+            "unowned string name = get_name ();",
+            "public errordomain ParseError {\n  FAILED\n}",
+            "public int size { get; set; default = 5; }",
+            "namespace Demo {\n  public delegate int Op (int a);\n}",
+        ] {
+            let out = ruled_out(vala);
+            assert!(
+                out.contains(&"d") && out.contains(&"java"),
+                "{vala}: {out:?}"
+            );
+        }
+        // Java's own throws and switch-expression yield
+        let java = "int f(int k) throws IOException {\n  return switch (k) { default -> { yield compute(k); } };\n}";
+        assert!(!ruled_out(java).contains(&"java"), "{:?}", ruled_out(java));
         for cs in [
             "public void Load(string path) {\n  throw new IOException(\"x\");\n}",
             "bool owned = true;\nvar x = owned as object;\nif (weak is null) {}",
