@@ -6,7 +6,7 @@
 //! `new X()` and `void f()` are not Kotlin, Groovy's `def`, `[1, 2]` and
 //! `{ x -> }` are not Java, C#'s and Vala's
 //! `foreach (var x in xs)` and `using X;` are not D or C++,
-//! CoffeeScript's `(x) ->` is not JavaScript or TypeScript.
+//! CoffeeScript's `(x) ->` is not JavaScript, TypeScript or Python.
 //! A text with such syntax is not in that
 //! language, however many words it shares with it, and the detector drops
 //! the language from the candidates. The word statistics of the model
@@ -227,6 +227,17 @@ const RULES: &[Rule] = &[
         ],
         except: &[],
     },
+    // CoffeeScript's syntax that Python's grammar rejects: arrows outside
+    // a `def`'s return annotation, `unless` and `until`.
+    Rule {
+        languages: &["python"],
+        comments: Comments::Hash,
+        patterns: &[
+            r"(?m)(?:[=:(,]|^)\s*(?:\([^()\n]*\)\s*)?[-=]>",
+            r"(?m)^\s*(?:unless|until)\s+[\w@$(!]",
+        ],
+        except: &[],
+    },
     // D's syntax.
     Rule {
         languages: &["cpp", "c", "objective-c"],
@@ -292,6 +303,12 @@ pub fn ruled_out(code: &str) -> Vec<&'static str> {
         })
 }
 
+/// Whether the two characters after a quote `c` are `c` too.
+fn triple(chars: &std::iter::Peekable<std::str::Chars<'_>>, c: char) -> bool {
+    let mut ahead = chars.clone();
+    ahead.next() == Some(c) && ahead.next() == Some(c)
+}
+
 /// `code` with its comments removed and its string literals emptied
 /// (`"a: b"` becomes `""`); line breaks are kept.
 fn blank(code: &str, comments: Comments) -> String {
@@ -316,6 +333,23 @@ fn blank(code: &str, comments: Comments) -> String {
                     last = d;
                 }
                 out.push(' ');
+            }
+            // Python's and CoffeeScript's """docstrings""" span lines.
+            '"' | '\'' if comments == Comments::Hash && triple(&chars, c) => {
+                chars.next();
+                chars.next();
+                out.push_str(&c.to_string().repeat(3));
+                let mut run = 0;
+                for d in chars.by_ref() {
+                    if d == '\n' {
+                        out.push('\n');
+                    }
+                    run = if d == c { run + 1 } else { 0 };
+                    if run == 3 {
+                        out.push_str(&c.to_string().repeat(3));
+                        break;
+                    }
+                }
             }
             '"' | '\'' | '`' => {
                 out.push(c);
@@ -545,6 +579,28 @@ mod tests {
     }
 
     #[test]
+    fn coffeescript_syntax_is_not_python() {
+        for code in [
+            "square = (x) -> x * x",
+            "obj =\n  run: => @x",
+            "until done\n  step()",
+        ] {
+            assert!(ruled_out(code).contains(&"python"), "{code}");
+        }
+        for py in [
+            "def f(x: int) -> int:\n    return x\n",
+            "def g():\n    \"\"\"Run\n    until done, as a -> b.\n    \"\"\"\n    x = \"\"\"\n-> y\n\"\"\"\n",
+            "# f :: (a -> b) -> [a]\nprint(\"x = -> y\")\n",
+        ] {
+            assert!(
+                !ruled_out(py).contains(&"python"),
+                "{py}: {:?}",
+                ruled_out(py)
+            );
+        }
+    }
+
+    #[test]
     fn groovy_syntax_is_not_java() {
         for code in [
             "def x = 1",
@@ -653,5 +709,9 @@ mod tests {
             "a = \"\"  \n\n  ''"
         );
         assert_eq!(blank("x # c\ny", Comments::Hash), "x  \ny");
+        assert_eq!(
+            blank("a = \"\"\"x\n# y\n\"\"\" + ''\nb", Comments::Hash),
+            "a = \"\"\"\n\n\"\"\" + ''\nb"
+        );
     }
 }
