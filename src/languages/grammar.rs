@@ -554,126 +554,112 @@ mod tests {
         }
     }
 
-    #[test]
-    fn java_and_groovy_syntax_is_not_kotlin() {
-        for code in [
-            "def list = new ArrayList<String>()\nassert list.isEmpty()",
-            "void testSum() {\n  assert 1 + 1 == 2\n}",
-            "for (int i = 0; i < n; i++) { println i }",
-            "if (x instanceof String) println x",
-            "import static org.junit.Assert.*",
-        ] {
-            assert!(ruled_out(code).contains(&"kotlin"), "{code}");
-        }
-        for kt in [
-            "fun main() {\n  val xs = listOf(1, 2)\n  for (x in xs) println(x)\n}",
-            "val new = 1 // new Foo()\nclass A : B() { override fun f(): Unit {} }",
-            "if (x is String) println(\"void f(\")\nimport kotlin.math.*",
-        ] {
-            assert!(
-                !ruled_out(kt).contains(&"kotlin"),
-                "{kt}: {:?}",
-                ruled_out(kt)
-            );
-        }
-    }
-
-    #[test]
-    fn coffeescript_syntax_is_not_python() {
-        for code in [
-            "square = (x) -> x * x",
-            "obj =\n  run: => @x",
-            "until done\n  step()",
-        ] {
-            assert!(ruled_out(code).contains(&"python"), "{code}");
-        }
-        for py in [
-            "def f(x: int) -> int:\n    return x\n",
-            "def g():\n    \"\"\"Run\n    until done, as a -> b.\n    \"\"\"\n    x = \"\"\"\n-> y\n\"\"\"\n",
-            "# f :: (a -> b) -> [a]\nprint(\"x = -> y\")\n",
-        ] {
-            assert!(
-                !ruled_out(py).contains(&"python"),
-                "{py}: {:?}",
-                ruled_out(py)
-            );
-        }
-    }
-
-    #[test]
-    fn groovy_syntax_is_not_java() {
-        for code in [
-            "def x = 1",
-            "List xs = [1, 2, 3]",
-            "xs.each { println it }",
-            "xs.collect { a, b -> a + b }",
-            "println \"hi\"",
-        ] {
-            assert!(ruled_out(code).contains(&"java"), "{code}");
-        }
-        for java in [
-            "int[] a = new int[]{1, 2};\nx = a[0];\nSystem.out.println(\"= [\");",
-            "xs.forEach(x -> System.out.println(x));\nRunnable r = () -> { run(); };",
-            "// def x = [1]\nif (a == b) { c(); }",
-        ] {
-            assert!(
-                !ruled_out(java).contains(&"java"),
-                "{java}: {:?}",
-                ruled_out(java)
-            );
-        }
-    }
-
-    #[test]
-    fn csharp_and_vala_syntax_is_not_d_or_cpp() {
-        for code in [
-            "foreach (var x in xs) { Console.WriteLine(x); }",
-            "foreach (unowned string s in names) print (s);",
-            "using System;\nusing System.Collections.Generic;",
-            "using GLib;\nvoid main () {}",
-        ] {
+    /// Each text of `with` rules out every one of `languages`; no text of
+    /// `without` rules out any of them.
+    fn rules_out(languages: &[&str], with: &[&str], without: &[&str]) {
+        for code in with {
             let out = ruled_out(code);
-            assert!(out.contains(&"d") && out.contains(&"cpp"), "{code}");
+            assert!(languages.iter().all(|l| out.contains(l)), "{code}: {out:?}");
         }
-        for code in [
-            "foreach (x; xs) writeln(x);\nforeach (i, ref x; arr) {}",
-            "using namespace std;\nusing std::cout;\nusing T = int;",
-            "#define foreach(x, xs) for (auto x : xs)\nforeach (x, list) f(x);",
-        ] {
+        for code in without {
             let out = ruled_out(code);
             assert!(
-                !out.contains(&"d") && !out.contains(&"cpp"),
+                !languages.iter().any(|l| out.contains(l)),
                 "{code}: {out:?}"
             );
         }
     }
 
     #[test]
+    fn java_and_groovy_syntax_is_not_kotlin() {
+        rules_out(
+            &["kotlin"],
+            &[
+                "def list = new ArrayList<String>()\nassert list.isEmpty()",
+                "void testSum() {\n  assert 1 + 1 == 2\n}",
+                "for (int i = 0; i < n; i++) { println i }",
+                "if (x instanceof String) println x",
+                "import static org.junit.Assert.*",
+            ],
+            &[
+                "fun main() {\n  val xs = listOf(1, 2)\n  for (x in xs) println(x)\n}",
+                "val new = 1 // new Foo()\nclass A : B() { override fun f(): Unit {} }",
+                "if (x is String) println(\"void f(\")\nimport kotlin.math.*",
+            ],
+        );
+    }
+
+    #[test]
+    fn coffeescript_syntax_is_not_python() {
+        rules_out(
+            &["python"],
+            &[
+                "square = (x) -> x * x",
+                "obj =\n  run: => @x",
+                "until done\n  step()",
+            ],
+            &[
+                "def f(x: int) -> int:\n    return x\n",
+                "def g():\n    \"\"\"Run\n    until done, as a -> b.\n    \"\"\"\n    x = \"\"\"\n-> y\n\"\"\"\n",
+                "# f :: (a -> b) -> [a]\nprint(\"x = -> y\")\n",
+            ],
+        );
+    }
+
+    #[test]
+    fn groovy_syntax_is_not_java() {
+        rules_out(
+            &["java"],
+            &[
+                "def x = 1",
+                "List xs = [1, 2, 3]",
+                "xs.each { println it }",
+                "xs.collect { a, b -> a + b }",
+                "println \"hi\"",
+            ],
+            &[
+                "int[] a = new int[]{1, 2};\nx = a[0];\nSystem.out.println(\"= [\");",
+                "xs.forEach(x -> System.out.println(x));\nRunnable r = () -> { run(); };",
+                "// def x = [1]\nif (a == b) { c(); }",
+            ],
+        );
+    }
+
+    #[test]
+    fn csharp_and_vala_syntax_is_not_d_or_cpp() {
+        rules_out(
+            &["d", "cpp"],
+            &[
+                "foreach (var x in xs) { Console.WriteLine(x); }",
+                "foreach (unowned string s in names) print (s);",
+                "using System;\nusing System.Collections.Generic;",
+                "using GLib;\nvoid main () {}",
+            ],
+            &[
+                "foreach (x; xs) writeln(x);\nforeach (i, ref x; arr) {}",
+                "using namespace std;\nusing std::cout;\nusing T = int;",
+                "#define foreach(x, xs) for (auto x : xs)\nforeach (x, list) f(x);",
+            ],
+        );
+    }
+
+    #[test]
     fn coffeescript_syntax_is_not_javascript() {
-        for code in [
-            "square = (x) -> x * x",
-            "hello = ->\n  console.log 'hi'",
-            "obj =\n  run: -> 1",
-            "for item in list\n  console.log item",
-            "unless done\n  go()",
-        ] {
-            let out = ruled_out(code);
-            assert!(
-                out.contains(&"javascript") && out.contains(&"typescript"),
-                "{code}"
-            );
-        }
-        for js in [
-            "while (i-->0) { f(i); }\nconst g = (a) => a + 1;",
-            "// map :: (a -> b) -> [a] -> [b]\nconst s = 'x -> y';",
-            "for (const x of xs) { until(x); }\nfor await (const y of ys) {}",
-        ] {
-            assert!(
-                !ruled_out(js).contains(&"javascript"),
-                "{js}: {:?}",
-                ruled_out(js)
-            );
-        }
+        rules_out(
+            &["javascript", "typescript"],
+            &[
+                "square = (x) -> x * x",
+                "hello = ->\n  console.log 'hi'",
+                "obj =\n  run: -> 1",
+                "for item in list\n  console.log item",
+                "unless done\n  go()",
+            ],
+            &[
+                "while (i-->0) { f(i); }\nconst g = (a) => a + 1;",
+                "// map :: (a -> b) -> [a] -> [b]\nconst s = 'x -> y';",
+                "for (const x of xs) { until(x); }\nfor await (const y of ys) {}",
+            ],
+        );
     }
 
     #[test]
